@@ -1,0 +1,3 @@
+"""infodistill: knowledge distillation you can measure."""
+
+__version__ = "0.1.0"

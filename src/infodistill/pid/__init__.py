@@ -1,0 +1,29 @@
+"""Partial information decomposition (BROJA) and information measures on joint arrays.
+
+This subpackage imports numpy, scipy and scikit-learn only (never torch), and can be used on its own.
+"""
+
+from .decompose import PIDResult, decompose
+from .measures import (
+    as_joint,
+    co_information,
+    conditional_entropy,
+    conditional_mutual_information,
+    convert_units,
+    entropy,
+    marginal,
+    mutual_information,
+)
+
+__all__ = [
+    "PIDResult",
+    "decompose",
+    "as_joint",
+    "co_information",
+    "conditional_entropy",
+    "conditional_mutual_information",
+    "convert_units",
+    "entropy",
+    "marginal",
+    "mutual_information",
+]
