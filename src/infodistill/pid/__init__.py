@@ -4,6 +4,7 @@ This subpackage imports numpy, scipy and scikit-learn only (never torch), and ca
 """
 
 from .decompose import PIDResult, decompose
+from .estimate import EstimateResult, SweepResult, estimate, sweep
 from .measures import (
     as_joint,
     co_information,
@@ -18,6 +19,10 @@ from .measures import (
 __all__ = [
     "PIDResult",
     "decompose",
+    "EstimateResult",
+    "SweepResult",
+    "estimate",
+    "sweep",
     "as_joint",
     "co_information",
     "conditional_entropy",

@@ -69,8 +69,12 @@ def round_to_feasible(q: np.ndarray, p_yt: np.ndarray, p_ys: np.ndarray) -> np.n
     return q + d_t[:, :, None] * d_s[:, None, :] * scale[:, None, None]
 
 
-class _Dual:
-    """Barrier dual of the BROJA problem for given marginals P(y,t), P(y,s) (all symbols used)."""
+import os
+_DEBUG = bool(os.environ.get('BROJA_DEBUG'))
+
+
+class _Problem:
+    """Dual of the BROJA problem for marginals P(y,t), P(y,s) in which every symbol is used."""
 
     def __init__(self, p_yt: np.ndarray, p_ys: np.ndarray):
         self.p_yt, self.p_ys = p_yt, p_ys
@@ -78,122 +82,193 @@ class _Dual:
         self.support = self.m_yt[:, :, None] & self.m_ys[:, None, :]
         self.pairs = self.support.any(axis=0)
         self.n_pairs = int(self.pairs.sum())
-        Y, _ = p_yt.shape
-        # One μ(y, s) per label is pinned to fix the gauge λ(y,·)+a_y, μ(y,·)−a_y.
+        Y = p_yt.shape[0]
+        # One μ(y, s) per label is pinned: (λ(y,·)+a_y, μ(y,·)−a_y) leaves every c(t,s) unchanged.
         self.pin = np.argmax(self.m_ys, axis=1) * Y + np.arange(Y)
 
     def evaluate(self, lam: np.ndarray, mu: np.ndarray):
+        """c(t,s) = LSE_y(λ+μ) (−inf off the pairs) and π(y|t,s) = softmax_y(λ+μ)."""
         z = np.where(self.support, lam[:, :, None] + mu[:, None, :], -np.inf)
         zmax = np.where(self.pairs, z.max(axis=0), 0.0)
         e = np.exp(z - zmax)
-        tot = e.sum(axis=0)
-        c = np.where(self.pairs, zmax + np.log(np.where(self.pairs, tot, 1.0)), -np.inf)
-        pi = e / np.where(self.pairs, tot, 1.0)
+        tot = np.where(self.pairs, e.sum(axis=0), 1.0)
+        c = np.where(self.pairs, zmax + np.log(tot), -np.inf)
+        pi = e / tot
+        pi[pi < 1e-250] = 0.0  # keep denormals out of the linear algebra
         return c, pi
 
     def linear(self, lam, mu) -> float:
         return float((self.p_yt * lam).sum() + (self.p_ys * mu).sum())
 
-    def phi(self, lam, mu, eps, c=None):
-        if c is None:
-            c, _ = self.evaluate(lam, mu)
-        cp = c[self.pairs]
-        if np.any(cp >= 0):
-            return -np.inf
-        return self.linear(lam, mu) + eps * float(np.log(-cp).sum())
 
-    def newton_direction(self, lam, mu, eps, c, pi):
-        Y, T = self.p_yt.shape
-        S = self.p_ys.shape[1]
-        w = np.where(self.pairs, 1.0 / np.where(self.pairs, -c, 1.0), 0.0)
-        u = eps * w
-        q = u[None] * pi  # primal estimate
-        g_lam = np.where(self.m_yt, self.p_yt - q.sum(axis=2), 0.0)
-        g_mu = np.where(self.m_ys, self.p_ys - q.sum(axis=1), 0.0)
-        W = eps * w * w - u  # weight of the π π^T term of each pair's Y×Y block
-        # Blocks of −∇²Φ: A_t (λλ), C_s (μμ), B_{t,s} (λμ) = diag(q_ts) + W_ts π_ts π_ts^T.
+class _NewtonSystem:
+    """Factorised Newton matrix Σ_pairs [u diag π + W π πᵀ] (in λ(·,t), μ(·,s)) of the IPM.
+
+    λ is eliminated block by block (T blocks of Y×Y); the Schur complement in μ is assembled from
+    its four structured terms without ever forming the (T·Y)×(S·Y) coupling block as a product,
+    which keeps assembly at O(Y²·T·S²) instead of O(Y³·T·S²).
+    """
+
+    def __init__(self, prob: _Problem, pi: np.ndarray, u: np.ndarray, W: np.ndarray):
+        Y, T = prob.p_yt.shape
+        S = prob.p_ys.shape[1]
+        self.prob, self.pi, self.W = prob, pi, W
+        q = u[None] * pi
+        self.q = q
         idx = np.arange(Y)
-        B = np.einsum("ts,yts,zts->tysz", W, pi, pi)
-        B[:, idx, :, idx] += q  # diagonal part: q[y, t, s] at (t,y,s,y)
-        A = np.einsum("ts,yts,zts->tyz", W, pi, pi)
-        A[:, idx, idx] += q.sum(axis=2).T + (~self.m_yt).T
-        C = np.einsum("ts,yts,zts->syz", W, pi, pi)
-        C[:, idx, idx] += q.sum(axis=1).T + (~self.m_ys).T
-        # Eliminate λ: A is block diagonal over t.
-        A_inv = np.linalg.inv(A)  # (T, Y, Y)
-        B2 = B.reshape(T, Y, S * Y)
-        AinvB = A_inv @ B2  # (T, Y, S*Y)
-        Ainv_g = np.einsum("tyz,zt->ty", A_inv, g_lam)  # (T, Y)
-        schur = -(B2.reshape(T * Y, S * Y).T @ AinvB.reshape(T * Y, S * Y))
-        blk = schur.reshape(S, Y, S, Y)
-        blk[np.arange(S), :, np.arange(S), :] += C
-        rhs = g_mu.T.reshape(-1) - B2.reshape(T * Y, S * Y).T @ Ainv_g.reshape(-1)
-        schur[self.pin, :] = 0.0
-        schur[:, self.pin] = 0.0
-        schur[self.pin, self.pin] = 1.0
-        rhs[self.pin] = 0.0
+        piT = pi.transpose(1, 0, 2)  # (T, Y, S)
+        qT = q.transpose(1, 0, 2)
+        Wpi = W[None] * pi
+        A = np.einsum("tys,tzs->tyz", Wpi.transpose(1, 0, 2), piT)
+        A[:, idx, idx] += q.sum(axis=2).T + (~prob.m_yt).T
+        C = np.einsum("yts,zts->syz", Wpi, pi)
+        C[:, idx, idx] += q.sum(axis=1).T + (~prob.m_ys).T
+        self.A_inv = A_inv = np.linalg.inv(A)  # (T, Y, Y)
+        G = A_inv @ piT  # (T, Y, S): A_t⁻¹ π_ts
+        # term1[s,y,e,z] = Σ_t A⁻¹_t[y,z] q[y,t,s] q[z,t,e]
+        M1 = A_inv.transpose(1, 2, 0)[:, :, :, None] * qT.transpose(1, 0, 2)[None]  # (y, z, t, e)
+        t1 = np.matmul(q.transpose(0, 2, 1)[:, None], M1).transpose(2, 0, 3, 1)  # (s, y, e, z)
+        # term2[s,y,e,z] = Σ_t q[y,t,s] W[t,e] G[t,y,e] π[z,t,e]; term3 is its transpose
+        GW = (G * W[:, None, :]).transpose(1, 0, 2)  # (y, t, e)
+        M2 = GW[..., None] * pi.transpose(1, 2, 0)[None]  # (y, t, e, z)
+        t2 = np.matmul(q.transpose(0, 2, 1), M2.reshape(Y, T, S * Y)).reshape(Y, S, S, Y).transpose(1, 0, 2, 3)
+        # term4[s,y,e,z] = Σ_t W[t,s] W[t,e] (π_tsᵀ A_t⁻¹ π_te) π[y,t,s] π[z,t,e], in chunks of s
+        # so the (s, t, e, z) intermediate stays small.
+        P = np.matmul(piT.transpose(0, 2, 1), G)  # (t, s, e)
+        N = np.ascontiguousarray((W[:, :, None] * W[:, None, :] * P).transpose(1, 0, 2))  # (s, t, e)
+        pi_tez = np.ascontiguousarray(pi.transpose(1, 2, 0))  # (t, e, z)
+        pi_syt = np.ascontiguousarray(pi.transpose(2, 0, 1))  # (s, y, t)
+        schur = np.empty((S, Y, S, Y))
+        step = max(1, int(4e6 // (T * S * Y)))
+        for a in range(0, S, step):
+            b = min(S, a + step)
+            M4 = N[a:b, :, :, None] * pi_tez[None]  # (s, t, e, z)
+            schur[a:b] = np.matmul(pi_syt[a:b], M4.reshape(b - a, T, S * Y)).reshape(b - a, Y, S, Y)
+        schur += t1
+        schur += t2
+        schur += t2.transpose(2, 3, 0, 1)
+        np.negative(schur, out=schur)
+        schur[np.arange(S), :, np.arange(S), :] += C
+        schur = schur.reshape(S * Y, S * Y)
+        schur[prob.pin, :] = 0.0
+        schur[:, prob.pin] = 0.0
+        schur[prob.pin, prob.pin] = 1.0
+        self.shape = (Y, T, S)
         try:
-            d_mu = linalg.cho_solve(linalg.cho_factor(schur, check_finite=False), rhs, check_finite=False)
+            self.factor = ("chol", linalg.cho_factor(schur, check_finite=False))
         except linalg.LinAlgError:
-            d_mu = linalg.lstsq(schur, rhs, check_finite=False)[0]
-        d_mu_ts = d_mu.reshape(S, Y)
-        r_lam = g_lam.T - np.einsum("tysz,sz->ty", B, d_mu_ts)
-        d_lam = np.einsum("tyz,tz->ty", A_inv, r_lam)
-        d_lam = np.where(self.m_yt, d_lam.T, 0.0)
-        d_mu_y = np.where(self.m_ys, d_mu_ts.T, 0.0)
-        decrement = float((g_lam * d_lam).sum() + (g_mu * d_mu_y).sum())
-        return d_lam, d_mu_y, decrement, q
+            self.factor = ("lu", linalg.lu_factor(schur + 1e-14 * np.eye(S * Y), check_finite=False))
+
+    def _B(self, d_mu):  # d_mu (S, Y) -> (T, Y)
+        pd = np.einsum("yts,sy->ts", self.pi, d_mu)
+        return np.einsum("yts,sy->ty", self.q, d_mu) + np.einsum("ts,yts->ty", self.W * pd, self.pi)
+
+    def _Bt(self, v):  # v (T, Y) -> (S, Y)
+        pv = np.einsum("yts,ty->ts", self.pi, v)
+        return np.einsum("yts,ty->sy", self.q, v) + np.einsum("ts,yts->sy", self.W * pv, self.pi)
+
+    def solve(self, g_lam: np.ndarray, g_mu: np.ndarray):
+        """Solve the Newton system for right-hand sides given as (Y,T), (Y,S) arrays."""
+        prob = self.prob
+        Ainv_g = np.einsum("tyz,zt->ty", self.A_inv, g_lam)
+        rhs = (g_mu.T - self._Bt(Ainv_g)).reshape(-1)
+        rhs[prob.pin] = 0.0
+        kind, fac = self.factor
+        d_mu = (linalg.cho_solve if kind == "chol" else linalg.lu_solve)(fac, rhs, check_finite=False)
+        d_mu = d_mu.reshape(self.shape[2], self.shape[0])
+        d_lam = np.einsum("tyz,tz->ty", self.A_inv, g_lam.T - self._B(d_mu))
+        return np.where(prob.m_yt, d_lam.T, 0.0), np.where(prob.m_ys, d_mu.T, 0.0)
 
 
 def solve_broja(
     p_yt: np.ndarray,
     p_ys: np.ndarray,
     tol: float = 1e-9,
-    max_newton: int = 200,
+    max_iter: int = 100,
 ) -> tuple[np.ndarray, float, float, SolverInfo]:
     """Minimise f(Q) = −H_Q(Y|T,S) over Δ_P given the pairwise marginals (all symbols used).
+
+    A feasible primal-dual interior-point method (Mehrotra predictor-corrector) on the dual: the
+    dual iterate (λ, μ) stays strictly feasible, the multipliers r(t,s) ≥ 0 of its constraints are
+    the pair masses Q(t,s) of the primal point Q(y,t,s) = r(t,s) π(y|t,s).
 
     Returns (q, f_upper, d_lower, info): an exactly feasible q with f(q) = f_upper, and a dual
     bound d_lower ≤ min f, so the optimum lies in [d_lower, f_upper]; tol is in nats.
     """
-    dual = _Dual(p_yt, p_ys)
-    lam = np.where(dual.m_yt, np.log(np.where(dual.m_yt, p_yt, 1.0)) - 1.0, 0.0)
+    prob = _Problem(p_yt, p_ys)
+    pairs = prob.pairs
+    m = max(prob.n_pairs, 1)
+    lam = np.where(prob.m_yt, np.log(np.where(prob.m_yt, p_yt, 1.0)) - 1.0, 0.0)
     mu = np.zeros_like(p_ys)
-    eps = 1.0 / max(dual.n_pairs, 1)
-    info = SolverInfo(newton_steps=0, outer=0)
-    best = None
-    while True:
-        # Centre at the current ε.
-        for _ in range(50):
-            c, pi = dual.evaluate(lam, mu)
-            d_lam, d_mu, dec, q = dual.newton_direction(lam, mu, eps, c, pi)
-            info["newton_steps"] += 1
-            if dec <= 1e-2 * eps:
-                break
-            phi0 = dual.phi(lam, mu, eps, c)
-            step = 1.0
-            slope = dec
-            while step > 1e-12:
-                new_lam, new_mu = lam + step * d_lam, mu + step * d_mu
-                phi1 = dual.phi(new_lam, new_mu, eps)
-                if phi1 >= phi0 + 0.25 * step * slope:
-                    break
-                step *= 0.5
-            else:
-                break
-            lam, mu = new_lam, new_mu
-            if info["newton_steps"] >= max_newton:
-                break
-        info["outer"] += 1
-        c, pi = dual.evaluate(lam, mu)
-        w = np.where(dual.pairs, 1.0 / np.where(dual.pairs, -c, 1.0), 0.0)
-        q = round_to_feasible(eps * w[None] * pi, p_yt, p_ys)
-        f_up = objective(q)
-        # λ, μ are strictly feasible (c < 0), so D is a valid lower bound.
-        d_low = dual.linear(lam, mu)
-        if best is None or f_up < best[1]:
-            best = (q, f_up)
-        if best[1] - d_low <= tol or info["newton_steps"] >= max_newton:
-            info["eps"] = eps
-            return best[0], best[1], d_low, info
-        eps *= 0.1
+    r = np.where(pairs, np.outer(p_yt.sum(axis=0), p_ys.sum(axis=0)), 0.0)
+    info = SolverInfo(iterations=0, converged=False)
+    best_q, best_f, d_low = None, np.inf, -np.inf
+    gap_hist: list[float] = []
+    c, pi = prob.evaluate(lam, mu)
+    for it in range(max_iter + 1):
+        s = np.where(pairs, -c, 1.0)
+        w = np.where(pairs, 1.0 / s, 0.0)
+        q = round_to_feasible(r[None] * pi, p_yt, p_ys)
+        f = objective(q)
+        if f < best_f:
+            best_q, best_f = q, f
+        # Valid lower bound: (λ, μ) is strictly dual feasible. Near the end the iterates lose
+        # accuracy to round-off, so keep the best bounds seen rather than the last ones.
+        d_low = max(d_low, prob.linear(lam, mu))
+        info["iterations"] = it
+        if _DEBUG:
+            res = np.abs(p_yt - (r[None] * pi).sum(axis=2)).sum()
+            print(f"it={it} f-d={f - d_low:.3e} res={res:.2e} mu={(r * s)[pairs].sum() / m:.2e} "
+                  f"sum_r={r.sum():.6f} cmax={c[pairs].max():.2e}")
+        gap_hist.append(best_f - d_low)
+        if gap_hist[-1] <= tol:
+            info["converged"] = True
+            break
+        if len(gap_hist) > 4 and gap_hist[-1] >= 0.5 * gap_hist[-5]:
+            break  # stalled at the limit of double precision
+        if it == max_iter:
+            break
+        gap_mu = float((r * s)[pairs].sum()) / m
+        sys_ = _NewtonSystem(prob, pi, r, r * (w - 1.0))
+
+        def direction(target):  # target: per-pair complementarity goal (T, S)
+            g_lam = np.where(prob.m_yt, p_yt - np.einsum("ts,yts->yt", target * w, pi), 0.0)
+            g_mu = np.where(prob.m_ys, p_ys - np.einsum("ts,yts->ys", target * w, pi), 0.0)
+            d_lam, d_mu = sys_.solve(g_lam, g_mu)
+            dc = np.einsum("yts,yts->ts", pi, d_lam[:, :, None] + d_mu[:, None, :])
+            d_r = np.where(pairs, (target - r * s + r * dc) * w, 0.0)
+            return d_lam, d_mu, dc, d_r
+
+        def max_step(d_r):
+            neg = pairs & (d_r < 0)
+            return min(1.0, float(np.min(-r[neg] / d_r[neg]))) if neg.any() else 1.0
+
+        def feasible_step(d_lam, d_mu, d_r, alpha):
+            """Largest α (backtracking from ``alpha``) keeping r > 0 and −c ≥ 1% of its value."""
+            alpha = min(alpha, 0.99 * max_step(d_r))
+            while alpha > 1e-12:
+                c_new, pi_new = prob.evaluate(lam + alpha * d_lam, mu + alpha * d_mu)
+                if np.all(c_new[pairs] <= 0.01 * c[pairs]):
+                    return alpha, c_new, pi_new
+                alpha *= 0.8
+            return 0.0, c, pi
+
+        # Predictor (affine scaling) then corrector with Mehrotra's centring and second-order term;
+        # the predictor's step length is measured on the true (nonlinear) constraints.
+        dl_a, dm_a, dc_a, dr_a = direction(np.zeros_like(r))
+        a_aff, c_aff, _ = feasible_step(dl_a, dm_a, dr_a, 1.0)
+        s_aff = np.where(pairs, -c_aff, 0.0)
+        mu_aff = float(((r + a_aff * dr_a) * s_aff)[pairs].sum()) / m
+        sigma = min(1.0, (mu_aff / gap_mu) ** 3) if gap_mu > 0 else 0.0
+        target = sigma * gap_mu + dr_a * dc_a  # Δr_aff·Δs_aff with Δs_aff = −Δc_aff
+        target = np.where(pairs, np.maximum(target, 0.1 * sigma * gap_mu), 0.0)
+        d_lam, d_mu, _, d_r = direction(target)
+        alpha, c_new, pi_new = feasible_step(d_lam, d_mu, d_r, 1.0)
+        if alpha == 0.0:
+            break
+        if _DEBUG:
+            print(f"   a_aff={a_aff:.3f} sigma={sigma:.2e} alpha={alpha:.3f}")
+        lam, mu, r = lam + alpha * d_lam, mu + alpha * d_mu, r + alpha * d_r
+        c, pi = c_new, pi_new
+    info["gap"] = best_f - d_low
+    return best_q, best_f, d_low, info

@@ -1,0 +1,611 @@
+"""Command-line interface: ``infodistill pid`` and ``infodistill demo``.
+
+    infodistill pid JOINT.npy [--unit bits|nats] [--counts] [--tol X] [--json]
+    infodistill pid --labels Y.npy --teacher T.npy --student S.npy [--k N] [--k-t N] [--k-s N]
+                    [--pca N] [--no-normalize] [--pool flatten|avg] [--discretize kmeans|argmax]
+                    [--fit-fraction F] [--boot N] [--ci C] [--perm N] [--seed N]
+                    [--unit bits|nats] [--tol X] [--json]
+    infodistill demo [--boot N]
+    infodistill --version
+
+Only the standard library is imported at module level, so ``infodistill --help`` is fast; numpy and
+:mod:`infodistill.pid` are imported inside the command functions. torch is never imported.
+
+Every expected failure (missing or unreadable file, pickled or non-numeric array, wrong shape,
+mismatched lengths, a ``ValueError`` from the library) is reported as one line
+``infodistill: error: <message>`` on stderr with exit status 2; argparse usage errors also exit 2;
+Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+
+from . import __version__
+
+PROG = "infodistill"
+
+EXIT_OK = 0
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+#: (PIDResult field, label, meaning) in display order.
+PID_ROWS = (
+    ("redundancy", "Red(Y:T,S)", "transferred / shared"),
+    ("unique_t", "Uni(Y:T\\S)", "left to distill (teacher only)"),
+    ("unique_s", "Uni(Y:S\\T)", "student only (not from the teacher)"),
+    ("synergy", "Syn(Y:T,S)", "synergy (only from T and S together)"),
+    ("mi_t", "I(Y;T)", "teacher's label information"),
+    ("mi_s", "I(Y;S)", "student's label information"),
+    ("mi_joint", "I(Y;T,S)", "both together"),
+)
+
+TERMS_HELP = """\
+terms of the BROJA partial information decomposition of I(Y; T, S)
+(Y the labels, T the teacher, S the student):
+  Red(Y:T,S)   label information T and S share: what has been transferred
+  Uni(Y:T\\S)   information only the teacher has: what is left to distill
+  Uni(Y:S\\T)   information only the student has
+  Syn(Y:T,S)   information available only from T and S together
+  I(Y;T) = Red + Uni(Y:T\\S),  I(Y;S) = Red + Uni(Y:S\\T),  I(Y;T,S) = Red + both Uni + Syn
+"""
+
+
+class CLIError(Exception):
+    """An expected failure, reported as one line on stderr with exit status 2."""
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _one_line(msg: object) -> str:
+    return " ".join(str(msg).split())
+
+
+def _fmt(x: float) -> str:
+    return f"{float(x) + 0.0:.6f}"  # + 0.0 turns -0.0 into 0.0
+
+
+def _json_default(obj):
+    """JSON encoder fallback for numpy scalars and arrays (imported lazily: numpy is loaded by then)."""
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, default=_json_default))
+
+
+_DTYPE_KINDS = {
+    "c": "complex numbers",
+    "U": "strings",
+    "S": "byte strings",
+    "O": "Python objects",
+    "V": "structured/void records",
+    "M": "datetimes",
+    "m": "timedeltas",
+}
+
+
+def load_array(path: str, what: str):
+    """Load one real numeric array from a .npy file or a .npz file holding exactly one array.
+
+    Never unpickles (``allow_pickle=False``). Raises CLIError with a one-line message naming the file.
+    """
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(6)
+    except FileNotFoundError:
+        raise CLIError(f"{what} file not found: {path}") from None
+    except IsADirectoryError:
+        raise CLIError(f"{what} path is a directory, not a .npy/.npz file: {path}") from None
+    except OSError as exc:
+        raise CLIError(f"cannot read {what} file {path}: {exc.strerror or exc}") from None
+
+    import zipfile
+
+    import numpy as np
+
+    try:
+        if magic.startswith(b"\x93NUMPY"):
+            arr = np.load(path, allow_pickle=False)
+        elif magic.startswith(b"PK"):
+            with np.load(path, allow_pickle=False) as npz:
+                names = list(npz.files)
+                if len(names) != 1:
+                    listed = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+                    raise CLIError(
+                        f"{what} file {path} holds {len(names)} arrays ({listed or 'none'}); "
+                        "expected exactly one"
+                    )
+                arr = npz[names[0]]
+        elif magic[:1] == b"\x80":
+            raise CLIError(
+                f"{what} file {path} is a pickle; infodistill never unpickles files "
+                "(save a numeric array with numpy.save instead)"
+            )
+        elif not magic:
+            raise CLIError(f"{what} file {path} is empty")
+        else:
+            raise CLIError(f"{what} file {path} is not a NumPy .npy or .npz file")
+    except CLIError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        msg = _one_line(exc)
+        if "allow_pickle" in msg:
+            msg = "it holds Python objects, which would need unpickling (infodistill never unpickles files)"
+        raise CLIError(f"cannot load {what} file {path}: {msg}") from None
+
+    kind = arr.dtype.kind
+    if kind not in "biuf":
+        desc = _DTYPE_KINDS.get(kind, "non-numeric values")
+        raise CLIError(f"{what} file {path} has dtype {arr.dtype} ({desc}); expected a real numeric array")
+    return arr
+
+
+def _check_features(arr, what: str, path: str):
+    import numpy as np
+
+    if arr.ndim == 0:
+        raise CLIError(f"{what} file {path} holds a scalar; expected an array (n_samples, ...)")
+    if arr.ndim == 1:
+        arr = arr.reshape(-1, 1)
+    if arr.shape[0] == 0 or arr.size == 0:
+        raise CLIError(f"{what} file {path} is an empty array (shape {arr.shape})")
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        raise CLIError(f"{what} file {path} contains NaN or infinite values")
+    return arr
+
+
+def _check_labels(arr, path: str):
+    import numpy as np
+
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise CLIError(f"labels file {path} must be a 1-D array of class ids, got shape {arr.shape}")
+    if arr.size == 0:
+        raise CLIError(f"labels file {path} is an empty array")
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)):
+            raise CLIError(f"labels file {path} contains NaN or infinite values")
+        if not np.all(arr == np.round(arr)):
+            raise CLIError(f"labels file {path} holds non-integer values; expected integer class ids")
+    return arr.astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------------------
+# tables
+
+
+def pid_table(res, title: str | None = None) -> str:
+    """Aligned text table of a PIDResult: term, meaning, value, unit, then the certified gap."""
+    header = ("term", "meaning", "value", "unit")
+    rows = [(label, meaning, _fmt(getattr(res, field)), res.unit) for field, label, meaning in PID_ROWS]
+    w = [max(len(r[i]) for r in (header, *rows)) for i in range(4)]
+    lines = [] if title is None else [title, ""]
+    lines.append(f"  {header[0]:<{w[0]}}  {header[1]:<{w[1]}}  {header[2]:>{w[2]}}  {header[3]}")
+    lines.append("  " + "-" * (w[0] + w[1] + w[2] + w[3] + 6))
+    for label, meaning, val, unit in rows:
+        lines.append(f"  {label:<{w[0]}}  {meaning:<{w[1]}}  {val:>{w[2]}}  {unit}")
+        if label == "Syn(Y:T,S)":
+            lines.append("")
+    lines.append("")
+    lines.append(f"  certified gap: {res.gap:.1e} {res.unit} (every term is exact to within this)")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
+# commands
+
+
+def _pid_joint(args) -> int:
+    from .pid import decompose
+
+    p = load_array(args.joint, "joint")
+    try:
+        res = decompose(p, unit=args.unit, counts=args.counts, tol=args.tol)
+    except ValueError as exc:
+        msg = _one_line(exc).replace("pass counts=True", "pass --counts")
+        raise CLIError(f"{args.joint}: {msg}") from None
+    if args.json:
+        _print_json({**res.as_dict(), "shape": list(p.shape)})
+    else:
+        shape = " x ".join(str(n) for n in p.shape)
+        title = (
+            f"BROJA PID of p[y,t,s] from {args.joint} (shape {shape}; axis 0 = Y labels, "
+            "axis 1 = T teacher, axis 2 = S student)"
+        )
+        print(pid_table(res, title))
+    return EXIT_OK
+
+
+#: estimate-only options: argparse dest -> estimate() keyword
+ESTIMATE_OPTIONS = {
+    "k": "k",
+    "k_t": "k_t",
+    "k_s": "k_s",
+    "pca": "pca",
+    "normalize": "normalize",
+    "pool": "pool",
+    "fit_fraction": "fit_fraction",
+    "discretize": "discretize",
+    "boot": "n_boot",
+    "ci": "ci",
+    "perm": "n_perm",
+    "seed": "seed",
+}
+
+
+def _pid_estimate(args) -> int:
+    labels = _check_labels(load_array(args.labels, "labels"), args.labels)
+    teacher = _check_features(load_array(args.teacher, "teacher"), "teacher", args.teacher)
+    student = _check_features(load_array(args.student, "student"), "student", args.student)
+    n = {"labels": len(labels), "teacher": teacher.shape[0], "student": student.shape[0]}
+    if len(set(n.values())) != 1:
+        raise CLIError(
+            "mismatched lengths: "
+            f"labels has {n['labels']} samples ({args.labels}), "
+            f"teacher {n['teacher']} ({args.teacher}), student {n['student']} ({args.student})"
+        )
+
+    try:
+        from .pid import estimate
+    except ImportError as exc:
+        raise CLIError(f"the estimator is not available in this installation ({_one_line(exc)})") from None
+
+    kwargs = {
+        kw: getattr(args, dest) for dest, kw in ESTIMATE_OPTIONS.items() if getattr(args, dest) is not None
+    }
+    try:
+        res = estimate(labels, teacher, student, unit=args.unit, tol=args.tol, **kwargs)
+    except ValueError as exc:
+        msg = _one_line(exc)
+        msg = msg.replace("teacher_features", f"teacher features ({args.teacher})")
+        msg = msg.replace("student_features", f"student features ({args.student})")
+        msg = msg.replace("or pca=None", "or --pca 0 (no PCA)")
+        raise CLIError(msg) from None
+
+    if args.json:
+        d = dict(res.as_dict())
+        d.setdefault("settings", res.settings)
+        d.setdefault("ci", res.ci)
+        d.setdefault(
+            "inputs",
+            {
+                "labels": args.labels,
+                "teacher": args.teacher,
+                "student": args.student,
+                "n_samples": n["labels"],
+            },
+        )
+        _print_json(d)
+    else:
+        print(f"labels: {args.labels}  teacher: {args.teacher}  student: {args.student}  (n = {n['labels']})")
+        print(res.table())
+    return EXIT_OK
+
+
+def cmd_pid(args, parser: argparse.ArgumentParser) -> int:
+    files = {"--labels": args.labels, "--teacher": args.teacher, "--student": args.student}
+    given = [flag for flag, v in files.items() if v is not None]
+    if args.joint is not None and given:
+        parser.error(f"give either a JOINT array or --labels/--teacher/--student, not both (got {given[0]})")
+    if args.joint is None:
+        if not given:
+            parser.error("give a JOINT .npy array, or all of --labels, --teacher and --student")
+        if len(given) != 3:
+            missing = ", ".join(flag for flag, v in files.items() if v is None)
+            parser.error(f"--labels, --teacher and --student go together: missing {missing}")
+        if args.counts:
+            parser.error("--counts applies only to a JOINT array")
+        return _pid_estimate(args)
+    used = [f"--{dest.replace('_', '-')}" for dest in ESTIMATE_OPTIONS if getattr(args, dest) is not None]
+    if used:
+        flag = "--no-normalize" if used[0] == "--normalize" else used[0]
+        parser.error(f"{flag} applies only with --labels/--teacher/--student, not to a JOINT array")
+    return _pid_joint(args)
+
+
+# ---- demo
+
+
+def gate_joint(name: str):
+    """Joint p[y, t, s] of a canonical gate; T and S are uniform bits (independent except RDN: T = S)."""
+    import numpy as np
+
+    funcs = {
+        "RDN": lambda t, s: t,
+        "UNQ": lambda t, s: t,
+        "XOR": lambda t, s: t ^ s,
+        "AND": lambda t, s: t & s,
+        "SUM": lambda t, s: t + s,
+        "COPY": lambda t, s: 2 * t + s,
+    }
+    f = funcs[name]
+    pairs = [(0, 0), (1, 1)] if name == "RDN" else [(0, 0), (0, 1), (1, 0), (1, 1)]
+    ys = [f(t, s) for t, s in pairs]
+    p = np.zeros((max(ys) + 1, 2, 2))
+    for (t, s), y in zip(pairs, ys, strict=True):
+        p[y, t, s] += 1.0 / len(pairs)
+    return p
+
+
+_AND_RED = 1.5 - 0.75 * math.log2(3.0)  # I(Y;T) for Y = T AND S: h(1/4) - 1/2 = 0.311278 bits
+
+#: name -> (definition, exact BROJA values in bits: Red, Uni(Y:T\S), Uni(Y:S\T), Syn)
+GATES = {
+    "RDN": ("Y = T = S", (1.0, 0.0, 0.0, 0.0)),
+    "UNQ": ("Y = T", (0.0, 1.0, 0.0, 0.0)),
+    "XOR": ("Y = T xor S", (0.0, 0.0, 0.0, 1.0)),
+    "AND": ("Y = T and S", (_AND_RED, 0.0, 0.0, 0.5)),
+    "SUM": ("Y = T + S", (0.5, 0.0, 0.0, 1.0)),
+    "COPY": ("Y = (T, S)", (0.0, 1.0, 1.0, 0.0)),
+}
+
+
+def gates_table() -> str:
+    from .pid import decompose
+
+    fields = ("redundancy", "unique_t", "unique_s", "synergy")
+    head = ("gate", "Y = f(T, S)", "Red(Y:T,S)", "Uni(Y:T\\S)", "Uni(Y:S\\T)", "Syn(Y:T,S)", "gap")
+    lines = [
+        "Canonical gates: T, S independent uniform bits (RDN: T = S uniform), BROJA PID in bits.",
+        "Each gate: the computed decomposition, and below it the exact textbook value.",
+        "",
+        f"  {head[0]:<5} {head[1]:<12}" + "".join(f"{h:>12}" for h in head[2:6]) + f"{head[6]:>10}",
+    ]
+    lines.append("  " + "-" * (len(lines[-1]) - 2))
+    worst = 0.0
+    for name, (definition, exact) in GATES.items():
+        res = decompose(gate_joint(name), unit="bits")
+        vals = [getattr(res, f) for f in fields]
+        worst = max(worst, *(abs(v - e) for v, e in zip(vals, exact, strict=True)))
+        lines.append(
+            f"  {name:<5} {definition:<12}" + "".join(f"{_fmt(v):>12}" for v in vals) + f"{res.gap:>10.1e}"
+        )
+        lines.append(f"  {'':<5} {'  exact':<12}" + "".join(f"{_fmt(e):>12}" for e in exact))
+    lines.append("")
+    lines.append(f"  max |computed - exact| over all gates and terms: {worst:.1e} bits")
+    return "\n".join(lines)
+
+
+def demo_features(n: int = 5000, n_classes: int = 10, seed: int = 0):
+    """Synthetic labels and features: teacher clusters encode y, student clusters encode y mod 5."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, n_classes, size=n)
+    dim = 8
+    # Class centres: well separated (spread 6 vs unit noise), so the clusters recover what they encode.
+    centres_t = 6.0 * rng.standard_normal((n_classes, dim))
+    centres_s = 6.0 * rng.standard_normal((n_classes // 2, dim))
+    teacher = centres_t[y] + rng.standard_normal((n, dim))
+    student = centres_s[y % (n_classes // 2)] + rng.standard_normal((n, dim))
+    return y, teacher, student
+
+
+def cmd_demo(args, parser: argparse.ArgumentParser) -> int:
+    print(gates_table())
+    print()
+    try:
+        from .pid import estimate
+    except ImportError as exc:
+        print(
+            f"{PROG}: representation example skipped: estimator not available ({_one_line(exc)})",
+            file=sys.stderr,
+        )
+        return EXIT_OK
+
+    y, teacher, student = demo_features()
+    print(
+        f"Representation example: n = {len(y)} samples, 10 classes, {teacher.shape[1]}-D features "
+        "(seeded synthetic data).\n"
+        "  teacher features cluster by the label y; student features cluster by y mod 5 only\n"
+        f"  (the student cannot tell y from y + 5). Estimate with k = 10 clusters, {args.boot} bootstrap "
+        "resamples:"
+    )
+    print()
+    res = estimate(y, teacher, student, k=10, n_boot=args.boot, seed=0)
+    print(res.table())
+    pid = res.pid
+    unit = pid.unit
+    print()
+    print(
+        f"Reading: Red = {pid.redundancy:.2f} {unit} (about log2 5 = {math.log2(5):.2f}) of label "
+        "information is already shared by the student (transferred); "
+        f"Uni(Y:T\\S) = {pid.unique_t:.2f} {unit} is known only to the teacher, "
+        "what is left to distill (here: whether y >= 5); "
+        f"Uni(Y:S\\T) = {pid.unique_s:.2f} and Syn = {pid.synergy:.2f}"
+        + (
+            " are near 0: the student knows nothing about y that the teacher does not."
+            if max(abs(pid.unique_s), abs(pid.synergy)) < 0.1
+            else "."
+        )
+    )
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------------
+# argument parsing
+
+
+def _int_at_least(lo: int):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid integer: {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {v}")
+        return v
+
+    parse.__name__ = "int"
+    return parse
+
+
+def _float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Knowledge distillation you can measure: partial information decomposition\n"
+        "(BROJA) of what a teacher and a student representation know about the labels.",
+        epilog=TERMS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    pid = sub.add_parser(
+        "pid",
+        help="decompose a joint array p[y,t,s], or estimate the PID from labels and features",
+        description="BROJA partial information decomposition, either of an explicit joint array\n"
+        "p[y,t,s] (JOINT .npy/.npz), or estimated from labels and teacher/student features\n"
+        "(--labels/--teacher/--student: features are PCA-reduced and clustered, then the joint\n"
+        "histogram is decomposed). Files are loaded with allow_pickle=False (never unpickled).",
+        epilog=TERMS_HELP + "\nexamples:\n"
+        "  infodistill pid joint.npy\n"
+        "  infodistill pid counts.npy --counts --unit nats --json\n"
+        "  infodistill pid --labels y.npy --teacher t.npy --student s.npy --k 10 --boot 100\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    pid.add_argument(
+        "joint",
+        nargs="?",
+        metavar="JOINT",
+        help="joint distribution p[y,t,s] as .npy (or .npz holding one array); axis 0 = labels Y, "
+        "axis 1 = teacher T, axis 2 = student S",
+    )
+    pid.add_argument(
+        "--unit", choices=("bits", "nats"), default="bits", help="information unit (default bits)"
+    )
+    pid.add_argument(
+        "--tol", type=_float, default=None, help="certified solver tolerance, in --unit (default 1e-8 bits)"
+    )
+    pid.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    joint = pid.add_argument_group("JOINT array only")
+    joint.add_argument("--counts", action="store_true", help="JOINT is a count histogram: normalise it")
+
+    est = pid.add_argument_group("estimate from labels and features")
+    est.add_argument("--labels", metavar="Y.npy", help="labels: 1-D integer class ids, length n")
+    est.add_argument("--teacher", metavar="T.npy", help="teacher features: (n, ...) real array")
+    est.add_argument("--student", metavar="S.npy", help="student features: (n, ...) real array")
+    est.add_argument(
+        "--k", type=_int_at_least(1), metavar="N", help="clusters per representation (default 10)"
+    )
+    est.add_argument(
+        "--k-t", type=_int_at_least(1), metavar="N", help="clusters for the teacher (default --k)"
+    )
+    est.add_argument(
+        "--k-s", type=_int_at_least(1), metavar="N", help="clusters for the student (default --k)"
+    )
+    est.add_argument(
+        "--pca",
+        type=_int_at_least(0),
+        metavar="N",
+        help="PCA components before clustering (0: no PCA; default 5)",
+    )
+    est.add_argument(
+        "--no-normalize",
+        dest="normalize",
+        action="store_const",
+        const=False,
+        default=None,
+        help="do not L2-normalise each sample's feature vector",
+    )
+    est.add_argument(
+        "--pool",
+        choices=("flatten", "avg"),
+        help="how to reduce (n, C, ...) features to (n, d): flatten, or average over the trailing axes "
+        "(default flatten)",
+    )
+    est.add_argument(
+        "--discretize",
+        choices=("kmeans", "argmax"),
+        help="symbols by k-means clustering, or argmax over the columns for logits/probabilities "
+        "(default kmeans)",
+    )
+    est.add_argument(
+        "--fit-fraction",
+        type=_float,
+        metavar="F",
+        help="fit PCA and k-means on this random fraction of the samples and count the histogram "
+        "on the held-out rest (default: fit and count on all)",
+    )
+    est.add_argument(
+        "--boot", type=_int_at_least(0), metavar="N", help="bootstrap resamples for CIs (default 0)"
+    )
+    est.add_argument(
+        "--ci", type=_float, metavar="C", help="confidence level of the intervals (default 0.95)"
+    )
+    est.add_argument(
+        "--perm",
+        type=_int_at_least(0),
+        metavar="N",
+        help="label permutations for the plug-in bias baseline (0: none; default 5)",
+    )
+    est.add_argument("--seed", type=int, metavar="N", help="random seed (default 0)")
+    pid.set_defaults(func=cmd_pid, subparser=pid)
+
+    demo = sub.add_parser(
+        "demo",
+        help="canonical gates against their exact values, and a synthetic teacher/student example",
+        description="Decompose the canonical gates (RDN, UNQ, XOR, AND, SUM, COPY) and compare with\n"
+        "their exact textbook values; then estimate the PID of a synthetic teacher/student pair.",
+        epilog=TERMS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo.add_argument(
+        "--boot", type=_int_at_least(0), default=50, metavar="N", help="bootstrap resamples (default 50)"
+    )
+    demo.set_defaults(func=cmd_demo, subparser=demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the exit status (0 ok, 2 error or usage error, 130 interrupted)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_ERROR)
+    try:
+        return args.func(args, args.subparser)
+    except SystemExit as exc:  # parser.error() inside a command
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_ERROR)
+    except CLIError as exc:
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Output piped into e.g. `head`, which exited: stop quietly.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return EXIT_ERROR
