@@ -198,9 +198,16 @@ def solve_broja(
     prob = _Problem(p_yt, p_ys)
     pairs = prob.pairs
     m = max(prob.n_pairs, 1)
-    lam = np.where(prob.m_yt, np.log(np.where(prob.m_yt, p_yt, 1.0)) - 1.0, 0.0)
-    mu = np.zeros_like(p_ys)
-    r = np.where(pairs, np.outer(p_yt.sum(axis=0), p_ys.sum(axis=0)), 0.0)
+    # Start from the conditionally independent coupling Q0 = P(y,t) P(y,s) / P(y), which lies in
+    # Δ_P with the right support: λ + μ = log Q0 + κ gives softmax_y = Q0(y|t,s) and
+    # c(t,s) = log Q0(t,s) + κ, with κ chosen so that every c ≤ −1.
+    p_y = p_yt.sum(axis=1)
+    log_yt = np.log(np.where(prob.m_yt, p_yt, 1.0))
+    log_ys = np.log(np.where(prob.m_ys, p_ys, 1.0))
+    r = np.einsum("yt,ys->ts", p_yt, p_ys / p_y[:, None])
+    kappa = -1.0 - float(np.log(r.max()))
+    lam = np.where(prob.m_yt, log_yt - np.log(p_y)[:, None] + kappa, 0.0)
+    mu = np.where(prob.m_ys, log_ys, 0.0)
     info = SolverInfo(iterations=0, converged=False)
     best_q, best_f, d_low = None, np.inf, -np.inf
     gap_hist: list[float] = []
@@ -219,12 +226,12 @@ def solve_broja(
         if _DEBUG:
             res = np.abs(p_yt - (r[None] * pi).sum(axis=2)).sum()
             print(f"it={it} f-d={f - d_low:.3e} res={res:.2e} mu={(r * s)[pairs].sum() / m:.2e} "
-                  f"sum_r={r.sum():.6f} cmax={c[pairs].max():.2e}")
+                  f"sum_r={r.sum():.6f} cmax={c[pairs].max():.2e} act6={(r > 1e-6 * r.max()).sum()} act9={(r > 1e-9 * r.max()).sum()} act12={(r > 1e-12 * r.max()).sum()}")
         gap_hist.append(best_f - d_low)
         if gap_hist[-1] <= tol:
             info["converged"] = True
             break
-        if len(gap_hist) > 4 and gap_hist[-1] >= 0.5 * gap_hist[-5]:
+        if gap_hist[-1] < 1e-6 and len(gap_hist) > 4 and gap_hist[-1] >= 0.5 * gap_hist[-5]:
             break  # stalled at the limit of double precision
         if it == max_iter:
             break
