@@ -86,10 +86,10 @@ class EstimateResult:
 
     pid: PIDResult
     ci: dict | None
-    settings: dict
+    settings: dict = field(repr=False)
     counts: np.ndarray = field(repr=False, compare=False)
-    bias: dict | None = None
-    boot_shift: dict | None = None
+    bias: dict | None = field(default=None, repr=False)
+    boot_shift: dict | None = field(default=None, repr=False)
     boot: np.ndarray | None = field(default=None, repr=False, compare=False)
     split: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -356,7 +356,9 @@ def _check_features(x, name: str, n: int, pool: str) -> tuple[np.ndarray, tuple]
         arr = arr.astype(np.float64)
     if not np.all(np.isfinite(arr)):
         bad = int(np.count_nonzero(~np.all(np.isfinite(arr.reshape(n, -1)), axis=1)))
-        raise ValueError(f"{name} contains NaN or infinite values ({bad} samples); drop or impute them")
+        raise ValueError(
+            f"{name} contains NaN or infinite values (in {bad} of {n} samples); drop or impute them"
+        )
     sample_shape = arr.shape[1:]
     if arr.ndim > 2 and pool == "avg":
         arr = arr.mean(axis=tuple(range(2, arr.ndim)))
@@ -470,9 +472,13 @@ def _discretize(side: _Side, k: int, opts: _Options) -> tuple[np.ndarray, int]:
     return km.predict(side.z_count).astype(np.int64), k
 
 
-def _histogram(y, ct, cs, shape) -> np.ndarray:
-    flat = (y * shape[1] + ct) * shape[2] + cs
-    return np.bincount(flat, minlength=shape[0] * shape[1] * shape[2]).reshape(shape)
+def _cells(y, ct, cs, shape) -> np.ndarray:
+    """Flat histogram cell of every (y, cluster_t, cluster_s) triple."""
+    return (y * shape[1] + ct) * shape[2] + cs
+
+
+def _counts(cells: np.ndarray, shape) -> np.ndarray:
+    return np.bincount(cells, minlength=shape[0] * shape[1] * shape[2]).reshape(shape)
 
 
 def _resample_tol(opts: _Options) -> float:
@@ -486,12 +492,17 @@ def _term_vector(res: PIDResult) -> np.ndarray:
     return np.array([getattr(res, t) for t in TERMS])
 
 
+def _resampled_terms(counts: np.ndarray, opts: _Options, tol: float) -> np.ndarray:
+    return _term_vector(decompose(counts, unit=opts.unit, counts=True, tol=tol))
+
+
 def _estimate_prepared(prep: _Prepared, opts: _Options) -> EstimateResult:
     ct, kt = _discretize(prep.t, opts.k_t, opts)
     cs, ks = _discretize(prep.s, opts.k_s, opts)
     y = prep.y
     shape = (prep.n_classes, kt, ks)
-    counts = _histogram(y, ct, cs, shape)
+    cells = _cells(y, ct, cs, shape)
+    counts = _counts(cells, shape)
     pid = decompose(counts, unit=opts.unit, counts=True, tol=opts.tol)
     rtol = _resample_tol(opts)
     n = len(y)
@@ -503,7 +514,7 @@ def _estimate_prepared(prep: _Prepared, opts: _Options) -> EstimateResult:
         rng = np.random.default_rng([opts.seed, 2])
         vals = np.array(
             [
-                _term_vector(decompose(_histogram(rng.permutation(y), ct, cs, shape), opts.unit, True, rtol))
+                _resampled_terms(_counts(_cells(rng.permutation(y), ct, cs, shape), shape), opts, rtol)
                 for _ in range(opts.n_perm)
             ]
         )
@@ -518,18 +529,10 @@ def _estimate_prepared(prep: _Prepared, opts: _Options) -> EstimateResult:
     ci = boot = boot_shift = None
     if opts.n_boot:
         rng = np.random.default_rng([opts.seed, 3])
-        flat = (y * kt + ct) * ks + cs
-        size = shape[0] * kt * ks
+        # Resampling triples with replacement = resampling their histogram cells.
         boot = np.array(
             [
-                _term_vector(
-                    decompose(
-                        np.bincount(flat[rng.integers(0, n, n)], minlength=size).reshape(shape),
-                        opts.unit,
-                        True,
-                        rtol,
-                    )
-                )
+                _resampled_terms(_counts(cells[rng.integers(0, n, n)], shape), opts, rtol)
                 for _ in range(opts.n_boot)
             ]
         )
