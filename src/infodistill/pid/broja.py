@@ -69,10 +69,6 @@ def round_to_feasible(q: np.ndarray, p_yt: np.ndarray, p_ys: np.ndarray) -> np.n
     return q + d_t[:, :, None] * d_s[:, None, :] * scale[:, None, None]
 
 
-import os
-_DEBUG = bool(os.environ.get('BROJA_DEBUG'))
-
-
 class _Problem:
     """Dual of the BROJA problem for marginals P(y,t), P(y,s) in which every symbol is used."""
 
@@ -131,7 +127,8 @@ class _NewtonSystem:
         # term2[s,y,e,z] = Σ_t q[y,t,s] W[t,e] G[t,y,e] π[z,t,e]; term3 is its transpose
         GW = (G * W[:, None, :]).transpose(1, 0, 2)  # (y, t, e)
         M2 = GW[..., None] * pi.transpose(1, 2, 0)[None]  # (y, t, e, z)
-        t2 = np.matmul(q.transpose(0, 2, 1), M2.reshape(Y, T, S * Y)).reshape(Y, S, S, Y).transpose(1, 0, 2, 3)
+        t2 = np.matmul(q.transpose(0, 2, 1), M2.reshape(Y, T, S * Y))
+        t2 = t2.reshape(Y, S, S, Y).transpose(1, 0, 2, 3)
         # term4[s,y,e,z] = Σ_t W[t,s] W[t,e] (π_tsᵀ A_t⁻¹ π_te) π[y,t,s] π[z,t,e], in chunks of s
         # so the (s, t, e, z) intermediate stays small.
         P = np.matmul(piT.transpose(0, 2, 1), G)  # (t, s, e)
@@ -180,6 +177,78 @@ class _NewtonSystem:
         return np.where(prob.m_yt, d_lam.T, 0.0), np.where(prob.m_ys, d_mu.T, 0.0)
 
 
+class _InteriorPoint:
+    """State of the primal-dual iteration: dual (λ, μ), pair masses r, and c, π at (λ, μ)."""
+
+    def __init__(self, prob: _Problem):
+        self.prob = prob
+        p_yt, p_ys = prob.p_yt, prob.p_ys
+        # Start from the conditionally independent coupling Q0 = P(y,t) P(y,s) / P(y), which lies
+        # in Δ_P with the right support: λ + μ = log Q0 + κ gives softmax_y = Q0(y|t,s) and
+        # c(t,s) = log Q0(t,s) + κ, with κ chosen so that every c ≤ −1.
+        p_y = p_yt.sum(axis=1)
+        log_yt = np.log(np.where(prob.m_yt, p_yt, 1.0))
+        log_ys = np.log(np.where(prob.m_ys, p_ys, 1.0))
+        self.r = np.einsum("yt,ys->ts", p_yt, p_ys / p_y[:, None])
+        kappa = -1.0 - float(np.log(self.r.max()))
+        self.lam = np.where(prob.m_yt, log_yt - np.log(p_y)[:, None] + kappa, 0.0)
+        self.mu = np.where(prob.m_ys, log_ys, 0.0)
+        self.c, self.pi = prob.evaluate(self.lam, self.mu)
+
+    @property
+    def slack(self) -> np.ndarray:
+        return np.where(self.prob.pairs, -self.c, 1.0)
+
+    def direction(self, system: _NewtonSystem, target: np.ndarray):
+        """Newton direction towards r·(−c) = target on every pair."""
+        prob, pi, r = self.prob, self.pi, self.r
+        s = self.slack
+        w = np.where(prob.pairs, 1.0 / s, 0.0)
+        g_lam = np.where(prob.m_yt, prob.p_yt - np.einsum("ts,yts->yt", target * w, pi), 0.0)
+        g_mu = np.where(prob.m_ys, prob.p_ys - np.einsum("ts,yts->ys", target * w, pi), 0.0)
+        d_lam, d_mu = system.solve(g_lam, g_mu)
+        dc = np.einsum("yts,yts->ts", pi, d_lam[:, :, None] + d_mu[:, None, :])
+        d_r = np.where(prob.pairs, (target - r * s + r * dc) * w, 0.0)
+        return d_lam, d_mu, dc, d_r
+
+    def max_step(self, d_r: np.ndarray) -> float:
+        neg = self.prob.pairs & (d_r < 0)
+        return min(1.0, float(np.min(-self.r[neg] / d_r[neg]))) if neg.any() else 1.0
+
+    def feasible_step(self, d_lam, d_mu, d_r):
+        """Largest α (backtracking) keeping r > 0 and −c ≥ 1% of its value on every pair."""
+        pairs = self.prob.pairs
+        alpha = 0.99 * self.max_step(d_r)
+        while alpha > 1e-12:
+            c_new, pi_new = self.prob.evaluate(self.lam + alpha * d_lam, self.mu + alpha * d_mu)
+            if np.all(c_new[pairs] <= 0.01 * self.c[pairs]):
+                return alpha, c_new, pi_new
+            alpha *= 0.8
+        return 0.0, self.c, self.pi
+
+    def step(self) -> bool:
+        """One Mehrotra predictor-corrector step; False when no progress is possible."""
+        prob, r, s = self.prob, self.r, self.slack
+        pairs, m = prob.pairs, max(prob.n_pairs, 1)
+        gap_mu = float((r * s)[pairs].sum()) / m
+        w = np.where(pairs, 1.0 / s, 0.0)
+        system = _NewtonSystem(prob, self.pi, r, r * (w - 1.0))
+        # Predictor (affine scaling); its step length is measured on the true, nonlinear constraints.
+        dl_a, dm_a, dc_a, dr_a = self.direction(system, np.zeros_like(r))
+        a_aff, c_aff, _ = self.feasible_step(dl_a, dm_a, dr_a)
+        mu_aff = float(((r + a_aff * dr_a) * np.where(pairs, -c_aff, 0.0))[pairs].sum()) / m
+        sigma = min(1.0, (mu_aff / gap_mu) ** 3) if gap_mu > 0 else 0.0
+        # Corrector: centring σμ plus the second-order term Δr_aff·Δs_aff (Δs_aff = −Δc_aff).
+        target = np.where(pairs, np.maximum(sigma * gap_mu + dr_a * dc_a, 0.1 * sigma * gap_mu), 0.0)
+        d_lam, d_mu, _, d_r = self.direction(system, target)
+        alpha, c_new, pi_new = self.feasible_step(d_lam, d_mu, d_r)
+        if alpha == 0.0:
+            return False
+        self.lam, self.mu, self.r = self.lam + alpha * d_lam, self.mu + alpha * d_mu, r + alpha * d_r
+        self.c, self.pi = c_new, pi_new
+        return True
+
+
 def solve_broja(
     p_yt: np.ndarray,
     p_ys: np.ndarray,
@@ -196,86 +265,26 @@ def solve_broja(
     bound d_lower ≤ min f, so the optimum lies in [d_lower, f_upper]; tol is in nats.
     """
     prob = _Problem(p_yt, p_ys)
-    pairs = prob.pairs
-    m = max(prob.n_pairs, 1)
-    # Start from the conditionally independent coupling Q0 = P(y,t) P(y,s) / P(y), which lies in
-    # Δ_P with the right support: λ + μ = log Q0 + κ gives softmax_y = Q0(y|t,s) and
-    # c(t,s) = log Q0(t,s) + κ, with κ chosen so that every c ≤ −1.
-    p_y = p_yt.sum(axis=1)
-    log_yt = np.log(np.where(prob.m_yt, p_yt, 1.0))
-    log_ys = np.log(np.where(prob.m_ys, p_ys, 1.0))
-    r = np.einsum("yt,ys->ts", p_yt, p_ys / p_y[:, None])
-    kappa = -1.0 - float(np.log(r.max()))
-    lam = np.where(prob.m_yt, log_yt - np.log(p_y)[:, None] + kappa, 0.0)
-    mu = np.where(prob.m_ys, log_ys, 0.0)
+    ipm = _InteriorPoint(prob)
     info = SolverInfo(iterations=0, converged=False)
     best_q, best_f, d_low = None, np.inf, -np.inf
-    gap_hist: list[float] = []
-    c, pi = prob.evaluate(lam, mu)
+    gaps: list[float] = []
     for it in range(max_iter + 1):
-        s = np.where(pairs, -c, 1.0)
-        w = np.where(pairs, 1.0 / s, 0.0)
-        q = round_to_feasible(r[None] * pi, p_yt, p_ys)
+        q = round_to_feasible(ipm.r[None] * ipm.pi, p_yt, p_ys)
         f = objective(q)
         if f < best_f:
             best_q, best_f = q, f
         # Valid lower bound: (λ, μ) is strictly dual feasible. Near the end the iterates lose
         # accuracy to round-off, so keep the best bounds seen rather than the last ones.
-        d_low = max(d_low, prob.linear(lam, mu))
+        d_low = max(d_low, prob.linear(ipm.lam, ipm.mu))
         info["iterations"] = it
-        if _DEBUG:
-            res = np.abs(p_yt - (r[None] * pi).sum(axis=2)).sum()
-            print(f"it={it} f-d={f - d_low:.3e} res={res:.2e} mu={(r * s)[pairs].sum() / m:.2e} "
-                  f"sum_r={r.sum():.6f} cmax={c[pairs].max():.2e} act6={(r > 1e-6 * r.max()).sum()} act9={(r > 1e-9 * r.max()).sum()} act12={(r > 1e-12 * r.max()).sum()}")
-        gap_hist.append(best_f - d_low)
-        if gap_hist[-1] <= tol:
+        gaps.append(best_f - d_low)
+        if gaps[-1] <= tol:
             info["converged"] = True
             break
-        if gap_hist[-1] < 1e-6 and len(gap_hist) > 4 and gap_hist[-1] >= 0.5 * gap_hist[-5]:
+        if gaps[-1] < 1e-6 and len(gaps) > 4 and gaps[-1] >= 0.5 * gaps[-5]:
             break  # stalled at the limit of double precision
-        if it == max_iter:
+        if it == max_iter or not ipm.step():
             break
-        gap_mu = float((r * s)[pairs].sum()) / m
-        sys_ = _NewtonSystem(prob, pi, r, r * (w - 1.0))
-
-        def direction(target):  # target: per-pair complementarity goal (T, S)
-            g_lam = np.where(prob.m_yt, p_yt - np.einsum("ts,yts->yt", target * w, pi), 0.0)
-            g_mu = np.where(prob.m_ys, p_ys - np.einsum("ts,yts->ys", target * w, pi), 0.0)
-            d_lam, d_mu = sys_.solve(g_lam, g_mu)
-            dc = np.einsum("yts,yts->ts", pi, d_lam[:, :, None] + d_mu[:, None, :])
-            d_r = np.where(pairs, (target - r * s + r * dc) * w, 0.0)
-            return d_lam, d_mu, dc, d_r
-
-        def max_step(d_r):
-            neg = pairs & (d_r < 0)
-            return min(1.0, float(np.min(-r[neg] / d_r[neg]))) if neg.any() else 1.0
-
-        def feasible_step(d_lam, d_mu, d_r, alpha):
-            """Largest α (backtracking from ``alpha``) keeping r > 0 and −c ≥ 1% of its value."""
-            alpha = min(alpha, 0.99 * max_step(d_r))
-            while alpha > 1e-12:
-                c_new, pi_new = prob.evaluate(lam + alpha * d_lam, mu + alpha * d_mu)
-                if np.all(c_new[pairs] <= 0.01 * c[pairs]):
-                    return alpha, c_new, pi_new
-                alpha *= 0.8
-            return 0.0, c, pi
-
-        # Predictor (affine scaling) then corrector with Mehrotra's centring and second-order term;
-        # the predictor's step length is measured on the true (nonlinear) constraints.
-        dl_a, dm_a, dc_a, dr_a = direction(np.zeros_like(r))
-        a_aff, c_aff, _ = feasible_step(dl_a, dm_a, dr_a, 1.0)
-        s_aff = np.where(pairs, -c_aff, 0.0)
-        mu_aff = float(((r + a_aff * dr_a) * s_aff)[pairs].sum()) / m
-        sigma = min(1.0, (mu_aff / gap_mu) ** 3) if gap_mu > 0 else 0.0
-        target = sigma * gap_mu + dr_a * dc_a  # Δr_aff·Δs_aff with Δs_aff = −Δc_aff
-        target = np.where(pairs, np.maximum(target, 0.1 * sigma * gap_mu), 0.0)
-        d_lam, d_mu, _, d_r = direction(target)
-        alpha, c_new, pi_new = feasible_step(d_lam, d_mu, d_r, 1.0)
-        if alpha == 0.0:
-            break
-        if _DEBUG:
-            print(f"   a_aff={a_aff:.3f} sigma={sigma:.2e} alpha={alpha:.3f}")
-        lam, mu, r = lam + alpha * d_lam, mu + alpha * d_mu, r + alpha * d_r
-        c, pi = c_new, pi_new
     info["gap"] = best_f - d_low
     return best_q, best_f, d_low, info
