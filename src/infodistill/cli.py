@@ -32,6 +32,7 @@ PROG = "infodistill"
 EXIT_OK = 0
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for e.g. `yes | head`
 
 #: (PIDResult field, label, meaning) in display order.
 PID_ROWS = (
@@ -585,7 +586,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; return the exit status (0 ok, 2 error or usage error, 130 interrupted)."""
+    """Run the CLI; return the exit status (0 ok, 2 error or usage error, 130 interrupted).
+
+    ``argv`` defaults to ``sys.argv[1:]``. The console script calls ``sys.exit(main())``.
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -608,4 +612,4 @@ def main(argv: list[str] | None = None) -> int:
             os.dup2(devnull, sys.stdout.fileno())
         except (OSError, ValueError):
             pass
-        return EXIT_ERROR
+        return EXIT_BROKEN_PIPE
