@@ -100,10 +100,14 @@ class _Problem:
 class _NewtonSystem:
     """Factorised Newton matrix Σ_pairs [u diag π + W π πᵀ] (in λ(·,t), μ(·,s)) of the IPM.
 
-    λ is eliminated block by block (T blocks of Y×Y); the Schur complement in μ is assembled from
-    its four structured terms without ever forming the (T·Y)×(S·Y) coupling block as a product,
-    which keeps assembly at O(Y²·T·S²) instead of O(Y³·T·S²).
+    λ is eliminated block by block (T blocks of Y×Y), leaving a Schur complement in μ of size S·Y.
+    Its coupling part Σ_t B_tᵀ A_t⁻¹ B_t is assembled one of two ways (the same matrix):
+    for few labels as one (S·Y)×(T·Y)×(S·Y) matrix product, O(Y³·T·S²) but a single efficient GEMM;
+    for many labels from its four structured terms, O(Y²·T·S²) in batched products.
     """
+
+    #: Largest |Y| for which the single-GEMM assembly is used (measured crossover on 2 cores).
+    DENSE_MAX_Y = 16
 
     def __init__(self, prob: _Problem, pi: np.ndarray, u: np.ndarray, W: np.ndarray):
         Y, T = prob.p_yt.shape
@@ -112,22 +116,54 @@ class _NewtonSystem:
         q = u[None] * pi
         self.q = q
         idx = np.arange(Y)
-        piT = pi.transpose(1, 0, 2)  # (T, Y, S)
-        qT = q.transpose(1, 0, 2)
         Wpi = W[None] * pi
-        A = np.einsum("tys,tzs->tyz", Wpi.transpose(1, 0, 2), piT)
+        A = np.einsum("yts,zts->tyz", Wpi, pi)
         A[:, idx, idx] += q.sum(axis=2).T + (~prob.m_yt).T
         C = np.einsum("yts,zts->syz", Wpi, pi)
         C[:, idx, idx] += q.sum(axis=1).T + (~prob.m_ys).T
         self.A_inv = A_inv = np.linalg.inv(A)  # (T, Y, Y)
+        if Y <= self.DENSE_MAX_Y:
+            schur = self._coupling_dense(A_inv, pi, q, W)
+        else:
+            schur = self._coupling_structured(A_inv, pi, q, W)
+        np.negative(schur, out=schur)
+        schur[np.arange(S), :, np.arange(S), :] += C
+        schur = schur.reshape(S * Y, S * Y)
+        schur[prob.pin, :] = 0.0
+        schur[:, prob.pin] = 0.0
+        schur[prob.pin, prob.pin] = 1.0
+        self.shape = (Y, T, S)
+        try:
+            self.factor = ("chol", linalg.cho_factor(schur, check_finite=False))
+        except linalg.LinAlgError:
+            self.factor = ("lu", linalg.lu_factor(schur + 1e-14 * np.eye(S * Y), check_finite=False))
+
+    @staticmethod
+    def _coupling_dense(A_inv, pi, q, W) -> np.ndarray:
+        """Σ_t B_tᵀ A_t⁻¹ B_t as (s, y, e, z), with B_t[y, (s, z)] = q[y,t,s] δ_yz + W π_ts[y] π_ts[z]."""
+        Y, T, S = pi.shape
+        idx = np.arange(Y)
+        B = (W[None] * pi).transpose(1, 0, 2)[:, :, :, None] * pi.transpose(1, 2, 0)[:, None, :, :]
+        B[:, idx, :, idx] += q
+        B2 = B.reshape(T, Y, S * Y)
+        X = np.matmul(A_inv, B2)
+        return (B2.reshape(T * Y, S * Y).T @ X.reshape(T * Y, S * Y)).reshape(S, Y, S, Y)
+
+    @staticmethod
+    def _coupling_structured(A_inv, pi, q, W) -> np.ndarray:
+        """The same matrix as ``_coupling_dense`` from its four structured terms."""
+        Y, T, S = pi.shape
+        piT = pi.transpose(1, 0, 2)  # (T, Y, S)
+        qT = q.transpose(1, 0, 2)
         G = A_inv @ piT  # (T, Y, S): A_t⁻¹ π_ts
         # term1[s,y,e,z] = Σ_t A⁻¹_t[y,z] q[y,t,s] q[z,t,e]
         M1 = A_inv.transpose(1, 2, 0)[:, :, :, None] * qT.transpose(1, 0, 2)[None]  # (y, z, t, e)
-        t1 = np.matmul(q.transpose(0, 2, 1)[:, None], M1).transpose(2, 0, 3, 1)  # (s, y, e, z)
+        q_yst = np.ascontiguousarray(q.transpose(0, 2, 1))
+        t1 = np.matmul(q_yst[:, None], M1).transpose(2, 0, 3, 1)  # (s, y, e, z)
         # term2[s,y,e,z] = Σ_t q[y,t,s] W[t,e] G[t,y,e] π[z,t,e]; term3 is its transpose
         GW = (G * W[:, None, :]).transpose(1, 0, 2)  # (y, t, e)
         M2 = GW[..., None] * pi.transpose(1, 2, 0)[None]  # (y, t, e, z)
-        t2 = np.matmul(q.transpose(0, 2, 1), M2.reshape(Y, T, S * Y))
+        t2 = np.matmul(q_yst, M2.reshape(Y, T, S * Y))
         t2 = t2.reshape(Y, S, S, Y).transpose(1, 0, 2, 3)
         # term4[s,y,e,z] = Σ_t W[t,s] W[t,e] (π_tsᵀ A_t⁻¹ π_te) π[y,t,s] π[z,t,e], in chunks of s
         # so the (s, t, e, z) intermediate stays small.
@@ -144,17 +180,7 @@ class _NewtonSystem:
         schur += t1
         schur += t2
         schur += t2.transpose(2, 3, 0, 1)
-        np.negative(schur, out=schur)
-        schur[np.arange(S), :, np.arange(S), :] += C
-        schur = schur.reshape(S * Y, S * Y)
-        schur[prob.pin, :] = 0.0
-        schur[:, prob.pin] = 0.0
-        schur[prob.pin, prob.pin] = 1.0
-        self.shape = (Y, T, S)
-        try:
-            self.factor = ("chol", linalg.cho_factor(schur, check_finite=False))
-        except linalg.LinAlgError:
-            self.factor = ("lu", linalg.lu_factor(schur + 1e-14 * np.eye(S * Y), check_finite=False))
+        return schur
 
     def _B(self, d_mu):  # d_mu (S, Y) -> (T, Y)
         pd = np.einsum("yts,sy->ts", self.pi, d_mu)
