@@ -52,7 +52,6 @@ def test_objective_is_minus_conditional_entropy():
     rng = np.random.default_rng(1)
     q = rng.random((3, 4, 2))
     q /= q.sum()
-    h_y_given_ts = -sum(
-        q[y, t, s] * np.log(q[y, t, s] / q[:, t, s].sum()) for y in range(3) for t in range(4) for s in range(2)
-    )
+    cells = [(y, t, s) for y in range(3) for t in range(4) for s in range(2)]
+    h_y_given_ts = -sum(q[c] * np.log(q[c] / q[:, c[1], c[2]].sum()) for c in cells)
     assert objective(q) == pytest.approx(-h_y_given_ts, abs=1e-14)
