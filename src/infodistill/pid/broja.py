@@ -133,6 +133,11 @@ class _NewtonSystem:
         schur[:, prob.pin] = 0.0
         schur[prob.pin, prob.pin] = 1.0
         self.shape = (Y, T, S)
+        # Symmetric diagonal equilibration: late in the iteration the diagonal spans many orders
+        # of magnitude, and scaling it to 1 keeps the Cholesky factor accurate.
+        self.scale = 1.0 / np.sqrt(np.maximum(np.diag(schur), 1e-300))
+        schur *= self.scale[:, None]
+        schur *= self.scale[None, :]
         try:
             self.factor = ("chol", linalg.cho_factor(schur, check_finite=False))
         except linalg.LinAlgError:
@@ -190,15 +195,37 @@ class _NewtonSystem:
         pv = np.einsum("yts,ty->ts", self.pi, v)
         return np.einsum("yts,ty->sy", self.q, v) + np.einsum("ts,yts->sy", self.W * pv, self.pi)
 
-    def solve(self, g_lam: np.ndarray, g_mu: np.ndarray):
-        """Solve the Newton system for right-hand sides given as (Y,T), (Y,S) arrays."""
+    def matvec(self, d_lam: np.ndarray, d_mu: np.ndarray):
+        """The Newton matrix applied to (Δλ, Δμ), straight from its definition Jᵀ G J."""
+        prob = self.prob
+        dz = np.where(prob.support, d_lam[:, :, None] + d_mu[:, None, :], 0.0)
+        gz = self.q * dz + self.pi * (self.W * np.einsum("yts,yts->ts", self.pi, dz))[None]
+        out_lam = np.where(prob.m_yt, gz.sum(axis=2), d_lam)
+        out_mu = np.where(prob.m_ys, gz.sum(axis=1), d_mu)
+        return out_lam, out_mu
+
+    def solve(self, g_lam: np.ndarray, g_mu: np.ndarray, refine: int = 2):
+        """Solve the Newton system for right-hand sides given as (Y,T), (Y,S) arrays.
+
+        Late iterations make the Schur complement very ill-conditioned; a couple of steps of
+        iterative refinement against the exact matrix-vector product keep the direction accurate.
+        """
+        d_lam, d_mu = self._solve_once(g_lam, g_mu)
+        for _ in range(refine):
+            h_lam, h_mu = self.matvec(d_lam, d_mu)
+            c_lam, c_mu = self._solve_once(g_lam - h_lam, g_mu - h_mu)
+            d_lam, d_mu = d_lam + c_lam, d_mu + c_mu
+        return d_lam, d_mu
+
+    def _solve_once(self, g_lam: np.ndarray, g_mu: np.ndarray):
         prob = self.prob
         Ainv_g = np.einsum("tyz,zt->ty", self.A_inv, g_lam)
         rhs = (g_mu.T - self._Bt(Ainv_g)).reshape(-1)
         rhs[prob.pin] = 0.0
         kind, fac = self.factor
-        d_mu = (linalg.cho_solve if kind == "chol" else linalg.lu_solve)(fac, rhs, check_finite=False)
-        d_mu = d_mu.reshape(self.shape[2], self.shape[0])
+        solve = linalg.cho_solve if kind == "chol" else linalg.lu_solve
+        d_mu = solve(fac, rhs * self.scale, check_finite=False)
+        d_mu = (d_mu * self.scale).reshape(self.shape[2], self.shape[0])
         d_lam = np.einsum("tyz,tz->ty", self.A_inv, g_lam.T - self._B(d_mu))
         return np.where(prob.m_yt, d_lam.T, 0.0), np.where(prob.m_ys, d_mu.T, 0.0)
 
@@ -249,7 +276,7 @@ class _InteriorPoint:
             c_new, pi_new = self.prob.evaluate(self.lam + alpha * d_lam, self.mu + alpha * d_mu)
             if np.all(c_new[pairs] <= 0.01 * self.c[pairs]):
                 return alpha, c_new, pi_new
-            alpha *= 0.8
+            alpha *= 0.9
         return 0.0, self.c, self.pi
 
     def step(self) -> bool:
@@ -263,7 +290,7 @@ class _InteriorPoint:
         dl_a, dm_a, dc_a, dr_a = self.direction(system, np.zeros_like(r))
         a_aff, c_aff, _ = self.feasible_step(dl_a, dm_a, dr_a)
         mu_aff = float(((r + a_aff * dr_a) * np.where(pairs, -c_aff, 0.0))[pairs].sum()) / m
-        sigma = min(1.0, (mu_aff / gap_mu) ** 3) if gap_mu > 0 else 0.0
+        sigma = min(1.0, (mu_aff / gap_mu) ** 2) if gap_mu > 0 else 0.0
         # Corrector: centring σμ plus the second-order term Δr_aff·Δs_aff (Δs_aff = −Δc_aff).
         target = np.where(pairs, np.maximum(sigma * gap_mu + dr_a * dc_a, 0.1 * sigma * gap_mu), 0.0)
         d_lam, d_mu, _, d_r = self.direction(system, target)
@@ -273,6 +300,51 @@ class _InteriorPoint:
         self.lam, self.mu, self.r = self.lam + alpha * d_lam, self.mu + alpha * d_mu, r + alpha * d_r
         self.c, self.pi = c_new, pi_new
         return True
+
+
+def garbling_coupling(p_src: np.ndarray, p_dst: np.ndarray) -> np.ndarray | None:
+    """Q(y,a,b) = P(y,a) K(b|a) in Δ_P, if the channel y→b is a garbling of y→a; else None.
+
+    Blackwell: Y→B is a garbling of Y→A iff some stochastic matrix K satisfies
+    Σ_a P(a|y) K(b|a) = P(b|y) for all y, b — a linear feasibility problem (solved with HiGHS).
+    Such a Q makes Y ⊥ B | A, so I_Q(Y;A,B) = I(Y;A) ≤ min over Δ_P: it is optimal, and B has no
+    unique information. This is exactly the case where strict complementarity fails and
+    interior-point iterations converge slowly, so it is checked directly.
+    """
+    from scipy import optimize, sparse
+
+    Y, A = p_src.shape
+    B = p_dst.shape[1]
+    p_y = p_src.sum(axis=1, keepdims=True)
+    cond_src, cond_dst = p_src / p_y, p_dst / p_y
+    a_eq = sparse.vstack(
+        [sparse.kron(sparse.eye(A), np.ones((1, B))), sparse.kron(sparse.csr_matrix(cond_src), sparse.eye(B))]
+    ).tocsr()
+    b_eq = np.concatenate([np.ones(A), cond_dst.ravel()])
+    res = optimize.linprog(
+        np.zeros(A * B),
+        A_eq=a_eq,
+        b_eq=b_eq,
+        bounds=(0, None),
+        method="highs",
+        options={"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10},
+    )
+    if res.status != 0:
+        return None
+    K = res.x.reshape(A, B).clip(0.0)
+    K /= np.maximum(K.sum(axis=1, keepdims=True), 1e-300)
+    return p_src[:, :, None] * K[None]
+
+
+def _min_conditional_entropy_bound(p_yt: np.ndarray, p_ys: np.ndarray) -> float:
+    """−min(H(Y|T), H(Y|S)): a lower bound on f, since I_Q(Y;T,S) ≥ max(I(Y;T), I(Y;S))."""
+
+    def h_cond(p):  # H(Y | X) for p[y, x]
+        px = p.sum(axis=0)
+        m = p > 0
+        return float(-(p[m] * np.log((p / np.where(px > 0, px, 1.0))[m])).sum())
+
+    return -min(h_cond(p_yt), h_cond(p_ys))
 
 
 def solve_broja(
@@ -285,32 +357,58 @@ def solve_broja(
 
     A feasible primal-dual interior-point method (Mehrotra predictor-corrector) on the dual: the
     dual iterate (λ, μ) stays strictly feasible, the multipliers r(t,s) ≥ 0 of its constraints are
-    the pair masses Q(t,s) of the primal point Q(y,t,s) = r(t,s) π(y|t,s).
+    the pair masses Q(t,s) of the primal point Q(y,t,s) = r(t,s) π(y|t,s). If it stalls above
+    ``tol`` (degenerate problems: one source a garbling of the other), the garbling coupling is
+    tried, certified against the bound f ≥ −min(H(Y|T), H(Y|S)).
 
     Returns (q, f_upper, d_lower, info): an exactly feasible q with f(q) = f_upper, and a dual
     bound d_lower ≤ min f, so the optimum lies in [d_lower, f_upper]; tol is in nats.
     """
     prob = _Problem(p_yt, p_ys)
     ipm = _InteriorPoint(prob)
-    info = SolverInfo(iterations=0, converged=False)
-    best_q, best_f, d_low = None, np.inf, -np.inf
-    gaps: list[float] = []
-    for it in range(max_iter + 1):
-        q = round_to_feasible(ipm.r[None] * ipm.pi, p_yt, p_ys)
+    info = SolverInfo(iterations=0, converged=False, garbling=None)
+    best = [None, np.inf]  # exactly feasible q with the lowest f seen, and that f
+
+    def offer(q: np.ndarray) -> None:
+        q = round_to_feasible(q, p_yt, p_ys)
         f = objective(q)
-        if f < best_f:
-            best_q, best_f = q, f
+        if f < best[1]:
+            best[:] = [q, f]
+
+    d_low = _min_conditional_entropy_bound(p_yt, p_ys)
+    gaps: list[float] = []
+    tried_garbling = False
+    for it in range(max_iter + 1):
+        offer(ipm.r[None] * ipm.pi)
         # Valid lower bound: (λ, μ) is strictly dual feasible. Near the end the iterates lose
         # accuracy to round-off, so keep the best bounds seen rather than the last ones.
         d_low = max(d_low, prob.linear(ipm.lam, ipm.mu))
         info["iterations"] = it
-        gaps.append(best_f - d_low)
+        gaps.append(best[1] - d_low)
         if gaps[-1] <= tol:
             info["converged"] = True
             break
-        if gaps[-1] < 1e-6 and len(gaps) > 4 and gaps[-1] >= 0.5 * gaps[-5]:
-            break  # stalled at the limit of double precision
+        stalled = gaps[-1] < 1e-4 and len(gaps) > 4 and gaps[-1] >= 0.5 * gaps[-5]
+        if stalled and not tried_garbling:
+            # Slow progress near the optimum is the signature of a degenerate problem: try the
+            # garbling couplings, which are optimal (and exact) when one source is a garbling.
+            tried_garbling = True
+            f_before = best[1]
+            for name, q in (
+                ("S is a garbling of T", garbling_coupling(p_yt, p_ys)),
+                ("T is a garbling of S", garbling_coupling(p_ys, p_yt)),
+            ):
+                if q is not None:
+                    offer(q if name[0] == "S" else q.transpose(0, 2, 1))
+                    if best[1] < f_before:
+                        info["garbling"] = name
+            if best[1] - d_low <= tol:
+                info["converged"] = True
+                break
+        elif stalled:
+            break  # the limit of double precision
         if it == max_iter or not ipm.step():
             break
+    best_q, best_f = best
     info["gap"] = best_f - d_low
     return best_q, best_f, d_low, info

@@ -64,7 +64,7 @@ def decompose(p, unit: str = "bits", counts: bool = False, tol: float | None = N
     unit : 'bits' (default) or 'nats'.
     tol : certified tolerance on the optimum, in ``unit`` (default 1e-7 bits). The solver stops
         when its duality gap is at most ``tol``; the achieved gap is reported in ``result.gap``.
-        Double precision limits the certificate to about 1e-9..1e-8 bits on dense problems; a
+        Double precision limits the certificate to about 1e-8..1e-7 bits on dense problems; a
         tighter request that cannot be met gives a RuntimeWarning with the gap that was reached.
 
     Terms smaller in magnitude than the certified gap are reported as 0 rather than as a tiny
