@@ -336,15 +336,11 @@ def garbling_coupling(p_src: np.ndarray, p_dst: np.ndarray) -> np.ndarray | None
     return p_src[:, :, None] * K[None]
 
 
-def _min_conditional_entropy_bound(p_yt: np.ndarray, p_ys: np.ndarray) -> float:
-    """−min(H(Y|T), H(Y|S)): a lower bound on f, since I_Q(Y;T,S) ≥ max(I(Y;T), I(Y;S))."""
-
-    def h_cond(p):  # H(Y | X) for p[y, x]
-        px = p.sum(axis=0)
-        m = p > 0
-        return float(-(p[m] * np.log((p / np.where(px > 0, px, 1.0))[m])).sum())
-
-    return -min(h_cond(p_yt), h_cond(p_ys))
+def _conditional_entropy(p: np.ndarray) -> float:
+    """H(Y | X) in nats for a joint p[y, x]."""
+    px = p.sum(axis=0)
+    m = p > 0
+    return float(-(p[m] * np.log((p / np.where(px > 0, px, 1.0))[m])).sum())
 
 
 def solve_broja(
@@ -369,13 +365,18 @@ def solve_broja(
     info = SolverInfo(iterations=0, converged=False, garbling=None)
     best = [None, np.inf]  # exactly feasible q with the lowest f seen, and that f
 
-    def offer(q: np.ndarray) -> None:
+    def offer(q: np.ndarray) -> bool:
         q = round_to_feasible(q, p_yt, p_ys)
         f = objective(q)
         if f < best[1]:
             best[:] = [q, f]
+            return True
+        return False
 
-    d_low = _min_conditional_entropy_bound(p_yt, p_ys)
+    # I_Q(Y;T,S) ≥ max(I(Y;T), I(Y;S)) on Δ_P, i.e. f ≥ −min(H(Y|T), H(Y|S)): tight exactly when
+    # one source is a garbling of the other.
+    h_t, h_s = _conditional_entropy(p_yt), _conditional_entropy(p_ys)
+    d_low = -min(h_t, h_s)
     gaps: list[float] = []
     tried_garbling = False
     for it in range(max_iter + 1):
@@ -392,16 +393,15 @@ def solve_broja(
         if stalled and not tried_garbling:
             # Slow progress near the optimum is the signature of a degenerate problem: try the
             # garbling couplings, which are optimal (and exact) when one source is a garbling.
+            # A garbling is only possible while the lower bound allows optimum = −H(Y|T) (resp. S),
+            # which keeps the linear program off non-degenerate problems.
             tried_garbling = True
-            f_before = best[1]
-            for name, q in (
-                ("S is a garbling of T", garbling_coupling(p_yt, p_ys)),
-                ("T is a garbling of S", garbling_coupling(p_ys, p_yt)),
-            ):
-                if q is not None:
-                    offer(q if name[0] == "S" else q.transpose(0, 2, 1))
-                    if best[1] < f_before:
-                        info["garbling"] = name
+            if d_low <= -h_t + 1e-12 and (q := garbling_coupling(p_yt, p_ys)) is not None:
+                if offer(q):
+                    info["garbling"] = "S is a garbling of T"
+            if d_low <= -h_s + 1e-12 and (q := garbling_coupling(p_ys, p_yt)) is not None:
+                if offer(q.transpose(0, 2, 1)):
+                    info["garbling"] = "T is a garbling of S"
             if best[1] - d_low <= tol:
                 info["converged"] = True
                 break
