@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from infodistill.pid.broja import _NewtonSystem, objective, round_to_feasible
+from infodistill.pid.broja import _NewtonSystem, _Problem, objective, round_to_feasible
 
 
 def _brute_coupling(A_inv, pi, q, W):
@@ -55,3 +55,63 @@ def test_objective_is_minus_conditional_entropy():
     cells = [(y, t, s) for y in range(3) for t in range(4) for s in range(2)]
     h_y_given_ts = -sum(q[c] * np.log(q[c] / q[:, c[1], c[2]].sum()) for c in cells)
     assert objective(q) == pytest.approx(-h_y_given_ts, abs=1e-14)
+
+
+def test_sparse_schur_assembly_matches_brute_force():
+    rng = np.random.default_rng(5)
+    Y, T, S = 4, 6, 5
+    p = rng.random((Y, T, S)) * (rng.random((Y, T, S)) < 0.35)
+    p[:, 0, 0] += 0.1  # every label used
+    p /= p.sum()
+    prob = _Problem(p.sum(axis=2), p.sum(axis=1))
+    pi = rng.random((Y, T, S)) * prob.support  # π and q live on the support only
+    pi /= np.where(pi.sum(axis=0) > 0, pi.sum(axis=0), 1.0)
+    q = rng.random((Y, T, S)) * prob.support
+    W = rng.standard_normal((T, S))
+    A = rng.random((T, Y, Y))
+    A_inv = np.linalg.inv(A @ A.transpose(0, 2, 1) + np.eye(Y))
+    sparse_part = _NewtonSystem._coupling_sparse(prob, A_inv, pi, q, W).toarray().reshape(S, Y, S, Y)
+    np.testing.assert_allclose(sparse_part, _brute_coupling(A_inv, pi, q, W), atol=1e-12)
+
+
+def test_degenerate_copy_problem_is_exact():
+    """S = T with Y nearly independent of them: strict complementarity fails here (the IPM alone
+    crawls); the answer must still be Red = I(Y;T), Uni = Syn = 0 within the certified gap."""
+    from infodistill.pid import decompose, mutual_information
+
+    c = np.zeros((2, 3, 3))
+    c[0, [0, 1, 2], [0, 1, 2]] = [3334, 3333, 3333]
+    c[1, [0, 1, 2], [0, 1, 2]] = [3333, 3334, 3333]
+    p = c / c.sum()
+    r = decompose(p)
+    assert r.gap <= 1e-7
+    assert r.redundancy == pytest.approx(mutual_information(p, 0, 1), abs=r.gap + 1e-12)
+    assert r.unique_t == r.unique_s == r.synergy == 0.0
+
+
+def test_garbling_coupling_is_optimal_when_it_exists():
+    from infodistill.pid.broja import _conditional_entropy, garbling_coupling
+
+    rng = np.random.default_rng(2)
+    p_yt = rng.random((3, 4))
+    p_yt /= p_yt.sum()
+    K = rng.random((4, 5))
+    K /= K.sum(axis=1, keepdims=True)
+    p_ys = p_yt @ K  # Y→S is a garbling of Y→T by construction
+    q = garbling_coupling(p_yt, p_ys)
+    assert q is not None and q.min() >= 0
+    np.testing.assert_allclose(q.sum(axis=2), p_yt, atol=1e-9)
+    np.testing.assert_allclose(q.sum(axis=1), p_ys, atol=1e-9)
+    # Y ⊥ S | T under q, so f(q) = −H(Y|T), the lower bound: q is optimal.
+    assert objective(round_to_feasible(q, p_yt, p_ys)) == pytest.approx(-_conditional_entropy(p_yt), abs=1e-8)
+
+
+def test_garbling_coupling_rejects_a_non_garbling():
+    from infodistill.pid.broja import garbling_coupling
+
+    # COPY gate, Y = (T, S): S carries information about Y that T lacks, so it is no garbling.
+    p = np.zeros((4, 2, 2))
+    for t in (0, 1):
+        for s in (0, 1):
+            p[2 * t + s, t, s] = 0.25
+    assert garbling_coupling(p.sum(axis=2), p.sum(axis=1)) is None
