@@ -267,11 +267,11 @@ class _NewtonSystem:
         out_mu = np.where(prob.m_ys, gz.sum(axis=1), d_mu)
         return out_lam, out_mu
 
-    def solve(self, g_lam: np.ndarray, g_mu: np.ndarray, refine: int = 2):
+    def solve(self, g_lam: np.ndarray, g_mu: np.ndarray, refine: int = 1):
         """Solve the Newton system for right-hand sides given as (Y,T), (Y,S) arrays.
 
-        Late iterations make the Schur complement very ill-conditioned; a couple of steps of
-        iterative refinement against the exact matrix-vector product keep the direction accurate.
+        Late iterations make the Schur complement very ill-conditioned; a step of
+        iterative refinement against the exact matrix-vector product keeps the direction accurate.
         """
         d_lam, d_mu = self._solve_once(g_lam, g_mu)
         for _ in range(refine):
