@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import warnings
 
 import numpy as np
@@ -20,11 +19,8 @@ LN2 = math.log(2.0)
 TERMS = ("redundancy", "unique_t", "unique_s", "synergy")
 ALL_TERMS = (*TERMS, "mi_t", "mi_s", "mi_joint")
 
-#: The larger cvxpy cross-checks run only with INFODISTILL_SLOW_TESTS=1 (they take seconds each).
-slow = pytest.mark.skipif(
-    not os.environ.get("INFODISTILL_SLOW_TESTS"),
-    reason="slow cvxpy cross-check; set INFODISTILL_SLOW_TESTS=1",
-)
+#: The larger cvxpy cross-checks (seconds each) run in CI; deselect locally with -m "not slow".
+slow = pytest.mark.slow
 
 
 # ---------------------------------------------------------------- helpers
