@@ -142,7 +142,9 @@ class _NewtonSystem:
 
     @staticmethod
     def _nnz(prob: _Problem) -> int:
-        return prob.coupling_pattern()[1].size
+        """Nonzeros of the coupling block B: (support labels of the pair)² summed over pairs."""
+        k = prob.support.sum(axis=0)
+        return int((k * k).sum())
 
     @staticmethod
     def _coupling_sparse(prob: _Problem, A_inv, pi, q, W) -> np.ndarray:
@@ -318,14 +320,14 @@ class _InteriorPoint:
     def slack(self) -> np.ndarray:
         return np.where(self.prob.pairs, -self.c, 1.0)
 
-    def direction(self, system: _NewtonSystem, target: np.ndarray):
+    def direction(self, system: _NewtonSystem, target: np.ndarray, refine: int = 1):
         """Newton direction towards r·(−c) = target on every pair."""
         prob, pi, r = self.prob, self.pi, self.r
         s = self.slack
         w = np.where(prob.pairs, 1.0 / s, 0.0)
         g_lam = np.where(prob.m_yt, prob.p_yt - np.einsum("ts,yts->yt", target * w, pi), 0.0)
         g_mu = np.where(prob.m_ys, prob.p_ys - np.einsum("ts,yts->ys", target * w, pi), 0.0)
-        d_lam, d_mu = system.solve(g_lam, g_mu)
+        d_lam, d_mu = system.solve(g_lam, g_mu, refine)
         dc = np.einsum("yts,yts->ts", pi, d_lam[:, :, None] + d_mu[:, None, :])
         d_r = np.where(prob.pairs, (target - r * s + r * dc) * w, 0.0)
         return d_lam, d_mu, dc, d_r
@@ -360,7 +362,7 @@ class _InteriorPoint:
         w = np.where(pairs, 1.0 / s, 0.0)
         system = _NewtonSystem(prob, self.pi, r, r * (w - 1.0))
         # Predictor (affine scaling); its step length is measured on the true, nonlinear constraints.
-        dl_a, dm_a, dc_a, dr_a = self.direction(system, np.zeros_like(r))
+        dl_a, dm_a, dc_a, dr_a = self.direction(system, np.zeros_like(r), refine=0)
         a_aff, c_aff, _ = self.feasible_step(dl_a, dm_a, dr_a, dc_a)
         mu_aff = float(((r + a_aff * dr_a) * np.where(pairs, -c_aff, 0.0))[pairs].sum()) / m
         sigma = min(1.0, (mu_aff / gap_mu) ** 2) if gap_mu > 0 else 0.0
