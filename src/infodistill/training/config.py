@@ -1,0 +1,294 @@
+"""Typed run configurations: YAML or TOML files plus ``key.sub=value`` overrides.
+
+Unknown keys, wrong types and out-of-range values are errors that name the key (``ConfigError``,
+one line). YAML is read with ``safe_load`` only, so a file with Python tags is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the key."""
+
+
+@dataclass
+class DataConfig:
+    name: str = "fashion-mnist"
+    root: str | None = None
+    #: train on the first n examples of a seeded permutation of the training set (None: all)
+    train_subset: int | None = None
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    #: distillation/training data: "none" or "crop-flip" (random crop with padding + h-flip)
+    augment: str = "none"
+    #: mixup of the distillation batch (0: off); teacher and student see the same mixed input
+    mixup_alpha: float = 0.0
+
+    def check(self, key: str) -> None:
+        _positive(self.batch_size, f"{key}.batch_size")
+        _positive(self.eval_batch_size, f"{key}.eval_batch_size")
+        _choice(self.augment, ("none", "crop-flip"), f"{key}.augment")
+        if self.mixup_alpha < 0:
+            raise ConfigError(f"{key}.mixup_alpha must be >= 0, got {self.mixup_alpha}")
+        if self.train_subset is not None:
+            _positive(self.train_subset, f"{key}.train_subset")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "cnn-small"
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    #: "cosine", "step" (multiply by gamma at each milestone epoch) or "constant"
+    schedule: str = "cosine"
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+    epochs: int = 10
+    #: clip the global gradient norm at this value (None: no clipping)
+    grad_clip: float | None = None
+
+    def check(self, key: str) -> None:
+        _choice(self.optimizer, ("sgd", "adam", "adamw"), f"{key}.optimizer")
+        _choice(self.schedule, ("cosine", "step", "constant"), f"{key}.schedule")
+        _positive(self.lr, f"{key}.lr")
+        _positive(self.epochs, f"{key}.epochs")
+        if self.grad_clip is not None:
+            _positive(self.grad_clip, f"{key}.grad_clip")
+        if any(m < 1 or m > self.epochs for m in self.milestones):
+            raise ConfigError(
+                f"{key}.milestones must lie in 1..epochs ({self.epochs}), got {self.milestones}"
+            )
+
+
+@dataclass
+class TeacherConfig:
+    #: "trained" (from checkpoints), "untrained" (random init from seed), "noisy", "ensemble"
+    kind: str = "trained"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    checkpoints: list[str] = field(default_factory=list)
+    seed: int = 0
+    noise_sigma: float = 1.0
+    noise_fraction: float = 1.0
+    noise_mode: str = "add"
+
+    def check(self, key: str) -> None:
+        _choice(self.kind, ("trained", "untrained", "noisy", "ensemble"), f"{key}.kind")
+        _choice(self.noise_mode, ("add", "replace"), f"{key}.noise_mode")
+        if self.kind in ("trained", "noisy", "ensemble") and not self.checkpoints:
+            raise ConfigError(f"{key}.checkpoints: a {self.kind} teacher needs at least one checkpoint path")
+        if self.kind == "ensemble" and len(self.checkpoints) < 2:
+            raise ConfigError(
+                f"{key}.checkpoints: an ensemble needs >= 2 members, got {len(self.checkpoints)}"
+            )
+        if not 0 <= self.noise_fraction <= 1:
+            raise ConfigError(f"{key}.noise_fraction must lie in [0, 1], got {self.noise_fraction}")
+
+
+@dataclass
+class MethodConfig:
+    name: str = "kd"
+    #: [student_layer, teacher_layer] pairs for feature methods
+    pairs: list[list[str]] = field(default_factory=list)
+    params: dict = field(default_factory=dict)
+
+    def check(self, key: str) -> None:
+        for i, pair in enumerate(self.pairs):
+            if len(pair) != 2 or not all(isinstance(x, str) for x in pair):
+                raise ConfigError(f"{key}.pairs[{i}] must be [student_layer, teacher_layer], got {pair}")
+
+
+@dataclass
+class PIDConfig:
+    #: [student_layer, teacher_layer] pairs whose PID is tracked (empty: none)
+    pairs: list[list[str]] = field(default_factory=list)
+    every: int = 1
+    k: int = 10
+    pca: int | None = 5
+    #: examples of the test set used for the PID (None: all)
+    n_samples: int | None = 2000
+    n_boot: int = 0
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    out_dir: str = "runs/run"
+    eval_every: int = 1
+    channels_last: bool = False
+    bf16: bool = False
+    #: cache the teacher's outputs when the distillation data is fixed (no augmentation/mixup)
+    cache_teacher: bool = True
+    threads: int | None = None
+
+    def check(self, key: str) -> None:
+        _positive(self.eval_every, f"{key}.eval_every")
+
+
+@dataclass
+class TeacherTrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+@dataclass
+class DistillConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    student: ModelConfig = field(default_factory=ModelConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    pid: PIDConfig = field(default_factory=PIDConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    #: initialise the student as λ·teacher + (1−λ)·random init (same architecture); None: off
+    init_lambda: float | None = None
+
+    def check(self, key: str = "") -> None:
+        if self.init_lambda is not None and not 0 <= self.init_lambda <= 1:
+            raise ConfigError(f"init_lambda must lie in [0, 1], got {self.init_lambda}")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _positive(value, key):
+    if not value > 0:
+        raise ConfigError(f"{key} must be > 0, got {value}")
+
+
+def _choice(value, options, key):
+    if value not in options:
+        raise ConfigError(f"{key} must be one of {', '.join(map(repr, options))}, got {value!r}")
+
+
+_YAML11_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp, key: str):
+    """Check ``value`` against the type hint ``tp``; ints are accepted where floats are expected."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0])
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"config key {key!r}: expected a list, got {type(value).__name__} {value!r}")
+        (item,) = typing.get_args(tp) or (Any,)
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key!r}: expected a mapping, got {type(value).__name__} {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
+    if tp is int and isinstance(value, bool) or not isinstance(value, tp):
+        raise ConfigError(
+            f"config key {key!r}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def from_dict(cls, data: Any, key: str = ""):
+    """Build the dataclass ``cls`` from nested dicts, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        where = f"config key {key!r}" if key else "the config file"
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for k in data:
+        if k not in names:
+            full = f"{key}.{k}" if key else k
+            raise ConfigError(f"unknown config key {full!r}; valid keys here: {', '.join(names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{key}.{k}" if key else k) for k, v in data.items()}
+    obj = cls(**kwargs)
+    if hasattr(obj, "check"):
+        obj.check(key)
+    return obj
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def _set_path(d: dict, dotted: str, value) -> None:
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        d = d.setdefault(p, {})
+        if not isinstance(d, dict):
+            raise ConfigError(f"override {dotted!r}: {p!r} is not a section")
+    d[parts[-1]] = value
+
+
+def load_config(cls, path: str | Path | None = None, overrides: list[str] = ()):
+    """Read a YAML (.yaml/.yml) or TOML (.toml) file, apply ``key.sub=value`` overrides, validate."""
+    import yaml
+
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        text = path.read_text()
+        try:
+            if path.suffix == ".toml":
+                import tomllib
+
+                data = tomllib.loads(text)
+            elif path.suffix in (".yaml", ".yml"):
+                data = yaml.safe_load(text) or {}
+            else:
+                raise ConfigError(f"config file {path}: use a .yaml, .yml or .toml file")
+        except yaml.YAMLError as exc:
+            first = str(exc).splitlines()[0]
+            raise ConfigError(f"config file {path} is not valid safe YAML ({first})") from None
+        except ValueError as exc:  # tomllib.TOMLDecodeError
+            if isinstance(exc, ConfigError):
+                raise
+            raise ConfigError(f"config file {path} is not valid TOML ({exc})") from None
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.sub=value")
+        k, v = item.split("=", 1)
+        try:
+            value = yaml.safe_load(v) if v.strip() else None
+        except yaml.YAMLError:
+            value = v
+        _set_path(data, k.strip(), value)
+    return from_dict(cls, data)
