@@ -1,0 +1,109 @@
+"""The shared training loop: schedules, full-set metrics, determinism, resume, NaN handling."""
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from infodistill.training.config import DataConfig, OptimConfig, RunConfig
+from infodistill.training.trainer import Fit, TrainingError, cross_entropy_step, lr_factor, read_log
+
+
+def tiny_data(seed=0, n=96):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 6, generator=g)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    return x, y
+
+
+def make_fit(tmp_path, epochs=3, on_epoch=None, lr=0.1, seed=0, init_seed=0):
+    torch.manual_seed(init_seed)
+    model = nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 2))
+    x, y = tiny_data()
+    xt, yt = tiny_data(1, 64)
+    return Fit(
+        student=model,
+        extra=None,
+        train_x=x,
+        train_y=y,
+        test_x=xt,
+        test_y=yt,
+        data=DataConfig(batch_size=16, eval_batch_size=32),
+        optim=OptimConfig(lr=lr, epochs=epochs, schedule="cosine", grad_clip=5.0),
+        run_cfg=RunConfig(seed=seed, out_dir=str(tmp_path)),
+        step=cross_entropy_step(model),
+        on_epoch=on_epoch,
+        progress=False,
+    ), model
+
+
+def test_schedules():
+    cos = OptimConfig(epochs=4, schedule="cosine")
+    assert [lr_factor(cos, e) for e in range(4)] == pytest.approx(
+        [1, (1 + math.cos(math.pi / 4)) / 2, 0.5, (1 + math.cos(3 * math.pi / 4)) / 2]
+    )
+    step = OptimConfig(epochs=6, schedule="step", milestones=[2, 4], gamma=0.1)
+    assert [lr_factor(step, e) for e in range(6)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_training_learns_and_logs(tmp_path):
+    fit, _ = make_fit(tmp_path, epochs=4)
+    final = fit.run()
+    log = read_log(tmp_path / "log.jsonl")
+    assert [r["epoch"] for r in log] == [1, 2, 3, 4]
+    assert final["test"]["accuracy"] > 0.8
+    assert final["best"]["accuracy"] >= final["test"]["accuracy"]
+    assert set(final["test"]) >= {"accuracy", "nll", "ece", "n"} and final["test"]["n"] == 64
+    assert json.loads((tmp_path / "config.json").read_text()) == {}
+
+
+def test_same_seed_same_weights(tmp_path):
+    fit_a, a = make_fit(tmp_path / "a")
+    fit_b, b = make_fit(tmp_path / "b")
+    fit_a.run()
+    fit_b.run()
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(va, vb), k
+
+
+def test_resume_gives_the_same_final_weights(tmp_path):
+    whole, ref = make_fit(tmp_path / "whole", epochs=3)
+    whole.run()
+
+    def crash(epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt  # killed after epoch 2's checkpoint
+
+    first, _ = make_fit(tmp_path / "cut", epochs=3, on_epoch=crash)
+    with pytest.raises(KeyboardInterrupt):
+        first.run()
+    # A crash between the log line and the checkpoint: a stale line for epoch 3 is redone.
+    with open(tmp_path / "cut" / "log.jsonl", "a") as f:
+        f.write(json.dumps({"epoch": 3, "stale": True}) + "\n")
+    again, resumed = make_fit(tmp_path / "cut", epochs=3, init_seed=123)  # init is overwritten
+    again.run()
+    for (k, va), vb in zip(ref.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(va, vb), k
+    log = read_log(tmp_path / "cut" / "log.jsonl")
+    assert [r["epoch"] for r in log] == [1, 2, 3] and not any(r.get("stale") for r in log)
+    whole_log = read_log(tmp_path / "whole" / "log.jsonl")
+    for a, b in zip(log, whole_log, strict=True):
+        assert a["test"] == b["test"] and a["train_loss"] == b["train_loss"]
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
+    fit, model = make_fit(tmp_path, epochs=3)
+    base = fit.step
+
+    def poisoned(x, y, epoch):
+        out = base(x, y, epoch)
+        if epoch == 1:
+            out.losses["ce"] = out.losses["ce"] * float("nan")
+        return out
+
+    fit.step = poisoned
+    with pytest.raises(TrainingError, match="non-finite loss at epoch 2.*last good checkpoint"):
+        fit.run()
+    assert json.loads((tmp_path / "latest.json").read_text()) == {"latest": "epoch-0001"}
