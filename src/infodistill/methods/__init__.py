@@ -1,0 +1,66 @@
+"""Distillation methods (SPEC §3): one ``nn.Module`` per method, built by name."""
+
+from __future__ import annotations
+
+import inspect
+
+from .base import Batch, DistillMethod, LayerPair
+from .baseline import Baseline
+from .fitnets import FitNets
+from .kd import KD, ensemble_logits, soft_cross_entropy
+from .noise import noisy_features
+from .progressive import Progressive
+from .rid import RID, rid_schedule
+from .ted import TED
+from .vid import VID
+
+METHODS: dict[str, type[DistillMethod]] = {
+    cls.name: cls for cls in (Baseline, KD, FitNets, VID, RID, TED, Progressive)
+}
+
+
+def method_hparams(name: str) -> dict[str, object]:
+    """A method's keyword arguments and their defaults (``inspect.Parameter.empty`` when required)."""
+    cls = _lookup(name)
+    params = inspect.signature(cls.__init__).parameters
+    return {k: p.default for k, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def build_method(name: str, **kwargs) -> DistillMethod:
+    """Build a method by name; unknown names and unknown or missing arguments raise ValueError."""
+    cls = _lookup(name)
+    allowed = method_hparams(name)
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise ValueError(f"method {name!r}: unknown argument(s) {unknown}; it takes {sorted(allowed)}")
+    missing = sorted(k for k, d in allowed.items() if d is inspect.Parameter.empty and k not in kwargs)
+    if missing:
+        raise ValueError(f"method {name!r}: missing required argument(s) {missing}")
+    return cls(**kwargs)
+
+
+def _lookup(name: str) -> type[DistillMethod]:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; known methods: {sorted(METHODS)}")
+    return METHODS[name]
+
+
+__all__ = [
+    "METHODS",
+    "Batch",
+    "Baseline",
+    "DistillMethod",
+    "FitNets",
+    "KD",
+    "LayerPair",
+    "Progressive",
+    "RID",
+    "TED",
+    "VID",
+    "build_method",
+    "ensemble_logits",
+    "method_hparams",
+    "noisy_features",
+    "rid_schedule",
+    "soft_cross_entropy",
+]

@@ -1,0 +1,234 @@
+"""Common interface of the distillation methods (SPEC §3).
+
+A method is an ``nn.Module`` that owns all of its trainable state (regressors, filters, heads,
+variances), so ``method.parameters()`` is what the optimizer and the checkpoint need besides the
+student. It is called on a :class:`Batch` and returns a dict of named, already weighted loss terms;
+the trainer sums them. The teacher is frozen by the framework: its logits and features arrive
+computed under ``no_grad`` and in eval mode; a method never touches the teacher module.
+
+Conventions shared by all methods:
+
+- ``epoch`` is 0-based and ``total_epochs`` is the length of the run; multi-stage methods derive
+  their phase from these two numbers only (nothing to checkpoint; on resume the trainer calls
+  ``set_phase`` again). Multi-stage methods refuse to run before the first ``set_phase`` call.
+- Feature shapes are given without the batch dimension: ``(C, H, W)`` for conv maps, ``(C, L)`` for
+  1-D conv maps (handled as ``(C, L, 1)``). Other shapes cannot feed a conv adapter: ValueError at
+  build time, naming the layer.
+- Spatial mismatch between the two maps of a pair: both are adaptive-average-pooled to the smaller
+  size (per axis) before the adapters.
+- Loss arithmetic runs in float32 even under bf16 autocast.
+- Gradient isolation between phases is done in the losses (the inactive side is computed under
+  ``no_grad``), so parameters a phase does not train keep ``grad is None``; a single optimizer over
+  student + method parameters therefore only updates the active set as long as gradients are reset
+  with ``zero_grad(set_to_none=True)`` (the PyTorch default). ``phase_parameters(phase)`` gives the
+  method's own parameters trained in a phase for trainers that prefer one optimizer per phase.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass
+class Batch:
+    """What a method sees for one step."""
+
+    labels: Tensor  # (B,) int64
+    student_logits: Tensor  # (B, C)
+    teacher_logits: Tensor | None = None  # (B, C), or an ensemble's combined logits
+    student_feats: dict[str, Tensor] = field(default_factory=dict)
+    teacher_feats: dict[str, Tensor] = field(default_factory=dict)  # computed under no_grad
+
+
+@dataclass(frozen=True)
+class LayerPair:
+    """One (student layer, teacher layer) pair with both shapes as maps (C, H, W)."""
+
+    student: str
+    teacher: str
+    student_shape: tuple[int, int, int]
+    teacher_shape: tuple[int, int, int]
+
+    @property
+    def c_s(self) -> int:
+        return self.student_shape[0]
+
+    @property
+    def c_t(self) -> int:
+        return self.teacher_shape[0]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Common spatial size: the smaller map, per axis."""
+        return (
+            min(self.student_shape[1], self.teacher_shape[1]),
+            min(self.student_shape[2], self.teacher_shape[2]),
+        )
+
+
+def map_shape(layer: str, shape, side: str) -> tuple[int, int, int]:
+    """Validate a feature shape (no batch dim) and return it as a conv map (C, H, W)."""
+    try:
+        dims = tuple(int(d) for d in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"{side} layer {layer!r}: shape {shape!r} is not a tuple of ints") from None
+    if len(dims) not in (2, 3) or min(dims) < 1:
+        raise ValueError(
+            f"{side} layer {layer!r}: feature shape {dims} cannot feed a 1x1-conv adapter; "
+            "it needs a conv map (C, H, W) or (C, L) (without the batch dimension)"
+        )
+    return dims if len(dims) == 3 else (dims[0], dims[1], 1)
+
+
+def resolve_pairs(
+    pairs: Iterable,
+    student_shapes: Mapping[str, tuple] | None,
+    teacher_shapes: Mapping[str, tuple] | None,
+    method: str,
+) -> list[LayerPair]:
+    """Check the layer pairs against the known shapes; raise ValueError naming what is wrong."""
+    student_shapes, teacher_shapes = student_shapes or {}, teacher_shapes or {}
+    out = []
+    for pair in pairs:
+        if isinstance(pair, str) or len(pair) != 2 or not all(isinstance(n, str) for n in pair):
+            raise ValueError(f"{method}: a layer pair must be (student_layer, teacher_layer), got {pair!r}")
+        s_name, t_name = pair
+        for name, shapes, side in ((s_name, student_shapes, "student"), (t_name, teacher_shapes, "teacher")):
+            if name not in shapes:
+                raise ValueError(f"{method}: no shape for {side} layer {name!r} (known: {sorted(shapes)})")
+        out.append(
+            LayerPair(
+                s_name,
+                t_name,
+                map_shape(s_name, student_shapes[s_name], "student"),
+                map_shape(t_name, teacher_shapes[t_name], "teacher"),
+            )
+        )
+    if not out:
+        raise ValueError(f"{method} distils features: give at least one (student_layer, teacher_layer) pair")
+    return out
+
+
+def feature_map(feats: Mapping[str, Tensor], layer: str, side: str, shape, size) -> Tensor:
+    """Fetch a captured feature as a (B, C, H, W) map pooled to ``size``; check its declared shape."""
+    if layer not in feats:
+        raise ValueError(f"no captured {side} feature for layer {layer!r} (got {sorted(feats)})")
+    x = feats[layer]
+    if x.dim() == 3:
+        x = x.unsqueeze(-1)
+    if tuple(x.shape[1:]) != tuple(shape):
+        raise ValueError(
+            f"{side} layer {layer!r}: feature of shape {tuple(x.shape[1:])} "
+            f"(as a map), but the method was built for {tuple(shape)}"
+        )
+    if tuple(x.shape[-2:]) != tuple(size):
+        x = F.adaptive_avg_pool2d(x, size)
+    return x
+
+
+def upcast(x: Tensor) -> Tensor:
+    """Half-precision tensors (bf16 autocast) to float32 for the loss arithmetic; others unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    return F.cross_entropy(upcast(logits), labels)
+
+
+def check_epoch(epoch: int, total_epochs: int) -> None:
+    if total_epochs < 1 or not 0 <= epoch < total_epochs:
+        raise ValueError(f"need 0 <= epoch < total_epochs, got epoch={epoch}, total_epochs={total_epochs}")
+
+
+def split_point(total: int, epochs: int | None, fraction: float) -> int:
+    """Epochs of a first stage: ``epochs`` if given, else round(fraction * total) kept in [1, total - 1]
+    so that both stages run (a 1-epoch run has no first stage)."""
+    if epochs is not None:
+        return max(0, min(int(epochs), total))
+    if total < 2:
+        return 0
+    return max(1, min(total - 1, int(fraction * total + 0.5)))
+
+
+class DistillMethod(nn.Module):
+    """Base class; see the module docstring for the contract."""
+
+    name = "base"
+    #: phases in the order they occur; single-phase methods have one.
+    phases: tuple[str, ...] = ("train",)
+    uses_teacher_logits = False
+    uses_teacher_features = False
+
+    def __init__(self, *, num_classes: int, pairs=(), student_shapes=None, teacher_shapes=None):
+        super().__init__()
+        if int(num_classes) < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        self.num_classes = int(num_classes)
+        self.pairs: list[LayerPair] = []
+        if self.uses_teacher_features:
+            self.pairs = resolve_pairs(pairs, student_shapes, teacher_shapes, self.name)
+        self.phase = self.phases[0]
+        self._phase_set = len(self.phases) == 1
+
+    @property
+    def label(self) -> str:
+        """Human-readable name for logs and tables."""
+        return self.name
+
+    @property
+    def student_layers(self) -> list[str]:
+        return [p.student for p in self.pairs]
+
+    @property
+    def teacher_layers(self) -> list[str]:
+        return [p.teacher for p in self.pairs]
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def set_phase(self, epoch: int, total_epochs: int) -> None:
+        """Called by the trainer at the start of every epoch (0-based)."""
+        check_epoch(epoch, total_epochs)
+        self._phase_set = True
+
+    def trainable_student(self) -> bool:
+        """Whether the student's own parameters are trained in the current phase."""
+        return True
+
+    def requires_teacher(self) -> bool:
+        return self.uses_teacher_logits or self.uses_teacher_features
+
+    def phase_parameters(self, phase: str | None = None) -> list[nn.Parameter]:
+        """The method's own parameters trained in ``phase`` (default: the current one)."""
+        self._check_phase_name(phase)
+        return list(self.parameters())
+
+    def _check_phase_name(self, phase: str | None) -> str:
+        phase = self.phase if phase is None else phase
+        if phase not in self.phases:
+            raise ValueError(f"{self.name}: unknown phase {phase!r}; phases are {self.phases}")
+        return phase
+
+    def _require_phase(self) -> None:
+        if not self._phase_set:
+            raise RuntimeError(
+                f"{self.name} has phases {self.phases}: call set_phase(epoch, total_epochs) "
+                "at the start of every epoch before computing losses"
+            )
+
+    def _teacher_logits(self, batch: Batch) -> Tensor:
+        if batch.teacher_logits is None:
+            raise ValueError(f"{self.name} needs teacher logits (batch.teacher_logits is None)")
+        return batch.teacher_logits
+
+    def _maps(self, batch: Batch, pair: LayerPair) -> tuple[Tensor, Tensor]:
+        """(student map, teacher map) of a pair, both pooled to the pair's common size."""
+        s = feature_map(batch.student_feats, pair.student, "student", pair.student_shape, pair.size)
+        t = feature_map(batch.teacher_feats, pair.teacher, "teacher", pair.teacher_shape, pair.size)
+        return s, t

@@ -1,0 +1,149 @@
+"""Redundant Information Distillation (Dissanayake et al., "Quantifying Knowledge Distillation Using
+Partial Information Decomposition", AISTATS 2025) [PID-KD]."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from .base import Batch, DistillMethod, check_epoch, cross_entropy, upcast
+from .layers import class_head, student_filter, teacher_filter
+
+
+def rid_schedule(epoch: int, total_epochs: int, rounds: int = 10, phase1_fraction: float = 0.25):
+    """(round index, phase) of an epoch; phase is "filter" (phase 1) or "student" (phase 2).
+
+    The run is split into ``min(rounds, total // 2)`` rounds (at least 1) of near-equal length L
+    (round r starts at epoch floor(r * total / rounds)), so every round has room for both phases. The
+    first max(1, floor(phase1_fraction * L)) epochs of a round (at most L - 1) are phase 1. A 1-epoch
+    run is phase 2 only.
+    """
+    check_epoch(epoch, total_epochs)
+    n = max(1, min(int(rounds), total_epochs // 2))
+    for r in range(n):
+        start, end = r * total_epochs // n, (r + 1) * total_epochs // n
+        if epoch < end:
+            length = end - start
+            n1 = 0 if length == 1 else max(1, min(length - 1, math.floor(phase1_fraction * length)))
+            return r, "filter" if epoch - start < n1 else "student"
+    raise AssertionError("unreachable")
+
+
+class RID(DistillMethod):
+    """RID: distil only the teacher information that is task-relevant and shared (a lower bound of
+    Red(Y: T, S), the intersection information max I(Y; f_t(T)) s.t. f_t(T) = f_s(S)).
+
+    Per layer pair k: teacher filter f_t (1x1 conv C_t->C_t, BN, ReLU, 1x1 conv C_t->C_s) with head g
+    (ReLU, flatten, linear to classes), student filter f_s (1x1 conv C_s->2C_s, BN, ReLU, 1x1 conv
+    2C_s->C_s), per-channel variance sigma^2_k = softplus(alpha_k) + 1e-3 with alpha initialised to 5.
+    Rounds alternate two phases (schedule: :func:`rid_schedule`):
+
+    phase 1 "filter" (updates f_t, g):
+        sum_k CE(g(f_t(T_k)), y) + [round > 0] * sum_k mean[(f_s(S_k) - f_t(T_k))^2 / sigma^2_k]
+        (f_s(S_k) and sigma^2 fixed; the student is not trained)
+    phase 2 "student" (updates student, f_s, alpha):
+        CE(z_s, y) + lam * sum_k mean[log sigma^2_k + (f_s(S_k) - f_t(T_k))^2 / sigma^2_k],  lam = 10
+        (f_t(T_k) fixed)
+
+    Means run over batch, channels and positions. Deviations from the reference code (SPEC §3): the
+    phase-2 loss uses log sigma^2 of the Gaussian likelihood, not (sigma^2)^2. Choices: a spatial
+    mismatch is bridged by average-pooling both maps to the smaller one before the filters; the filter
+    a phase does not update runs in eval mode (BatchNorm on running statistics, as for the frozen
+    teacher), so its output is a fixed target; ``head_pool`` optionally pools f_t's output to at most
+    head_pool x head_pool before g's flatten (default None: flatten the full map, as the paper).
+    """
+
+    name = "rid"
+    phases = ("filter", "student")
+    uses_teacher_features = True
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        pairs=(),
+        student_shapes=None,
+        teacher_shapes=None,
+        lam: float = 10.0,
+        rounds: int = 10,
+        phase1_fraction: float = 0.25,
+        alpha_init: float = 5.0,
+        var_eps: float = 1e-3,
+        head_pool: int | None = None,
+    ):
+        super().__init__(
+            num_classes=num_classes, pairs=pairs, student_shapes=student_shapes, teacher_shapes=teacher_shapes
+        )
+        if int(rounds) < 1 or not 0.0 < phase1_fraction < 1.0 or not var_eps > 0:
+            raise ValueError(
+                "need rounds >= 1, 0 < phase1_fraction < 1, var_eps > 0; "
+                f"got {rounds}, {phase1_fraction}, {var_eps}"
+            )
+        self.lam, self.rounds, self.phase1_fraction = float(lam), int(rounds), float(phase1_fraction)
+        self.var_eps, self.round = float(var_eps), 0
+        pairs = self.pairs
+        self.teacher_filters = nn.ModuleList(teacher_filter(p.c_t, p.c_s) for p in pairs)
+        self.heads = nn.ModuleList(class_head(p.c_s, p.size, num_classes, head_pool) for p in pairs)
+        self.student_filters = nn.ModuleList(student_filter(p.c_s) for p in pairs)
+        self.alphas = nn.ParameterList(nn.Parameter(torch.full((p.c_s,), float(alpha_init))) for p in pairs)
+
+    def set_phase(self, epoch: int, total_epochs: int) -> None:
+        super().set_phase(epoch, total_epochs)
+        self.round, self.phase = rid_schedule(epoch, total_epochs, self.rounds, self.phase1_fraction)
+        self.train(self.training)  # re-apply the per-phase eval modes
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode:
+            (self.student_filters if self.phase == "filter" else self.teacher_filters).eval()
+        return self
+
+    def trainable_student(self) -> bool:
+        return self.phase == "student"
+
+    def variances(self) -> list[Tensor]:
+        """sigma^2_k per pair, shape (C_s,)."""
+        return [F.softplus(a) + self.var_eps for a in self.alphas]
+
+    def phase_parameters(self, phase: str | None = None) -> list[nn.Parameter]:
+        if self._check_phase_name(phase) == "filter":
+            return [*self.teacher_filters.parameters(), *self.heads.parameters()]
+        return [*self.student_filters.parameters(), *self.alphas]
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        self._require_phase()
+        if self.phase == "filter":
+            return self._phase1(batch)
+        return self._phase2(batch)
+
+    def _phase1(self, batch: Batch) -> dict[str, Tensor]:
+        ce, match = 0.0, 0.0
+        with torch.no_grad():
+            variances = self.variances()
+        for k, pair in enumerate(self.pairs):
+            s, t = self._maps(batch, pair)
+            ft = upcast(self.teacher_filters[k](t))
+            ce = ce + cross_entropy(self.heads[k](ft), batch.labels)
+            if self.round > 0:
+                with torch.no_grad():  # student side fixed in phase 1
+                    fs = upcast(self.student_filters[k](s))
+                match = match + ((fs - ft).pow(2) / variances[k].view(1, -1, 1, 1)).mean()
+        terms = {"filter_ce": ce}
+        if self.round > 0:
+            terms["filter_match"] = match
+        return terms
+
+    def _phase2(self, batch: Batch) -> dict[str, Tensor]:
+        total = 0.0
+        for k, (pair, var) in enumerate(zip(self.pairs, self.variances(), strict=True)):
+            s, t = self._maps(batch, pair)
+            with torch.no_grad():  # teacher filter fixed in phase 2
+                ft = upcast(self.teacher_filters[k](t))
+            fs = upcast(self.student_filters[k](s))
+            var = var.view(1, -1, 1, 1)
+            total = total + (var.log() + (fs - ft).pow(2) / var).mean()
+        return {"ce": cross_entropy(batch.student_logits, batch.labels), "rid": self.lam * total}

@@ -1,0 +1,475 @@
+"""Distillation methods against hand computations on tiny tensors, gradient isolation, parameter
+registration, build-time validation, phase schedules and teacher-feature noise."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from infodistill.methods import (
+    KD,
+    METHODS,
+    RID,
+    TED,
+    VID,
+    Batch,
+    FitNets,
+    Progressive,
+    build_method,
+    ensemble_logits,
+    noisy_features,
+    rid_schedule,
+    soft_cross_entropy,
+)
+
+torch.set_num_threads(1)
+
+B, C_IN, C_S, C_T, K = 6, 2, 3, 5, 4  # batch, input channels, student/teacher channels, classes
+S_SHAPE, T_SHAPE = (C_S, 4, 4), (C_T, 2, 2)  # spatial mismatch: the student map is pooled 4x4 -> 2x2
+FEATURE_KW = dict(
+    num_classes=K, pairs=[("s1", "t1")], student_shapes={"s1": S_SHAPE}, teacher_shapes={"t1": T_SHAPE}
+)
+
+
+class TinyStudent(nn.Module):
+    """conv (the hint / distilled layer) -> global pool -> linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(C_IN, C_S, 3, padding=1)
+        self.fc = nn.Linear(C_S, K)
+
+    def forward(self, x):
+        s = self.conv(x)
+        return self.fc(s.mean((2, 3))), s
+
+
+def make_batch(student, seed=0, teacher_logits=True):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, C_IN, 4, 4, generator=g)
+    logits, s = student(x)
+    return Batch(
+        labels=torch.randint(0, K, (B,), generator=g),
+        student_logits=logits,
+        teacher_logits=torch.randn(B, K, generator=g) * 2 if teacher_logits else None,
+        student_feats={"s1": s},
+        teacher_feats={"t1": torch.randn(B, *T_SHAPE, generator=g)},
+    )
+
+
+def pool2(x):
+    """4x4 -> 2x2 average pooling by hand (2x2 blocks)."""
+    b, c, h, w = x.shape
+    return x.reshape(b, c, h // 2, 2, w // 2, 2).mean((3, 5))
+
+
+def np_log_softmax(z):
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def np_ce(logits, labels):
+    return float(-np_log_softmax(np.asarray(logits, np.float64))[np.arange(len(labels)), labels].mean())
+
+
+def np_softplus(a):
+    return np.log1p(np.exp(np.asarray(a, np.float64)))
+
+
+def t2n(x):
+    return x.detach().double().numpy()
+
+
+def total(terms):
+    return sum(terms.values())
+
+
+# --- registry -------------------------------------------------------------------------------------
+
+
+def test_registry_names_and_errors():
+    assert set(METHODS) == {"baseline", "kd", "fitnets", "vid", "rid", "ted", "progressive"}
+    with pytest.raises(ValueError, match="known methods.*baseline.*vid"):
+        build_method("nope", num_classes=K)
+    with pytest.raises(ValueError, match="unknown argument.*'temperature'"):
+        build_method("kd", num_classes=K, temperature=4)
+    with pytest.raises(ValueError, match="missing.*num_checkpoints"):
+        build_method("progressive", num_classes=K)
+    assert isinstance(build_method("vid", **FEATURE_KW, lam=2.0), VID)
+    assert not build_method("baseline", num_classes=K).requires_teacher()
+    assert build_method("kd", num_classes=K).requires_teacher()
+
+
+def test_baseline_is_ce():
+    b = make_batch(TinyStudent())
+    out = build_method("baseline", num_classes=K)(b)
+    assert list(out) == ["ce"]
+    assert out["ce"].item() == pytest.approx(np_ce(t2n(b.student_logits), b.labels.numpy()), rel=1e-6)
+
+
+# --- KD -------------------------------------------------------------------------------------------
+
+
+def test_kd_matches_numpy_including_tau_squared():
+    b = make_batch(TinyStudent())
+    tau, alpha = 4.0, 0.3
+    out = KD(num_classes=K, tau=tau, alpha=alpha)(b)
+    zs, zt, y = t2n(b.student_logits), t2n(b.teacher_logits), b.labels.numpy()
+    p_t = np.exp(np_log_softmax(zt / tau))
+    soft = float(-(p_t * np_log_softmax(zs / tau)).sum(-1).mean())
+    assert out["ce"].item() == pytest.approx(alpha * np_ce(zs, y), rel=1e-5)
+    assert out["kd"].item() == pytest.approx((1 - alpha) * tau**2 * soft, rel=1e-5)
+
+
+def test_soft_ce_gradient_equals_kl_gradient_at_tau_1():
+    g = torch.Generator().manual_seed(1)
+    zs = torch.randn(5, 7, generator=g, dtype=torch.float64)
+    zt = torch.randn(5, 7, generator=g, dtype=torch.float64) * 3
+    a, b = zs.clone().requires_grad_(), zs.clone().requires_grad_()
+    soft_cross_entropy(a, zt, tau=1.0).backward()
+    p_t = F.softmax(zt, -1)
+    kl = (p_t * (p_t.log() - F.log_softmax(b, -1))).sum(-1).mean()
+    kl.backward()
+    torch.testing.assert_close(a.grad, b.grad)
+    # and it is the familiar (p_s - p_t) / B
+    torch.testing.assert_close(a.grad, (F.softmax(zs, -1) - p_t) / 5)
+
+
+def test_ensemble_logits_is_log_mean_softmax():
+    g = torch.Generator().manual_seed(2)
+    members = [torch.randn(3, 4, generator=g, dtype=torch.float64) * 5 for _ in range(3)]
+    expected = np.log(np.mean([np.exp(np_log_softmax(t2n(z))) for z in members], axis=0))
+    np.testing.assert_allclose(t2n(ensemble_logits(members)), expected, rtol=1e-12)
+    torch.testing.assert_close(ensemble_logits(torch.stack(members)), ensemble_logits(members))
+    torch.testing.assert_close(ensemble_logits(members[:1]), F.log_softmax(members[0], -1))
+    huge = [torch.tensor([[1e4, 0.0, -1e4]]), torch.tensor([[-1e4, 1e4, 0.0]])]
+    out = ensemble_logits(huge)
+    assert torch.isfinite(out[0, :2]).all() and out[0, 0].item() == pytest.approx(-math.log(2))
+    with pytest.raises(ValueError):
+        ensemble_logits([])
+
+
+# --- VID ------------------------------------------------------------------------------------------
+
+
+def test_vid_variance_initialised_to_5_and_registered():
+    vid = VID(**FEATURE_KW)
+    (var,) = vid.variances()
+    assert var.shape == (C_T,)
+    np.testing.assert_allclose(t2n(var), 5.0, rtol=1e-6)
+    params = dict(vid.named_parameters())
+    assert "alphas.0" in params and "alphas.0" in vid.state_dict()
+
+
+def test_vid_loss_is_gaussian_nll_by_hand():
+    student = TinyStudent()
+    b = make_batch(student)
+    vid = VID(**FEATURE_KW, lam=3.0)
+    with torch.no_grad():
+        vid.alphas[0].copy_(torch.tensor([-1.0, 0.0, 0.5, 2.0, 4.0]))
+    out = vid(b)
+    mu = t2n(vid.regressors[0](pool2(b.student_feats["s1"])))
+    var = np_softplus([-1.0, 0.0, 0.5, 2.0, 4.0]) + 1e-5
+    t = t2n(b.teacher_feats["t1"])
+    v = var[None, :, None, None]
+    nll = 0.5 * (np.log(v) + (t - mu) ** 2 / v)
+    assert out["vid"].item() == pytest.approx(3.0 * nll.mean(), rel=1e-5)
+    assert out["ce"].item() == pytest.approx(np_ce(t2n(b.student_logits), b.labels.numpy()), rel=1e-5)
+    # the regressor is 1x1 conv -> ReLU -> 1x1 conv
+    convs = [m for m in vid.regressors[0].modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [(3, 5, (1, 1)), (5, 5, (1, 1))]
+
+
+def test_vid_variances_reach_the_optimizer():
+    student, vid = TinyStudent(), VID(**FEATURE_KW, lam=1.0)
+    opt = torch.optim.SGD([*student.parameters(), *vid.parameters()], lr=0.1)
+    before = vid.alphas[0].detach().clone()
+    total(vid(make_batch(student))).backward()
+    opt.step()
+    assert not torch.equal(before, vid.alphas[0].detach())
+
+
+# --- RID ------------------------------------------------------------------------------------------
+
+
+def rid_for(epoch, total_epochs=40, **kw):
+    torch.manual_seed(3)
+    rid = RID(**FEATURE_KW, **kw)
+    with torch.no_grad():
+        rid.alphas[0].copy_(torch.tensor([4.0, 5.0, 6.0]))
+    rid.set_phase(epoch, total_epochs)
+    return rid
+
+
+def test_rid_phase1_loss_by_hand():
+    student = TinyStudent()
+    b = make_batch(student)
+    rid = rid_for(4)  # round 1, phase 1: the matching term is on
+    assert (rid.round, rid.phase, rid.trainable_student()) == (1, "filter", False)
+    out = rid(b)
+    ft = rid.teacher_filters[0](b.teacher_feats["t1"])
+    fs = rid.student_filters[0](pool2(b.student_feats["s1"]))
+    logits = t2n(rid.heads[0](ft))
+    var = (np_softplus([4.0, 5.0, 6.0]) + 1e-3)[None, :, None, None]
+    assert out["filter_ce"].item() == pytest.approx(np_ce(logits, b.labels.numpy()), rel=1e-5)
+    assert out["filter_match"].item() == pytest.approx(((t2n(fs) - t2n(ft)) ** 2 / var).mean(), rel=1e-5)
+    # head: ReLU -> flatten -> linear on the C_s x 2 x 2 map
+    assert rid.heads[0][-1].in_features == C_S * 2 * 2
+    assert set(rid_for(0)(b)) == {"filter_ce"}  # first round: no matching term
+
+
+def test_rid_phase2_loss_by_hand_uses_log_variance():
+    student = TinyStudent()
+    b = make_batch(student)
+    rid = rid_for(5)
+    assert (rid.round, rid.phase, rid.trainable_student()) == (1, "student", True)
+    out = rid(b)
+    ft = t2n(rid.teacher_filters[0](b.teacher_feats["t1"]))
+    fs = t2n(rid.student_filters[0](pool2(b.student_feats["s1"])))
+    var = (np_softplus([4.0, 5.0, 6.0]) + 1e-3)[None, :, None, None]
+    expected = 10.0 * (np.log(var) + (fs - ft) ** 2 / var).mean()
+    assert out["rid"].item() == pytest.approx(expected, rel=1e-5)
+    assert out["ce"].item() == pytest.approx(np_ce(t2n(b.student_logits), b.labels.numpy()), rel=1e-5)
+
+
+def grads(module):
+    return {n: p.grad for n, p in module.named_parameters()}
+
+
+@pytest.mark.parametrize("epoch", [4, 5])
+def test_rid_gradient_isolation(epoch):
+    student = TinyStudent()
+    rid = rid_for(epoch)
+    total(rid(make_batch(student))).backward()
+    phase1 = epoch == 4
+    for name, g in grads(rid).items():
+        trained = name.startswith(("teacher_filters", "heads")) == phase1
+        assert (g is not None and g.abs().sum() > 0) if trained else g is None, name
+    assert all((g is None) == phase1 for g in grads(student).values())
+    # phase_parameters partitions the method's parameters
+    p1, p2 = rid.phase_parameters("filter"), rid.phase_parameters("student")
+    assert {id(p) for p in p1} | {id(p) for p in p2} == {id(p) for p in rid.parameters()}
+    assert not {id(p) for p in p1} & {id(p) for p in p2}
+    active = {id(p) for p in rid.phase_parameters()}
+    assert active == {id(p) for p in (p1 if phase1 else p2)}
+
+
+def test_rid_inactive_filter_runs_in_eval_mode():
+    rid = rid_for(4).train()
+    assert rid.teacher_filters[0][1].training and not rid.student_filters[0][1].training
+    before = rid.student_filters[0][1].running_mean.clone()
+    rid(make_batch(TinyStudent()))
+    torch.testing.assert_close(rid.student_filters[0][1].running_mean, before)
+    rid.set_phase(5, 40)
+    assert rid.student_filters[0][1].training and not rid.teacher_filters[0][1].training
+    assert not any(m.training for m in rid.eval().modules())
+
+
+def test_rid_schedule_boundaries():
+    got = [rid_schedule(e, 40) for e in range(40)]
+    assert got == [(e // 4, "filter" if e % 4 == 0 else "student") for e in range(40)]
+    # 25 epochs, 10 rounds of 2 or 3 epochs, each starting with one phase-1 epoch
+    rounds = [0, 0, 1, 1, 1, 2, 2, 3, 3, 3, 4, 4, 5, 5, 5, 6, 6, 7, 7, 7, 8, 8, 9, 9, 9]
+    starts = [0, 2, 5, 7, 10, 12, 15, 17, 20, 22]
+    assert [rid_schedule(e, 25)[0] for e in range(25)] == rounds
+    assert [e for e in range(25) if rid_schedule(e, 25)[1] == "filter"] == starts
+    # longer rounds: a quarter of 8 epochs is 2
+    assert [rid_schedule(e, 16, rounds=2)[1] for e in range(8)] == ["filter"] * 2 + ["student"] * 6
+    # short runs: rounds shrink so that each has both phases; one epoch is phase 2 only
+    assert [rid_schedule(e, 6) for e in range(6)] == [(r, p) for r in range(3) for p in ("filter", "student")]
+    assert [rid_schedule(e, 3) for e in range(3)] == [(0, "filter"), (0, "student"), (0, "student")]
+    assert rid_schedule(0, 1) == (0, "student")
+    with pytest.raises(ValueError):
+        rid_schedule(40, 40)
+
+
+# --- FitNets, TED, progressive --------------------------------------------------------------------
+
+
+def test_fitnets_stages_and_hint_loss():
+    student = TinyStudent()
+    b = make_batch(student)
+    fit = FitNets(**FEATURE_KW, regressor_kernel=3, tau=2.0, alpha=0.5)
+    assert [fit.stage(e, 8) for e in range(8)] == ["hint"] * 2 + ["kd"] * 6
+    assert [FitNets(**FEATURE_KW, hint_epochs=3).stage(e, 5) for e in range(5)] == ["hint"] * 3 + ["kd"] * 2
+    assert fit.stage(0, 1) == "kd"
+    fit.set_phase(0, 8)
+    out = fit(b)
+    assert list(out) == ["hint"]
+    r = t2n(fit.regressors[0](pool2(b.student_feats["s1"])))
+    assert out["hint"].item() == pytest.approx(((r - t2n(b.teacher_feats["t1"])) ** 2).mean(), rel=1e-5)
+    out["hint"].backward()
+    assert student.fc.weight.grad is None and student.conv.weight.grad is not None  # up to the hint layer
+    fit.set_phase(2, 8)
+    kd = KD(num_classes=K, tau=2.0, alpha=0.5)(b)
+    assert {k: v.item() for k, v in fit(b).items()} == {k: v.item() for k, v in kd.items()}
+    assert fit.phase_parameters() == []
+    one = FitNets(**FEATURE_KW, one_stage=True)
+    assert set(one(b)) == {"ce", "hint"} and "one-stage" in one.label and "CE" in one.label
+
+
+def test_ted_stages_losses_and_isolation():
+    student = TinyStudent()
+    ted = TED(**FEATURE_KW)
+    assert [ted.stage(e, 10) for e in range(10)] == ["filters"] * 3 + ["distill"] * 7
+    ted.set_phase(0, 10)
+    b = make_batch(student)
+    out = ted(b)
+    ft = ted.teacher_filters[0](b.teacher_feats["t1"])
+    fs = ted.student_filters[0](pool2(b.student_feats["s1"]))
+    y = b.labels.numpy()
+    assert out["teacher_filter_ce"].item() == pytest.approx(np_ce(t2n(ted.teacher_heads[0](ft)), y), rel=1e-5)
+    assert out["student_filter_ce"].item() == pytest.approx(np_ce(t2n(ted.student_heads[0](fs)), y), rel=1e-5)
+    total(out).backward()
+    assert not ted.trainable_student() and all(g is None for g in grads(student).values())
+    assert all(g is not None for g in grads(ted).values())
+    ted.zero_grad(set_to_none=True)
+    ted.set_phase(3, 10)
+    ted.train()
+    assert not ted.teacher_filters[0][1].training and ted.trainable_student()
+    b = make_batch(student, seed=1)
+    out = ted(b)
+    ft = t2n(ted.teacher_filters[0](b.teacher_feats["t1"]))
+    fs = t2n(ted.student_filters[0](pool2(b.student_feats["s1"])))
+    assert out["ted"].item() == pytest.approx(10.0 * ((fs - ft) ** 2).mean(), rel=1e-5)
+    total(out).backward()
+    trained = {n for n, g in grads(ted).items() if g is not None}
+    assert trained == {n for n, _ in ted.student_filters.named_parameters(prefix="student_filters")}
+    assert student.conv.weight.grad is not None
+
+
+def test_progressive_active_teacher():
+    p = Progressive(num_classes=K, num_checkpoints=3)
+    assert [p.active_teacher(e, 9) for e in range(9)] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert [p.active_teacher(e, 10) for e in range(10)] == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert [p.active_teacher(e, 2) for e in range(2)] == [0, 1]
+    m = Progressive(num_classes=K, num_checkpoints=3, milestones=[2, 5])
+    assert [m.active_teacher(e, 10) for e in range(10)] == [0, 0, 1, 1, 1, 2, 2, 2, 2, 2]
+    m.set_phase(6, 10)
+    assert (m.active, m.phase) == (2, "checkpoint_2")
+    b = make_batch(TinyStudent())
+    kd = KD(num_classes=K)(b)
+    assert {k: v.item() for k, v in m(b).items()} == {k: v.item() for k, v in kd.items()}
+    with pytest.raises(ValueError, match="milestones"):
+        Progressive(num_classes=K, num_checkpoints=3, milestones=[5, 2])
+
+
+@pytest.mark.parametrize("name", ["fitnets", "rid", "ted", "progressive"])
+def test_multiphase_methods_refuse_to_run_before_set_phase(name):
+    kw = {"num_checkpoints": 2} if name == "progressive" else {}
+    method = build_method(name, **FEATURE_KW, **kw)
+    with pytest.raises(RuntimeError, match="set_phase"):
+        method(make_batch(TinyStudent()))
+
+
+# --- every method: parameters, checkpoints, validation ---------------------------------------------
+
+
+def build(name):
+    kw = {"num_checkpoints": 2} if name == "progressive" else {}
+    torch.manual_seed(0)
+    return build_method(name, **FEATURE_KW, **kw)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_parameter_is_registered_trained_and_checkpointed(name):
+    method, student = build(name), TinyStudent()
+    touched = set()
+    for epoch in range(8):  # covers every phase of every method's default schedule
+        method.set_phase(epoch, 8)
+        method.train()
+        method.zero_grad(set_to_none=True)
+        terms = method(make_batch(student, seed=epoch))
+        assert all(torch.isfinite(v) for v in terms.values())
+        total(terms).backward()
+        touched |= {n for n, p in method.named_parameters() if p.grad is not None}
+    names = {n for n, _ in method.named_parameters()}
+    assert touched == names  # no parameter that never trains (and none outside parameters())
+    assert names <= set(method.state_dict())
+    clone = build(name)
+    clone.load_state_dict(method.state_dict())
+    clone.set_phase(7, 8)  # the phase is not state: a resumed run sets it again
+    method.eval(), clone.eval()
+    b = make_batch(student, seed=9)
+    for key, value in method(b).items():
+        torch.testing.assert_close(clone(b)[key], value)
+
+
+@pytest.mark.parametrize("name", ["fitnets", "vid", "rid", "ted"])
+def test_build_time_shape_validation_names_the_layer(name):
+    kw = dict(FEATURE_KW, student_shapes={"fc": (64,)}, pairs=[("fc", "t1")])
+    with pytest.raises(ValueError, match="student layer 'fc'.*conv map"):
+        build_method(name, **kw)
+    with pytest.raises(ValueError, match="teacher layer 'nope'"):
+        build_method(name, **dict(FEATURE_KW, pairs=[("s1", "nope")]))
+    with pytest.raises(ValueError, match="pair"):
+        build_method(name, **dict(FEATURE_KW, pairs=[]))
+
+
+def test_runtime_feature_shape_mismatch_and_1d_maps():
+    vid = VID(**FEATURE_KW)
+    b = make_batch(TinyStudent())
+    b.teacher_feats["t1"] = torch.randn(B, C_T, 3, 3)
+    with pytest.raises(ValueError, match="teacher layer 't1'.*built for"):
+        vid(b)
+    # (C, L) features of 1-D convs are maps (C, L, 1)
+    vid1d = VID(num_classes=K, pairs=[("a", "b")], student_shapes={"a": (3, 8)}, teacher_shapes={"b": (4, 6)})
+    out = vid1d(
+        Batch(
+            labels=torch.zeros(2, dtype=torch.long),
+            student_logits=torch.zeros(2, K),
+            student_feats={"a": torch.randn(2, 3, 8)},
+            teacher_feats={"b": torch.randn(2, 4, 6)},
+        )
+    )
+    assert torch.isfinite(out["vid"])
+
+
+def test_bf16_autocast_gives_float32_losses():
+    b = make_batch(TinyStudent())
+    for name in ("vid", "rid", "ted", "fitnets"):
+        method = build(name)
+        method.set_phase(7, 8)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            terms = method(b)
+        assert all(v.dtype == torch.float32 for v in terms.values()), name
+
+
+# --- noisy teacher features -------------------------------------------------------------------------
+
+
+def test_noisy_features_statistics():
+    x = torch.zeros(64, 16, 32, 32)
+    gen = torch.Generator().manual_seed(0)
+    out = noisy_features({"t": x}, sigma=2.0, fraction=0.3, mode="replace", generator=gen)["t"]
+    changed = out != 0
+    assert changed.float().mean().item() == pytest.approx(0.3, abs=0.005)
+    assert out[changed].std().item() == pytest.approx(2.0, rel=0.01)
+    assert out[changed].mean().item() == pytest.approx(0.0, abs=0.01)
+    ones = torch.ones(64, 16, 32, 32)
+    added = noisy_features(ones, sigma=0.5, fraction=1.0, mode="add", generator=gen) - 1
+    assert (added != 0).all() and added.std().item() == pytest.approx(0.5, rel=0.01)
+    by_channel = noisy_features(x, 1.0, 0.5, mode="replace", generator=gen, granularity="channel")
+    per_map = (by_channel != 0).float().mean((2, 3))
+    assert set(per_map.unique().tolist()) <= {0.0, 1.0}
+    assert per_map.mean().item() == pytest.approx(0.5, abs=0.06)
+    assert torch.equal(x, torch.zeros_like(x))  # input untouched
+    with pytest.raises(ValueError):
+        noisy_features(x, sigma=1.0, mode="swap")
+
+
+def test_noisy_features_deterministic_with_seeded_generator():
+    feats = {"a": torch.randn(4, 3, 5, 5), "b": torch.randn(4, 7)}
+
+    def run(seed):
+        return noisy_features(feats, 1.0, 0.5, "add", torch.Generator().manual_seed(seed))
+
+    first, again, other = run(7), run(7), run(8)
+    assert all(torch.equal(first[k], again[k]) for k in feats)
+    assert not torch.equal(first["a"], other["a"])
+    assert noisy_features(feats, 1.0, 0.0)["a"] is feats["a"]
