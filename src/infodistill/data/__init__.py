@@ -1,0 +1,63 @@
+"""Offline data sets, file readers and batched transforms (torch).
+
+Nothing in this subpackage downloads. Loaders return ``(train, test)`` :class:`ArrayDataset`
+pairs; a missing data set raises :class:`DataError` saying how to get it. Pickled files (the
+CIFAR "python version") are read only through the whitelist unpickler of
+:mod:`infodistill.data.safe_pickle`.
+"""
+
+from .datasets import (
+    DATASET_NAMES,
+    DEFAULT_FASHION_MNIST_ROOT,
+    FASHION_MNIST_CLASSES,
+    FASHION_MNIST_FILES,
+    IMAGE_EXTENSIONS,
+    ArrayDataset,
+    load_cifar,
+    load_dataset,
+    load_digits_dataset,
+    load_fashion_mnist,
+    load_image_folder,
+    load_mnist1d,
+)
+from .errors import DataError
+from .idx import read_idx, write_idx
+from .safe_pickle import RestrictedUnpickler, safe_load_pickle
+from .transforms import (
+    Compose,
+    Mixup,
+    Normalize,
+    RandomCropPad,
+    RandomHFlip,
+    Transform,
+    dataset_stats,
+    mixup,
+)
+
+__all__ = [
+    "ArrayDataset",
+    "Compose",
+    "DATASET_NAMES",
+    "DEFAULT_FASHION_MNIST_ROOT",
+    "DataError",
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_FILES",
+    "IMAGE_EXTENSIONS",
+    "Mixup",
+    "Normalize",
+    "RandomCropPad",
+    "RandomHFlip",
+    "RestrictedUnpickler",
+    "Transform",
+    "dataset_stats",
+    "load_cifar",
+    "load_dataset",
+    "load_digits_dataset",
+    "load_fashion_mnist",
+    "load_image_folder",
+    "load_mnist1d",
+    "mixup",
+    "read_idx",
+    "safe_load_pickle",
+    "write_idx",
+]
