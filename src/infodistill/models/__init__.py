@@ -1,0 +1,42 @@
+"""Models for distillation experiments and forward-hook feature capture.
+
+Architectures: CIFAR-style WRN-d-k (:mod:`.wrn`), CIFAR ResNet-6n+2 (:mod:`.resnet`), a small CNN,
+an MLP and a 1-D CNN for MNIST-1D (:mod:`.small`), built by name with :func:`build_model`.
+Features are captured from named modules of unmodified models (:mod:`.hooks`).
+"""
+
+from .hooks import (
+    FeatureExtractor,
+    freeze_teacher,
+    interpolate_student,
+    is_frozen,
+    probe_shapes,
+    validate_layers,
+)
+from .registry import MODEL_NAMES, available_models, build_model, parse_model_spec
+from .resnet import BasicBlock, CifarResNet, resnet
+from .small import MLP, CNN1d, ConvBNReLU, SmallCNN
+from .wrn import WideBasicBlock, WideResNet, wrn
+
+__all__ = [
+    "MODEL_NAMES",
+    "MLP",
+    "BasicBlock",
+    "CNN1d",
+    "CifarResNet",
+    "ConvBNReLU",
+    "FeatureExtractor",
+    "SmallCNN",
+    "WideBasicBlock",
+    "WideResNet",
+    "available_models",
+    "build_model",
+    "freeze_teacher",
+    "interpolate_student",
+    "is_frozen",
+    "parse_model_spec",
+    "probe_shapes",
+    "resnet",
+    "validate_layers",
+    "wrn",
+]
