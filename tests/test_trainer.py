@@ -97,8 +97,8 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
     fit, model = make_fit(tmp_path, epochs=3)
     base = fit.step
 
-    def poisoned(x, y, epoch):
-        out = base(x, y, epoch)
+    def poisoned(x, y, epoch, idx):
+        out = base(x, y, epoch, idx)
         if epoch == 1:
             out.losses["ce"] = out.losses["ce"] * float("nan")
         return out

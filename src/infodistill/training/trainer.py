@@ -85,8 +85,9 @@ class Fit:
     data: DataConfig
     optim: OptimConfig
     run_cfg: RunConfig
-    #: step(x, y, epoch) -> StepOutput, called in training mode under autograd
-    step: Callable[[torch.Tensor, torch.Tensor, int], StepOutput]
+    #: step(x, y, epoch, idx) -> StepOutput, called in training mode under autograd; idx are the
+    #: training-set indices of the batch (for cached teacher outputs)
+    step: Callable[[torch.Tensor, torch.Tensor, int, torch.Tensor], StepOutput]
     #: teacher_logits(x) -> logits, for fidelity metrics (None when training a teacher)
     teacher_logits: Callable[[torch.Tensor], torch.Tensor] | None = None
     #: names of parameters that must not change this epoch: frozen(epoch) -> set of params
@@ -177,7 +178,7 @@ class Fit:
             x, y = self.train_x[idx], self.train_y[idx]
             if self.augment is not None:
                 x = self.augment(x, gen)
-            out = self.step(x, y, epoch)
+            out = self.step(x, y, epoch, idx)
             total = sum(out.losses.values())
             if not torch.isfinite(total):
                 terms = {k: float(v.detach()) for k, v in out.losses.items()}
@@ -243,7 +244,7 @@ def _prune_checkpoints(out: Path, keep: str) -> None:
 def cross_entropy_step(model: nn.Module) -> Callable:
     """Step function of plain supervised training (teachers, the baseline)."""
 
-    def step(x, y, epoch):
+    def step(x, y, epoch, idx=None):
         logits = model(x)
         return StepOutput({"ce": F.cross_entropy(logits, y)}, logits)
 

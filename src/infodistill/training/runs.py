@@ -1,0 +1,317 @@
+"""Build and run ``train-teacher`` and ``distill`` from their configs.
+
+Everything a run needs is checked when it is built (model and method names, layer names and
+feature shapes by a dummy forward, checkpoints against the architecture), before the first step.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..data import RandomCropPad, RandomHFlip, load_dataset, mixup
+from ..methods import Batch, build_method, ensemble_logits, noisy_features
+from ..models import FeatureExtractor, build_model, freeze_teacher, interpolate_student, probe_shapes
+from .checkpoint import load_checkpoint, load_model_state
+from .config import DataConfig, DistillConfig, ModelConfig, TeacherTrainConfig, to_dict
+from .trainer import Fit, StepOutput, cross_entropy_step, epoch_generator, seed_everything
+
+#: Teacher outputs are cached for the whole training set only below this size.
+CACHE_LIMIT_BYTES = 2 * 1024**3
+
+
+def prepare_data(cfg: DataConfig, seed: int):
+    """(train, test) datasets; ``train_subset`` keeps a seeded random subset of the training set."""
+    train, test = load_dataset(cfg.name, cfg.root)
+    if cfg.train_subset is not None and cfg.train_subset < len(train):
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+        train = train.subset(order[: cfg.train_subset].sort().values)
+    return train, test
+
+
+def make_augment(cfg: DataConfig, sample_shape):
+    """The distillation-data transform: crop-flip and/or mixup, drawn from the epoch's generator."""
+    ops = []
+    if cfg.augment == "crop-flip":
+        if len(sample_shape) != 3:
+            raise ValueError("data.augment=crop-flip needs image data (C, H, W); use 'none' for 1-D data")
+        ops += [RandomCropPad(tuple(sample_shape[1:]), padding=4), RandomHFlip(0.5)]
+    if not ops and cfg.mixup_alpha == 0:
+        return None
+
+    def augment(x, gen):
+        for op in ops:
+            x = op(x, generator=gen)
+        if cfg.mixup_alpha > 0:
+            x = mixup(x, cfg.mixup_alpha, generator=gen).x  # teacher and student see this same x
+        return x
+
+    return augment
+
+
+def _model(cfg: ModelConfig, train, seed: int | None = None) -> nn.Module:
+    shape = tuple(train.x.shape[1:])
+    return build_model(cfg.name, train.num_classes, shape[0], input_size=shape[1:], seed=seed, **cfg.kwargs)
+
+
+def load_trained(path: str, cfg: ModelConfig, train) -> nn.Module:
+    """A model from a ``train-teacher`` run directory (its latest checkpoint) or a checkpoint."""
+    model = _model(cfg, train)
+    load_model_state(model, load_checkpoint(path)["student"], f"teacher ({path})")
+    return model
+
+
+def train_teacher(cfg: TeacherTrainConfig, progress: bool = True) -> dict:
+    seed_everything(cfg.run.seed, cfg.run.threads)
+    train, test = prepare_data(cfg.data, cfg.run.seed)
+    model = _model(cfg.model, train, seed=cfg.run.seed)
+    if cfg.run.channels_last and train.x.dim() == 4:
+        model = model.to(memory_format=torch.channels_last)
+    fit = Fit(
+        student=model,
+        extra=None,
+        train_x=train.x,
+        train_y=train.y,
+        test_x=test.x,
+        test_y=test.y,
+        data=cfg.data,
+        optim=cfg.optim,
+        run_cfg=cfg.run,
+        step=_autocast(cross_entropy_step(model), cfg.run.bf16),
+        augment=make_augment(cfg.data, train.x.shape[1:]),
+        config_dict=to_dict(cfg),
+        progress=progress,
+    )
+    return fit.run()
+
+
+def _autocast(step, bf16: bool):
+    if not bf16:
+        return step
+
+    def wrapped(*args):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return step(*args)
+
+    return wrapped
+
+
+@dataclass
+class Teacher:
+    """The frozen teacher (one model, or an ensemble) as seen by the method: logits + features."""
+
+    members: list[nn.Module]
+    layers: list[str]
+    noise: dict | None = None
+    extractors: list[FeatureExtractor] = field(default_factory=list)
+
+    def __post_init__(self):
+        for m in self.members:
+            freeze_teacher(m)
+        # Features come from the first member (feature methods distil from one network).
+        self.extractors = [FeatureExtractor(self.members[0], self.layers, detach=True)] if self.layers else []
+
+    @torch.no_grad()
+    def __call__(self, x, generator: torch.Generator | None = None):
+        if self.extractors:
+            z0, feats = self.extractors[0](x)
+            feats = dict(feats)
+        else:
+            z0, feats = self.members[0](x), {}
+        logits = z0 if len(self.members) == 1 else ensemble_logits([z0] + [m(x) for m in self.members[1:]])
+        if self.noise is not None and feats:
+            feats = noisy_features(feats, generator=generator, **self.noise)
+        return logits.float(), feats
+
+
+def _teacher_members(cfg: DistillConfig, train, out: Path) -> list[nn.Module]:
+    t = cfg.teacher
+    if t.kind == "untrained":
+        model = _model(t.model, train, seed=t.seed)
+        from safetensors.torch import save_file
+
+        out.mkdir(parents=True, exist_ok=True)
+        # Saved so the nuisance teacher of a run can be inspected; it is rebuilt from its seed.
+        save_file(
+            {k: v.contiguous() for k, v in model.state_dict().items()},
+            str(out / "teacher-untrained.safetensors"),
+        )
+        return [model]
+    paths = t.checkpoints if t.kind == "ensemble" else t.checkpoints[:1]
+    if cfg.method.name == "progressive":
+        paths = t.checkpoints
+    return [load_trained(p, t.model, train) for p in paths]
+
+
+def build_distillation(cfg: DistillConfig, progress: bool = True) -> Fit:
+    """Everything of a distillation run, validated, as a ready-to-run ``Fit``."""
+    seed_everything(cfg.run.seed, cfg.run.threads)
+    out = Path(cfg.run.out_dir)
+    train, test = prepare_data(cfg.data, cfg.run.seed)
+    sample_shape = tuple(train.x.shape[1:])
+    members = _teacher_members(cfg, train, out)
+    progressive = cfg.method.name == "progressive"
+    checkpoints = members if progressive else None
+    if progressive:
+        members = [_model(cfg.teacher.model, train)]
+    student = _model(cfg.student, train, seed=cfg.run.seed)
+    if cfg.init_lambda is not None:
+        interpolate_student(members[0], student, cfg.init_lambda)
+
+    pairs = [tuple(p) for p in cfg.method.pairs]
+    s_layers, t_layers = [p[0] for p in pairs], [p[1] for p in pairs]
+    params = dict(cfg.method.params)
+    if progressive:
+        params.setdefault("num_checkpoints", len(checkpoints))
+    method = build_method(
+        cfg.method.name,
+        num_classes=train.num_classes,
+        pairs=pairs,
+        student_shapes=probe_shapes(student, s_layers, sample_shape) if pairs else {},
+        teacher_shapes=probe_shapes(members[0], t_layers, sample_shape) if pairs else {},
+        **params,
+    )
+    noise = None
+    if cfg.teacher.kind == "noisy":
+        noise = {
+            "sigma": cfg.teacher.noise_sigma,
+            "fraction": cfg.teacher.noise_fraction,
+            "mode": cfg.teacher.noise_mode,
+        }
+    teacher = Teacher(members, method.teacher_layers, noise)
+    s_fx = FeatureExtractor(student, method.student_layers) if method.student_layers else None
+
+    def student_forward(x):
+        return s_fx(x) if s_fx is not None else (student(x), {})
+
+    augment = make_augment(cfg.data, sample_shape)
+
+    cache = None
+    if cfg.run.cache_teacher and augment is None and not progressive and noise is None:
+        cache = _cache_teacher(teacher, train.x, cfg.data.eval_batch_size)
+
+    state = {"student_frozen": False}
+
+    def on_epoch(epoch: int) -> None:
+        method.set_phase(epoch, cfg.optim.epochs)
+        state["student_frozen"] = not method.trainable_student()
+        if progressive:
+            k = method.active_teacher(epoch, cfg.optim.epochs)
+            members[0].load_state_dict(checkpoints[k].state_dict())
+
+    def step(x, y, epoch, idx):
+        if cache is not None:
+            zt, tf = cache["logits"][idx], {k: v[idx] for k, v in cache["feats"].items()}
+        else:
+            zt, tf = teacher(x, generator=epoch_generator(cfg.run.seed, epoch, stream=1))
+        if state["student_frozen"]:
+            # A phase that trains only the method's own modules: the student is a fixed feature
+            # map (eval mode, so its BatchNorm statistics do not move either).
+            student.eval()
+            with torch.no_grad():
+                zs, sf = student_forward(x)
+            student.train()
+        else:
+            zs, sf = student_forward(x)
+        losses = method(Batch(y, zs, zt, dict(sf), tf))
+        return StepOutput(losses, zs, zt)
+
+    def frozen(epoch: int) -> set:
+        return set(student.parameters()) if state["student_frozen"] else set()
+
+    pid_eval = _pid_tracker(cfg, student, members[0], test) if cfg.pid.pairs else None
+    return Fit(
+        student=student,
+        extra=method,
+        train_x=train.x,
+        train_y=train.y,
+        test_x=test.x,
+        test_y=test.y,
+        data=cfg.data,
+        optim=cfg.optim,
+        run_cfg=cfg.run,
+        step=_autocast(step, cfg.run.bf16),
+        teacher_logits=lambda x: teacher(x)[0],
+        frozen=frozen,
+        on_epoch=on_epoch,
+        augment=augment,
+        evaluate_extra=pid_eval,
+        config_dict=to_dict(cfg),
+        progress=progress,
+    )
+
+
+def distill(cfg: DistillConfig, progress: bool = True) -> dict:
+    return build_distillation(cfg, progress).run()
+
+
+@torch.no_grad()
+def _cache_teacher(teacher: Teacher, x: torch.Tensor, batch: int) -> dict | None:
+    logits, feats = [], {}
+    for start in range(0, x.shape[0], batch):
+        z, f = teacher(x[start : start + batch])
+        logits.append(z)
+        for k, v in f.items():
+            feats.setdefault(k, []).append(v)
+            if sum(t.numel() for t in feats[k]) * 4 * x.shape[0] / (start + batch) > CACHE_LIMIT_BYTES:
+                return None  # too large to keep: the teacher runs online instead
+    return {"logits": torch.cat(logits), "feats": {k: torch.cat(v) for k, v in feats.items()}}
+
+
+def _pid_tracker(cfg: DistillConfig, student: nn.Module, teacher: nn.Module, test):
+    """Per-epoch PID of (Y, teacher layer, student layer) on held-out test examples [PID-KD]."""
+    from ..pid import estimate
+
+    n = len(test) if cfg.pid.n_samples is None else min(cfg.pid.n_samples, len(test))
+    x, y = test.x[:n], test.y[:n]
+
+    @torch.no_grad()
+    def evaluate(epoch: int) -> dict:
+        if (epoch + 1) % cfg.pid.every and epoch + 1 != cfg.optim.epochs:
+            return {}
+        was = student.training
+        student.eval()
+        out = {}
+        for s_layer, t_layer in cfg.pid.pairs:
+            with (
+                FeatureExtractor(student, [s_layer], detach=True) as fs,
+                FeatureExtractor(teacher, [t_layer], detach=True) as ft,
+            ):
+                s_feat, t_feat = [], []
+                for start in range(0, n, cfg.data.eval_batch_size):
+                    xb = x[start : start + cfg.data.eval_batch_size]
+                    s_feat.append(fs(xb)[1][s_layer].float())
+                    t_feat.append(ft(xb)[1][t_layer].float())
+            res = estimate(
+                y.numpy(),
+                torch.cat(t_feat).numpy(),
+                torch.cat(s_feat).numpy(),
+                k=cfg.pid.k,
+                pca=cfg.pid.pca,
+                n_boot=cfg.pid.n_boot,
+                seed=cfg.run.seed,
+            )
+            out[f"{s_layer}|{t_layer}"] = res.pid.as_dict() | (
+                {"ci": {k: list(v) for k, v in res.ci.items()}} if res.ci else {}
+            )
+        student.train(was)
+        return {"pid": out}
+
+    return evaluate
+
+
+def run_summary(out_dir: str) -> dict:
+    """Last and best epoch of a run directory's log."""
+    from .trainer import read_log
+
+    log = read_log(Path(out_dir) / "log.jsonl")
+    last = log[-1]
+    return {
+        "last": last,
+        "best": last.get("best"),
+        "config": json.loads((Path(out_dir) / "config.json").read_text()),
+    }

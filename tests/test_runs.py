@@ -1,0 +1,175 @@
+"""End-to-end: train a teacher, then distil with every method on a tiny data set, in seconds."""
+
+import json
+
+import pytest
+import torch
+
+from infodistill.training.config import DistillConfig, TeacherTrainConfig, load_config
+from infodistill.training.runs import build_distillation, distill, train_teacher
+from infodistill.training.trainer import read_log
+
+COMMON = ["data.name=digits", "data.batch_size=64", "data.eval_batch_size=512", "optim.lr=0.05"]
+CNN = ["width=8"]
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("teacher")
+    cfg = load_config(
+        TeacherTrainConfig,
+        None,
+        COMMON
+        + [
+            "model.name=cnn-small",
+            "model.kwargs={width: 16, pool_size: 2}",
+            "optim.epochs=4",
+            f"run.out_dir={out}",
+        ],
+    )
+    final = train_teacher(cfg, progress=False)
+    assert final["test"]["accuracy"] > 0.8  # 8x8 digits are easy
+    return out
+
+
+def distill_cfg(tmp_path, teacher_dir, method, *extra):
+    return load_config(
+        DistillConfig,
+        None,
+        COMMON
+        + [
+            "student.name=cnn-small",
+            "student.kwargs={width: 4, pool_size: 2}",
+            "teacher.model.name=cnn-small",
+            "teacher.model.kwargs={width: 16, pool_size: 2}",
+            "teacher.kind=trained",
+            f"teacher.checkpoints=['{teacher_dir}']",
+            f"method.name={method}",
+            "optim.epochs=2",
+            f"run.out_dir={tmp_path / method}",
+            *extra,
+        ],
+    )
+
+
+FEATURE_PAIR = "method.pairs=[[stage3, stage3]]"
+
+
+@pytest.mark.parametrize(
+    "method, extra",
+    [
+        ("baseline", []),
+        ("kd", ["method.params={tau: 4.0, alpha: 0.0}"]),
+        ("fitnets", [FEATURE_PAIR]),
+        ("vid", [FEATURE_PAIR]),
+        ("rid", [FEATURE_PAIR, "optim.epochs=4", "method.params={rounds: 2}"]),
+        ("ted", [FEATURE_PAIR]),
+    ],
+)
+def test_every_method_runs_end_to_end(tmp_path, teacher_dir, method, extra):
+    final = distill(distill_cfg(tmp_path, teacher_dir, method, *extra), progress=False)
+    assert final["test"]["accuracy"] > 0.3
+    for key in ("agreement", "kl_teacher_student", "ece", "nll"):
+        assert key in final["test"] and key in final["distill_data"]
+    assert all(torch.isfinite(torch.tensor(v)) for v in final["train_loss"].values())
+
+
+def test_progressive_and_ensemble(tmp_path, teacher_dir):
+    ckpts = f"teacher.checkpoints=['{teacher_dir}', '{teacher_dir}']"
+    final = distill(distill_cfg(tmp_path, teacher_dir, "progressive", ckpts), progress=False)
+    assert "agreement" in final["test"]
+    ens = distill_cfg(
+        tmp_path, teacher_dir, "kd", "teacher.kind=ensemble", ckpts, "run.out_dir=" + str(tmp_path / "e")
+    )
+    assert distill(ens, progress=False)["test"]["agreement"] > 0.5
+
+
+def test_untrained_and_noisy_teachers_with_pid_tracking(tmp_path, teacher_dir):
+    cfg = distill_cfg(
+        tmp_path,
+        teacher_dir,
+        "vid",
+        FEATURE_PAIR,
+        "teacher.kind=untrained",
+        "teacher.checkpoints=[]",
+        "pid.pairs=[[stage3, stage3]]",
+        "pid.k=5",
+        "pid.n_samples=300",
+    )
+    final = distill(cfg, progress=False)
+    pid = final["pid"]["stage3|stage3"]
+    # An untrained teacher knows little about Y: I(Y;T) is small next to the student's.
+    assert pid["mi_t"] < pid["mi_s"]
+    assert (tmp_path / "vid" / "teacher-untrained.safetensors").exists()
+    noisy = distill_cfg(
+        tmp_path,
+        teacher_dir,
+        "rid",
+        FEATURE_PAIR,
+        "teacher.kind=noisy",
+        "teacher.noise_sigma=2.0",
+        "run.out_dir=" + str(tmp_path / "noisy"),
+    )
+    assert "test" in distill(noisy, progress=False)
+
+
+def test_method_parameters_are_trained_and_checkpointed(tmp_path, teacher_dir):
+    cfg = distill_cfg(tmp_path, teacher_dir, "vid", FEATURE_PAIR, "optim.epochs=1")
+    fit = build_distillation(cfg, progress=False)
+    before = {k: v.clone() for k, v in fit.extra.state_dict().items()}
+    fit.run()
+    from safetensors.torch import load_file
+
+    latest = json.loads((tmp_path / "vid" / "latest.json").read_text())["latest"]
+    tensors = load_file(str(tmp_path / "vid" / latest / "tensors.safetensors"))
+    var_keys = [k for k in before if "alpha" in k]
+    assert var_keys, "VID's variance parameters are missing from the method's state"
+    for k in var_keys:
+        assert any(k in t for t in tensors), k  # in the checkpoint
+        assert not torch.equal(before[k], fit.extra.state_dict()[k]), k  # and actually trained
+
+
+def test_bad_layer_name_fails_at_build_time(tmp_path, teacher_dir):
+    cfg = distill_cfg(tmp_path, teacher_dir, "vid", "method.pairs=[[stage9, stage3]]")
+    with pytest.raises(ValueError, match="stage9"):
+        build_distillation(cfg, progress=False)
+    assert not (tmp_path / "vid" / "log.jsonl").exists()
+
+
+def test_distillation_resume_is_exact(tmp_path, teacher_dir):
+    ref = distill(
+        distill_cfg(
+            tmp_path,
+            teacher_dir,
+            "rid",
+            FEATURE_PAIR,
+            "optim.epochs=4",
+            "method.params={rounds: 2}",
+            "run.out_dir=" + str(tmp_path / "ref"),
+        ),
+        progress=False,
+    )
+    cut = distill_cfg(
+        tmp_path,
+        teacher_dir,
+        "rid",
+        FEATURE_PAIR,
+        "optim.epochs=4",
+        "method.params={rounds: 2}",
+        "run.out_dir=" + str(tmp_path / "cut"),
+    )
+    fit = build_distillation(cut, progress=False)
+    original = fit.on_epoch
+
+    def crash(epoch):
+        if epoch == 3:
+            raise KeyboardInterrupt
+        original(epoch)
+
+    fit.on_epoch = crash
+    with pytest.raises(KeyboardInterrupt):
+        fit.run()
+    resumed = distill(cut, progress=False)
+    assert resumed["test"] == ref["test"]
+    assert read_log(tmp_path / "cut" / "log.jsonl")[-1]["train_loss"] == ref["train_loss"]
