@@ -582,6 +582,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--boot", type=_int_at_least(0), default=50, metavar="N", help="bootstrap resamples (default 50)"
     )
     demo.set_defaults(func=cmd_demo, subparser=demo)
+
+    from .training.commands import add_commands
+
+    add_commands(sub, CLIError)
     return parser
 
 

@@ -1,0 +1,148 @@
+"""The ``train-teacher``, ``distill`` and ``evaluate`` commands of the ``infodistill`` CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_commands(sub, error_cls) -> None:
+    """Register the training commands on the CLI's subparsers; errors become ``error_cls``."""
+    for name, help_text in (
+        ("train-teacher", "train a teacher (or any model) with cross-entropy from a config file"),
+        ("distill", "distil a student from a teacher with one of the methods, from a config file"),
+    ):
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text + ". Rerunning the same command resumes after the last finished epoch.",
+        )
+        p.add_argument("config", help="YAML (.yaml/.yml) or TOML (.toml) config file")
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides, e.g. optim.lr=0.01")
+        p.add_argument("--out", help="run directory (overrides run.out_dir)")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.set_defaults(func=_run_command(name, error_cls), subparser=p)
+    ev = sub.add_parser(
+        "evaluate",
+        help="fidelity and PID of a distillation run's student against its teacher",
+        description="Evaluate the latest checkpoint of a run directory on its test set: accuracy, NLL,\n"
+        "ECE, top-1 agreement and KL(teacher||student), and the PID of the configured layer pairs.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ev.add_argument("run_dir", help="a directory written by `infodistill distill` or `train-teacher`")
+    ev.add_argument("--pid-pairs", nargs="*", metavar="S:T", help="student:teacher layers for the PID")
+    ev.add_argument("--json", action="store_true", help="print JSON")
+    ev.set_defaults(func=_evaluate_command(error_cls), subparser=ev)
+
+
+def _errors():
+    from ..data import DataError
+    from .checkpoint import CheckpointError
+    from .config import ConfigError
+    from .trainer import TrainingError
+
+    return (ConfigError, CheckpointError, DataError, TrainingError, ValueError, FileNotFoundError)
+
+
+def _run_command(name: str, error_cls):
+    def run(args, parser) -> int:
+        from .config import DistillConfig, TeacherTrainConfig, load_config
+        from .runs import distill, train_teacher
+
+        cls, fn = (TeacherTrainConfig, train_teacher) if name == "train-teacher" else (DistillConfig, distill)
+        overrides = list(args.overrides) + ([f"run.out_dir={args.out}"] if args.out else [])
+        try:
+            cfg = load_config(cls, args.config, overrides)
+            final = fn(cfg, progress=not args.quiet)
+        except _errors() as exc:
+            raise error_cls(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        test = final.get("test", {})
+        line = ", ".join(
+            f"{k} {test[k]:.4f}" for k in ("accuracy", "agreement", "kl_teacher_student") if k in test
+        )
+        best = final.get("best") or {}
+        best_acc = best.get("accuracy", float("nan"))
+        epoch, best_epoch = final.get("epoch"), best.get("epoch")
+        print(f"{name}: epoch {epoch}: {line}; best accuracy {best_acc:.4f} at epoch {best_epoch}")
+        print(f"run directory: {cfg.run.out_dir} (log.jsonl, config.json, latest checkpoint)")
+        return 0
+
+    return run
+
+
+def _evaluate_command(error_cls):
+    def run(args, parser) -> int:
+        import torch
+
+        from ..models import FeatureExtractor
+        from ..pid import estimate
+        from .checkpoint import load_checkpoint, load_model_state
+        from .config import DistillConfig, TeacherTrainConfig, from_dict
+        from .runs import Teacher, _model, _teacher_members, prepare_data
+        from .trainer import Fit
+
+        run_dir = Path(args.run_dir)
+        try:
+            if not (run_dir / "config.json").is_file():
+                raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
+            raw = json.loads((run_dir / "config.json").read_text())
+            is_distill = "student" in raw
+            cfg = from_dict(DistillConfig if is_distill else TeacherTrainConfig, raw)
+            train, test = prepare_data(cfg.data, cfg.run.seed)
+            model = _model(cfg.student if is_distill else cfg.model, train)
+            load_model_state(model, load_checkpoint(run_dir)["student"], "student")
+            teacher = None
+            if is_distill and cfg.method.name != "progressive":
+                teacher = Teacher(_teacher_members(cfg, train, run_dir), [])
+            fit = Fit(
+                student=model,
+                extra=None,
+                train_x=train.x,
+                train_y=train.y,
+                test_x=test.x,
+                test_y=test.y,
+                data=cfg.data,
+                optim=cfg.optim,
+                run_cfg=cfg.run,
+                step=None,
+                teacher_logits=None if teacher is None else (lambda x: teacher(x)[0]),
+                progress=False,
+            )
+            result = {"test": fit.evaluate(test.x, test.y)}
+            pairs = (
+                [p.split(":") for p in args.pid_pairs]
+                if args.pid_pairs
+                else (cfg.pid.pairs if is_distill else [])
+            )
+            if pairs and teacher is not None:
+                result["pid"] = {}
+                model.eval()
+                for s_layer, t_layer in pairs:
+                    n = min(cfg.pid.n_samples or len(test), len(test))
+                    with (
+                        torch.no_grad(),
+                        FeatureExtractor(model, [s_layer], detach=True) as fs,
+                        FeatureExtractor(teacher.members[0], [t_layer], detach=True) as ft,
+                    ):
+                        s_feat = fs(test.x[:n])[1][s_layer].float().numpy()
+                        t_feat = ft(test.x[:n])[1][t_layer].float().numpy()
+                    res = estimate(
+                        test.y[:n].numpy(), t_feat, s_feat, k=cfg.pid.k, pca=cfg.pid.pca, seed=cfg.run.seed
+                    )
+                    result["pid"][f"{s_layer}|{t_layer}"] = res.pid.as_dict()
+        except _errors() as exc:
+            raise error_cls(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            for k, v in result["test"].items():
+                print(f"  {k:20s} {v:.4f}" if isinstance(v, float) else f"  {k:20s} {v}")
+            for pair, terms in result.get("pid", {}).items():
+                print(
+                    f"  PID {pair}: "
+                    + ", ".join(f"{k} {v:.4f}" for k, v in terms.items() if isinstance(v, float))
+                )
+        return 0
+
+    return run
