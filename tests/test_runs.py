@@ -173,3 +173,19 @@ def test_distillation_resume_is_exact(tmp_path, teacher_dir):
     resumed = distill(cut, progress=False)
     assert resumed["test"] == ref["test"]
     assert read_log(tmp_path / "cut" / "log.jsonl")[-1]["train_loss"] == ref["train_loss"]
+
+
+def test_channels_last_and_bf16_run(tmp_path, teacher_dir):
+    cfg = distill_cfg(
+        tmp_path,
+        teacher_dir,
+        "rid",
+        FEATURE_PAIR,
+        "run.channels_last=true",
+        "run.bf16=true",
+        "optim.epochs=2",
+        "method.params={rounds: 1}",
+    )
+    final = distill(cfg, progress=False)
+    assert final["test"]["accuracy"] > 0.3
+    assert all(torch.isfinite(torch.tensor(v)) for v in final["train_loss"].values())

@@ -69,8 +69,7 @@ def train_teacher(cfg: TeacherTrainConfig, progress: bool = True) -> dict:
     seed_everything(cfg.run.seed, cfg.run.threads)
     train, test = prepare_data(cfg.data, cfg.run.seed)
     model = _model(cfg.model, train, seed=cfg.run.seed)
-    if cfg.run.channels_last and train.x.dim() == 4:
-        model = model.to(memory_format=torch.channels_last)
+    _channels_last(cfg.run.channels_last, [model], train, test)
     fit = Fit(
         student=model,
         extra=None,
@@ -87,6 +86,16 @@ def train_teacher(cfg: TeacherTrainConfig, progress: bool = True) -> dict:
         progress=progress,
     )
     return fit.run()
+
+
+def _channels_last(enabled: bool, models, *datasets) -> None:
+    """NHWC layout for image models and their data (faster convolutions on CPU); a no-op for 1-D data."""
+    if not enabled or datasets[0].x.dim() != 4:
+        return
+    for m in models:
+        m.to(memory_format=torch.channels_last)
+    for ds in datasets:
+        ds.x = ds.x.contiguous(memory_format=torch.channels_last)
 
 
 def _autocast(step, bf16: bool):
@@ -161,6 +170,7 @@ def build_distillation(cfg: DistillConfig, progress: bool = True) -> Fit:
     student = _model(cfg.student, train, seed=cfg.run.seed)
     if cfg.init_lambda is not None:
         interpolate_student(members[0], student, cfg.init_lambda)
+    _channels_last(cfg.run.channels_last, [student, *members, *(checkpoints or [])], train, test)
 
     pairs = [tuple(p) for p in cfg.method.pairs]
     s_layers, t_layers = [p[0] for p in pairs], [p[1] for p in pairs]
