@@ -25,6 +25,7 @@ def teacher_dir(tmp_path_factory):
             "model.name=cnn-small",
             "model.kwargs={width: 16, pool_size: 2}",
             "optim.epochs=4",
+            "run.keep_every=2",
             f"run.out_dir={out}",
         ],
     )
@@ -76,9 +77,12 @@ def test_every_method_runs_end_to_end(tmp_path, teacher_dir, method, extra):
 
 
 def test_progressive_and_ensemble(tmp_path, teacher_dir):
-    ckpts = f"teacher.checkpoints=['{teacher_dir}', '{teacher_dir}']"
-    final = distill(distill_cfg(tmp_path, teacher_dir, "progressive", ckpts), progress=False)
+    # The teacher run kept its epoch-2 checkpoint (run.keep_every=2): a trajectory, earliest first.
+    assert (teacher_dir / "epoch-0002").is_dir() and not (teacher_dir / "epoch-0001").exists()
+    trajectory = f"teacher.checkpoints=['{teacher_dir / 'epoch-0002'}', '{teacher_dir}']"
+    final = distill(distill_cfg(tmp_path, teacher_dir, "progressive", trajectory), progress=False)
     assert "agreement" in final["test"]
+    ckpts = f"teacher.checkpoints=['{teacher_dir}', '{teacher_dir}']"
     ens = distill_cfg(
         tmp_path, teacher_dir, "kd", "teacher.kind=ensemble", ckpts, "run.out_dir=" + str(tmp_path / "e")
     )

@@ -134,10 +134,15 @@ class RunConfig:
     bf16: bool = False
     #: cache the teacher's outputs when the distillation data is fixed (no augmentation/mixup)
     cache_teacher: bool = True
+    #: also keep the checkpoint of every n-th epoch (e.g. a teacher's trajectory for progressive
+    #: distillation); None keeps only the latest
+    keep_every: int | None = None
     threads: int | None = None
 
     def check(self, key: str) -> None:
         _positive(self.eval_every, f"{key}.eval_every")
+        if self.keep_every is not None:
+            _positive(self.keep_every, f"{key}.keep_every")
 
 
 @dataclass

@@ -155,7 +155,7 @@ class Fit:
             if self.extra is not None:
                 state["extra"] = self.extra.state_dict()
             save_checkpoint(out, f"epoch-{epoch + 1:04d}", state)
-            _prune_checkpoints(out, keep=f"epoch-{epoch + 1:04d}")
+            _prune_checkpoints(out, f"epoch-{epoch + 1:04d}", self.run_cfg.keep_every)
         return read_log(log_path)[-1] if log_path.exists() else {}
 
     def _train_epoch(self, opt, epoch: int):
@@ -233,11 +233,15 @@ def _truncate_log(path: Path, start_epoch: int) -> None:
         os.replace(tmp, path)
 
 
-def _prune_checkpoints(out: Path, keep: str) -> None:
+def _prune_checkpoints(out: Path, latest: str, keep_every: int | None) -> None:
+    """Delete earlier epoch checkpoints, except every ``keep_every``-th epoch's."""
     import shutil
 
     for d in out.glob("epoch-*"):
-        if d.is_dir() and d.name != keep:
+        if not d.is_dir() or d.name == latest:
+            continue
+        epoch = int(d.name.split("-")[1])
+        if keep_every is None or epoch % keep_every:
             shutil.rmtree(d, ignore_errors=True)
 
 
