@@ -182,7 +182,8 @@ def test_vid_loss_is_gaussian_nll_by_hand():
     assert out["ce"].item() == pytest.approx(np_ce(t2n(b.student_logits), b.labels.numpy()), rel=1e-5)
     # the regressor is 1x1 conv -> ReLU -> 1x1 conv
     convs = [m for m in vid.regressors[0].modules() if isinstance(m, nn.Conv2d)]
-    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [(3, 5, (1, 1)), (5, 5, (1, 1))]
+    # hidden width C_s by default (3 here), C_t -> ... on request
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [(3, 3, (1, 1)), (3, 5, (1, 1))]
 
 
 def test_vid_variances_reach_the_optimizer():

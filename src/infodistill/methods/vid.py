@@ -22,9 +22,11 @@ class VID(DistillMethod):
 
         L = CE(z_s, y) + lam * sum_k mean_{b,c,h,w} (1/2)[log sigma^2_kc + (t - mu_k(s))^2 / sigma^2_kc]
 
-    mu_k is 1x1 conv (C_s->C_t) -> ReLU -> 1x1 conv (C_t->C_t) (``regressor_layers=2``, the paper's
-    conv-ReLU-conv regressor with the hidden width set to C_t) or a single 1x1 conv
-    (``regressor_layers=1``). alpha is initialised so that sigma^2 = ``init_var`` (5, SPEC §3), i.e.
+    mu_k is 1x1 conv (C_s->H) -> ReLU -> 1x1 conv (H->C_t) (``regressor_layers=2``, the paper's
+    conv-ReLU-conv regressor; hidden width H = ``hidden``, default C_s: the paper leaves it open, and
+    C_s keeps the adapter cheap next to a small student — with H = C_t it cost twice the student's
+    own step in ``bench/train_step.py``) or a single 1x1 conv (``regressor_layers=1``).
+    alpha is initialised so that sigma^2 = ``init_var`` (5, SPEC §3), i.e.
     alpha = log(exp(init_var - eps) - 1). The alphas are registered parameters, so they reach the
     optimizer and the checkpoint (the bug to avoid, SPEC §3).
 
@@ -47,6 +49,7 @@ class VID(DistillMethod):
         init_var: float = 5.0,
         eps: float = 1e-5,
         regressor_layers: int = 2,
+        hidden: int | None = None,
     ):
         super().__init__(
             num_classes=num_classes, pairs=pairs, student_shapes=student_shapes, teacher_shapes=teacher_shapes
@@ -56,15 +59,17 @@ class VID(DistillMethod):
         if not eps > 0 or not init_var > eps:
             raise ValueError(f"need init_var > eps > 0, got init_var={init_var}, eps={eps}")
         self.lam, self.eps = float(lam), float(eps)
-        self.regressors = nn.ModuleList(self._regressor(p.c_s, p.c_t, regressor_layers) for p in self.pairs)
+        self.regressors = nn.ModuleList(
+            self._regressor(p.c_s, p.c_t, regressor_layers, hidden or p.c_s) for p in self.pairs
+        )
         alpha0 = math.log(math.expm1(init_var - eps))  # inverse softplus
         self.alphas = nn.ParameterList(nn.Parameter(torch.full((p.c_t,), alpha0)) for p in self.pairs)
 
     @staticmethod
-    def _regressor(c_s: int, c_t: int, layers: int) -> nn.Module:
+    def _regressor(c_s: int, c_t: int, layers: int, hidden: int) -> nn.Module:
         if layers == 1:
             return conv1x1(c_s, c_t)
-        return nn.Sequential(conv1x1(c_s, c_t), nn.ReLU(), conv1x1(c_t, c_t))
+        return nn.Sequential(conv1x1(c_s, hidden), nn.ReLU(), conv1x1(hidden, c_t))
 
     def variances(self) -> list[Tensor]:
         """sigma^2_k per pair, shape (C_t,)."""
@@ -72,8 +77,10 @@ class VID(DistillMethod):
 
     def nll(self, mu: Tensor, var: Tensor, t: Tensor) -> Tensor:
         """mean over batch, channels, positions of (1/2)[log var + (t - mu)^2 / var]; var is (C,)."""
-        var = var.view(1, -1, 1, 1)
-        return 0.5 * (var.log() + (upcast(t) - upcast(mu)).pow(2) / var).mean()
+        # Every channel has the same number of entries, so the mean of log var over (b, c, h, w)
+        # is its mean over channels; 1/var is broadcast once instead of dividing the whole map.
+        sq = (upcast(t) - upcast(mu)).pow(2) * var.reciprocal().view(1, -1, 1, 1)
+        return 0.5 * (var.log().mean() + sq.mean())
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         total = 0.0
