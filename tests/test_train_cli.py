@@ -81,3 +81,20 @@ def test_user_errors_are_one_line(tmp_path, capsys, args, message):
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("infodistill: error:") and message in err and "\n" not in err
+
+
+def test_resume_flag(tmp_path, capsys):
+    torch.set_num_threads(1)
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text("data: {name: digits, batch_size: 64}\nmodel: {name: cnn-small, kwargs: {width: 4}}\n")
+    out = ["--out", str(tmp_path / "run"), "--quiet"]
+    assert main(["train-teacher", str(cfg), "optim.epochs=1", *out]) == 0
+    # Rerunning into a used directory without --resume is refused (nothing is overwritten).
+    assert main(["train-teacher", str(cfg), "optim.epochs=2", *out]) == 2
+    assert "pass --resume to continue it" in capsys.readouterr().err
+    # --resume with a different config names the keys that differ.
+    assert main(["train-teacher", str(cfg), "optim.epochs=2", "--resume", *out]) == 2
+    assert "config differs in optim.epochs" in capsys.readouterr().err
+    # --resume with the same config continues: nothing left to do, the log keeps its one epoch.
+    assert main(["train-teacher", str(cfg), "optim.epochs=1", "--resume", *out]) == 0
+    assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == 1

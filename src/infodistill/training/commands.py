@@ -16,12 +16,16 @@ def add_commands(sub, error_cls) -> None:
         p = sub.add_parser(
             name,
             help=help_text,
-            description=help_text + ". Rerunning the same command resumes after the last finished epoch.",
+            description=help_text + ". With --resume, a run directory that holds a checkpoint is "
+            "continued after its last finished epoch (the config must be the same).",
         )
         p.add_argument("config", help="YAML (.yaml/.yml) or TOML (.toml) config file")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides, e.g. optim.lr=0.01")
         p.add_argument("--out", help="run directory (overrides run.out_dir)")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.add_argument(
+            "--resume", action="store_true", help="continue the run in --out/run.out_dir after its last epoch"
+        )
         p.set_defaults(func=_run_command(name, error_cls), subparser=p)
     ev = sub.add_parser(
         "evaluate",
@@ -54,7 +58,7 @@ def _run_command(name: str, error_cls):
         overrides = list(args.overrides) + ([f"run.out_dir={args.out}"] if args.out else [])
         try:
             cfg = load_config(cls, args.config, overrides)
-            final = fn(cfg, progress=not args.quiet)
+            final = fn(cfg, progress=not args.quiet, resume=args.resume)
         except _errors() as exc:
             raise error_cls(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
         test = final.get("test", {})

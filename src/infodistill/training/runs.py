@@ -65,7 +65,7 @@ def load_trained(path: str, cfg: ModelConfig, train) -> nn.Module:
     return model
 
 
-def train_teacher(cfg: TeacherTrainConfig, progress: bool = True) -> dict:
+def train_teacher(cfg: TeacherTrainConfig, progress: bool = True, resume: bool = True) -> dict:
     seed_everything(cfg.run.seed, cfg.run.threads)
     train, test = prepare_data(cfg.data, cfg.run.seed)
     model = _model(cfg.model, train, seed=cfg.run.seed)
@@ -85,7 +85,7 @@ def train_teacher(cfg: TeacherTrainConfig, progress: bool = True) -> dict:
         config_dict=to_dict(cfg),
         progress=progress,
     )
-    return fit.run()
+    return fit.run(resume)
 
 
 def _channels_last(enabled: bool, models, *datasets) -> None:
@@ -255,8 +255,8 @@ def build_distillation(cfg: DistillConfig, progress: bool = True) -> Fit:
     )
 
 
-def distill(cfg: DistillConfig, progress: bool = True) -> dict:
-    return build_distillation(cfg, progress).run()
+def distill(cfg: DistillConfig, progress: bool = True, resume: bool = True) -> dict:
+    return build_distillation(cfg, progress).run(resume)
 
 
 @torch.no_grad()

@@ -108,7 +108,9 @@ class Fit:
         return params
 
     # -----------------------------------------------------------------------------------------
-    def run(self) -> dict:
+    def run(self, resume: bool = True) -> dict:
+        """Train to the last epoch. A run directory that already holds a checkpoint is continued
+        with ``resume=True`` (its config must be the same) and refused otherwise."""
         out = Path(self.run_cfg.out_dir)
         out.mkdir(parents=True, exist_ok=True)
         log_path = out / "log.jsonl"
@@ -116,6 +118,11 @@ class Fit:
         base_lrs = [g["lr"] for g in opt.param_groups]
         start, best = 0, None
         if (out / "latest.json").exists():
+            if not resume:
+                raise TrainingError(
+                    f"{out} already holds a run: pass --resume to continue it, or choose another --out"
+                )
+            _check_same_config(out / "config.json", self.config_dict)
             state = load_checkpoint(out)
             load_model_state(self.student, state["student"], "student")
             if self.extra is not None:
@@ -217,6 +224,28 @@ class Fit:
             acc.update(self.student(xb).float(), yb, None if zt is None else zt.float())
         self.student.train()
         return acc.result()
+
+
+def _check_same_config(path: Path, config: dict) -> None:
+    """Resuming with another config would silently mix two runs: name the keys that differ."""
+    if not path.exists():
+        return
+    saved = json.loads(path.read_text())
+
+    def flat(d, prefix=""):
+        items = {}
+        for k, v in d.items():
+            key = f"{prefix}{k}"
+            items.update(flat(v, key + ".") if isinstance(v, dict) else {key: v})
+        return items
+
+    a, b = flat(saved), flat(json.loads(json.dumps(config)))
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    if diff:
+        raise TrainingError(
+            f"cannot resume {path.parent}: its config differs in {', '.join(diff[:5])}"
+            f"{' ...' if len(diff) > 5 else ''}; use the same config or another --out"
+        )
 
 
 def read_log(path: str | os.PathLike) -> list[dict]:
