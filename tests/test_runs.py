@@ -193,3 +193,15 @@ def test_channels_last_and_bf16_run(tmp_path, teacher_dir):
     final = distill(cfg, progress=False)
     assert final["test"]["accuracy"] > 0.3
     assert all(torch.isfinite(torch.tensor(v)) for v in final["train_loss"].values())
+
+
+def test_pid_of_a_noisy_teacher_measures_the_noisy_features(tmp_path, teacher_dir):
+    pid = ["pid.pairs=[[stage3, stage3]]", "pid.k=5", "pid.n_samples=300", "optim.epochs=1"]
+    clean = distill(distill_cfg(tmp_path, teacher_dir, "vid", FEATURE_PAIR, *pid), progress=False)
+    replaced = ["teacher.kind=noisy", "teacher.noise_mode=replace", "teacher.noise_fraction=1.0"]
+    out = f"run.out_dir={tmp_path / 'noise'}"
+    noisy = distill(
+        distill_cfg(tmp_path, teacher_dir, "vid", FEATURE_PAIR, *pid, *replaced, out), progress=False
+    )
+    # Features replaced by pure noise carry (almost) no label information; the clean ones do.
+    assert noisy["pid"]["stage3|stage3"]["mi_t"] < 0.25 < clean["pid"]["stage3|stage3"]["mi_t"]

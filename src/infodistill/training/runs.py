@@ -168,8 +168,8 @@ def build_distillation(cfg: DistillConfig, progress: bool = True) -> Fit:
     if progressive:
         members = [_model(cfg.teacher.model, train)]
     student = _model(cfg.student, train, seed=cfg.run.seed)
-    if cfg.init_lambda is not None:
-        interpolate_student(members[0], student, cfg.init_lambda)
+    if cfg.init_lambda is not None:  # towards the final teacher (the last checkpoint if progressive)
+        interpolate_student(checkpoints[-1] if progressive else members[0], student, cfg.init_lambda)
     _channels_last(cfg.run.channels_last, [student, *members, *(checkpoints or [])], train, test)
 
     pairs = [tuple(p) for p in cfg.method.pairs]
@@ -233,7 +233,7 @@ def build_distillation(cfg: DistillConfig, progress: bool = True) -> Fit:
     def frozen(epoch: int) -> set:
         return set(student.parameters()) if state["student_frozen"] else set()
 
-    pid_eval = _pid_tracker(cfg, student, members[0], test) if cfg.pid.pairs else None
+    pid_eval = _pid_tracker(cfg, student, members[0], test, noise) if cfg.pid.pairs else None
     return Fit(
         student=student,
         extra=method,
@@ -272,8 +272,11 @@ def _cache_teacher(teacher: Teacher, x: torch.Tensor, batch: int) -> dict | None
     return {"logits": torch.cat(logits), "feats": {k: torch.cat(v) for k, v in feats.items()}}
 
 
-def _pid_tracker(cfg: DistillConfig, student: nn.Module, teacher: nn.Module, test):
-    """Per-epoch PID of (Y, teacher layer, student layer) on held-out test examples [PID-KD]."""
+def _pid_tracker(cfg: DistillConfig, student: nn.Module, teacher: nn.Module, test, noise: dict | None):
+    """Per-epoch PID of (Y, teacher layer, student layer) on held-out test examples [PID-KD].
+
+    For a noisy teacher the teacher features get the same kind of noise the method sees (drawn
+    from a fixed generator, so every epoch measures the same teacher representation)."""
     from ..pid import estimate
 
     n = len(test) if cfg.pid.n_samples is None else min(cfg.pid.n_samples, len(test))
@@ -296,6 +299,9 @@ def _pid_tracker(cfg: DistillConfig, student: nn.Module, teacher: nn.Module, tes
                     xb = x[start : start + cfg.data.eval_batch_size]
                     s_feat.append(fs(xb)[1][s_layer].float())
                     t_feat.append(ft(xb)[1][t_layer].float())
+            if noise is not None:
+                gen = torch.Generator().manual_seed(cfg.run.seed)
+                t_feat = [noisy_features(t, generator=gen, **noise) for t in t_feat]
             res = estimate(
                 y.numpy(),
                 torch.cat(t_feat).numpy(),
