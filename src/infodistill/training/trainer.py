@@ -24,7 +24,7 @@ from torch import nn
 
 from ..metrics import FidelityAccumulator
 from .checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state
-from .config import DataConfig, OptimConfig, PIDConfig, RunConfig
+from .config import DataConfig, OptimConfig, RunConfig
 
 
 class TrainingError(RuntimeError):
@@ -294,5 +294,4 @@ __all__ = [
     "make_optimizer",
     "read_log",
     "seed_everything",
-    "PIDConfig",
 ]
