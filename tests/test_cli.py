@@ -513,3 +513,17 @@ def test_entry_point_missing_file_subprocess(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("infodistill: error:")
     assert "does_not_exist.npy" in lines[0]
+
+
+def test_cli_and_pid_commands_do_not_import_torch():
+    """`pip install .` (no torch) must still run `infodistill demo` / `pid`: the training commands
+    are registered without importing torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from infodistill.cli import build_parser; build_parser(); "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

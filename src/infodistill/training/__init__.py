@@ -2,25 +2,33 @@
 
 ``train_teacher(cfg)`` and ``distill(cfg)`` run what the CLI's ``train-teacher`` and ``distill`` run;
 ``build_distillation(cfg)`` returns the validated ``Fit`` without running it.
+
+Names are imported on first use, so the CLI (which registers its training commands from here)
+starts without importing torch; the PID commands work on an installation without it.
 """
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .config import ConfigError, DistillConfig, TeacherTrainConfig, load_config
-from .runs import build_distillation, distill, train_teacher
-from .trainer import Fit, TrainingError, read_log
+import importlib
 
-__all__ = [
-    "CheckpointError",
-    "ConfigError",
-    "DistillConfig",
-    "Fit",
-    "TeacherTrainConfig",
-    "TrainingError",
-    "build_distillation",
-    "distill",
-    "load_checkpoint",
-    "load_config",
-    "read_log",
-    "save_checkpoint",
-    "train_teacher",
-]
+_EXPORTS = {
+    "CheckpointError": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "ConfigError": "config",
+    "DistillConfig": "config",
+    "TeacherTrainConfig": "config",
+    "load_config": "config",
+    "build_distillation": "runs",
+    "distill": "runs",
+    "train_teacher": "runs",
+    "Fit": "trainer",
+    "TrainingError": "trainer",
+    "read_log": "trainer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
