@@ -49,8 +49,20 @@ def _errors():
     return (ConfigError, CheckpointError, DataError, TrainingError, ValueError, FileNotFoundError)
 
 
+def _require_torch(error_cls) -> None:
+    try:
+        import torch  # noqa: F401
+        import yaml  # noqa: F401
+    except ImportError as exc:
+        raise error_cls(
+            f"this command needs PyTorch and the training extras ({exc.name} is missing): "
+            "pip install torch==2.13.0 'infodistill[train]'"
+        ) from None
+
+
 def _run_command(name: str, error_cls):
     def run(args, parser) -> int:
+        _require_torch(error_cls)
         from .config import DistillConfig, TeacherTrainConfig, load_config
         from .runs import distill, train_teacher
 
@@ -77,6 +89,7 @@ def _run_command(name: str, error_cls):
 
 def _evaluate_command(error_cls):
     def run(args, parser) -> int:
+        _require_torch(error_cls)
         import torch
 
         from ..models import FeatureExtractor
