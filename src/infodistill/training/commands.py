@@ -39,6 +39,29 @@ def add_commands(sub, error_cls) -> None:
     ev.add_argument("--json", action="store_true", help="print JSON")
     ev.set_defaults(func=_evaluate_command(error_cls), subparser=ev)
 
+    rep = sub.add_parser("reproduce", help="the papers' experiments as one command each, with a report")
+    rsub = rep.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
+    rid = rsub.add_parser(
+        "rid",
+        help="E1 [PID-KD]: trained/untrained/noisy teacher x {baseline, VID, RID, TED}",
+        description="Train the teacher, run every (teacher, method, seed) distillation, and write\n"
+        "report.md with the accuracy table, the PID trajectories and plots. Rerunning the same\n"
+        "command skips finished runs and resumes interrupted ones.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rid.add_argument("--preset", default="quick", help="quick (minutes on 2 CPU cores), paper, or cifar10")
+    rid.add_argument("--out", help="output directory (default runs/reproduce-rid-PRESET)")
+    rid.add_argument("--data", help="data set name (e.g. digits, fashion-mnist, cifar10)")
+    rid.add_argument("--data-dir", help="data directory (CIFAR, image folders)")
+    rid.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the preset's)")
+    rid.add_argument("--epochs", type=int, help="student epochs (default: the preset's)")
+    rid.add_argument("--teacher-epochs", type=int, help="teacher epochs (default: the preset's)")
+    rid.add_argument("--quiet", action="store_true", help="no progress bar")
+    rid.set_defaults(func=_reproduce_rid(error_cls), subparser=rid)
+    from .audit import add_audit_command
+
+    add_audit_command(sub, error_cls)
+
 
 def _errors():
     from ..data import DataError
@@ -160,6 +183,35 @@ def _evaluate_command(error_cls):
                     f"  PID {pair}: "
                     + ", ".join(f"{k} {v:.4f}" for k, v in terms.items() if isinstance(v, float))
                 )
+        return 0
+
+    return run
+
+
+def _reproduce_rid(error_cls):
+    def run(args, parser) -> int:
+        _require_torch(error_cls)
+        import dataclasses
+
+        from ..experiments.rid import PRESETS, run_rid
+
+        if args.preset not in PRESETS:
+            raise error_cls(f"unknown preset {args.preset!r}; use one of {', '.join(PRESETS)}")
+        preset = PRESETS[args.preset]
+        changes = {
+            "data": args.data,
+            "data_root": args.data_dir,
+            "student_epochs": args.epochs,
+            "teacher_epochs": args.teacher_epochs,
+            "seeds": tuple(args.seeds) if args.seeds else None,
+        }
+        preset = dataclasses.replace(preset, **{k: v for k, v in changes.items() if v is not None})
+        out = args.out or f"runs/reproduce-rid-{args.preset}"
+        try:
+            report = run_rid(preset, out, progress=not args.quiet)
+        except _errors() as exc:
+            raise error_cls(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        print(f"report: {report}")
         return 0
 
     return run

@@ -25,6 +25,8 @@ class DataConfig:
     root: str | None = None
     #: train on the first n examples of a seeded permutation of the training set (None: all)
     train_subset: int | None = None
+    #: evaluate on the first n test examples (None: all) — for quick presets
+    test_subset: int | None = None
     batch_size: int = 128
     eval_batch_size: int = 1000
     #: distillation/training data: "none" or "crop-flip" (random crop with padding + h-flip)
@@ -40,6 +42,8 @@ class DataConfig:
             raise ConfigError(f"{key}.mixup_alpha must be >= 0, got {self.mixup_alpha}")
         if self.train_subset is not None:
             _positive(self.train_subset, f"{key}.train_subset")
+        if self.test_subset is not None:
+            _positive(self.test_subset, f"{key}.test_subset")
 
 
 @dataclass

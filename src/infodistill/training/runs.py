@@ -30,6 +30,8 @@ def prepare_data(cfg: DataConfig, seed: int):
     if cfg.train_subset is not None and cfg.train_subset < len(train):
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
         train = train.subset(order[: cfg.train_subset].sort().values)
+    if cfg.test_subset is not None and cfg.test_subset < len(test):
+        test = test.subset(torch.arange(cfg.test_subset))
     return train, test
 
 

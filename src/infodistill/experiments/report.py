@@ -1,0 +1,255 @@
+"""Reports of the paper experiments: tables (mean ± std over seeds, last and best epoch), PNG plots,
+and the papers' qualitative claims evaluated on the numbers of the run."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from statistics import mean, stdev
+
+from ..training.trainer import read_log
+
+PID_KEYS = (("redundancy", "Red(Y:T,S)"), ("unique_t", "Uni(Y:T\\S)"), ("mi_t", "I(Y;T)"), ("mi_s", "I(Y;S)"))
+
+
+def _ms(values: list[float], scale: float = 100.0) -> str:
+    if not values:
+        return "—"
+    m = mean(values) * scale
+    s = stdev(values) * scale if len(values) > 1 else 0.0
+    return f"{m:.2f} ± {s:.2f}"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def collect(preset, out: Path) -> dict:
+    """{(teacher, method): [log of each seed]} for the runs that exist."""
+    from .rid import run_name
+
+    runs = {}
+    for kind in preset.teachers:
+        for method in preset.methods:
+            logs = []
+            for seed in preset.seeds:
+                path = out / run_name(kind, method, seed) / "log.jsonl"
+                if path.exists():
+                    logs.append(read_log(path))
+            runs[(kind, method)] = logs
+    return runs
+
+
+def _final_pid(log: list[dict], key: str):
+    for rec in reversed(log):
+        if rec.get("pid"):
+            return next(iter(rec["pid"].values()))[key]
+    return None
+
+
+def summarise(runs: dict) -> dict:
+    """Per (teacher, method): last/best test accuracy and final PID terms over seeds."""
+    rows = {}
+    for (kind, method), logs in runs.items():
+        if not logs:
+            continue
+        last = [log[-1]["test"]["accuracy"] for log in logs]
+        best = [max(r["test"]["accuracy"] for r in log if "test" in r) for log in logs]
+        row = {"last": last, "best": best, "agreement": [log[-1]["test"].get("agreement") for log in logs]}
+        for key, _ in PID_KEYS:
+            vals = [_final_pid(log, key) for log in logs]
+            row[key] = [v for v in vals if v is not None]
+        rows[(kind, method)] = row
+    return rows
+
+
+def check_claims(rows: dict) -> list[tuple[str, bool | None, str]]:
+    """The [PID-KD] claims, each (claim, held?, the numbers behind the verdict); None = not run."""
+
+    def acc(kind, method):
+        r = rows.get((kind, method))
+        return mean(r["last"]) if r else None
+
+    def pid(kind, method, key):
+        r = rows.get((kind, method))
+        return mean(r[key]) if r and r[key] else None
+
+    out = []
+    b_u, v_u, r_u = acc("untrained", "baseline"), acc("untrained", "vid"), acc("untrained", "rid")
+    if None not in (b_u, v_u):
+        out.append(
+            (
+                "VID falls below the baseline with an untrained teacher",
+                v_u < b_u - 0.01,
+                f"VID {100 * v_u:.2f} % vs baseline {100 * b_u:.2f} %",
+            )
+        )
+    if None not in (b_u, v_u, r_u):
+        out.append(
+            (
+                "RID stays closer to the baseline than VID with an untrained teacher",
+                abs(b_u - r_u) < abs(b_u - v_u),
+                f"RID {100 * r_u:.2f} %, VID {100 * v_u:.2f} %, baseline {100 * b_u:.2f} %",
+            )
+        )
+    it_u, it_t = pid("untrained", "baseline", "mi_t"), pid("trained", "baseline", "mi_t")
+    red_u = pid("untrained", "baseline", "redundancy")
+    if None not in (it_u, it_t, red_u):
+        out.append(
+            (
+                "I(Y;T) and Red ≈ 0 for the untrained teacher (below 10 % of the trained teacher's I(Y;T))",
+                it_u < 0.1 * it_t and red_u < 0.1 * it_t,
+                f"untrained I(Y;T) {it_u:.3f}, Red {red_u:.3f} bits; trained I(Y;T) {it_t:.3f} bits",
+            )
+        )
+    uni = {m: pid("trained", m, "unique_t") for m in ("baseline", "vid", "rid", "ted")}
+    uni = {m: v for m, v in uni.items() if v is not None}
+    if "rid" in uni and len(uni) > 1:
+        lowest = min(uni, key=uni.get)
+        out.append(
+            (
+                "RID ends with the lowest Uni(Y:T\\S) (trained teacher)",
+                lowest == "rid",
+                ", ".join(f"{m} {v:.3f}" for m, v in uni.items()) + " bits",
+            )
+        )
+    b_t = acc("trained", "baseline")
+    for m in ("vid", "rid"):
+        a = acc("trained", m)
+        if None not in (a, b_t):
+            out.append(
+                (
+                    f"{m.upper()} beats the baseline with a trained teacher",
+                    a > b_t,
+                    f"{m.upper()} {100 * a:.2f} % vs baseline {100 * b_t:.2f} %",
+                )
+            )
+    return out
+
+
+def _plots(preset, runs: dict, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    files = []
+    fig, axes = plt.subplots(
+        1, len(preset.teachers), figsize=(4.2 * len(preset.teachers), 3.4), squeeze=False
+    )
+    for ax, kind in zip(axes[0], preset.teachers, strict=True):
+        for method in preset.methods:
+            logs = runs.get((kind, method)) or []
+            if not logs:
+                continue
+            n = min(len(log) for log in logs)
+            curve = [mean(log[i]["test"]["accuracy"] for log in logs) * 100 for i in range(n)]
+            ax.plot(range(1, n + 1), curve, marker="o", ms=3, label=method)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(f"{kind} teacher")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend()
+    fig.tight_layout()
+    fig.savefig(out / "accuracy.png", dpi=120)
+    plt.close(fig)
+    files.append("accuracy.png")
+
+    fig, axes = plt.subplots(
+        len(preset.teachers), len(PID_KEYS), figsize=(13, 2.8 * len(preset.teachers)), squeeze=False
+    )
+    for i, kind in enumerate(preset.teachers):
+        for j, (key, label) in enumerate(PID_KEYS):
+            ax = axes[i][j]
+            for method in preset.methods:
+                logs = runs.get((kind, method)) or []
+                series = []
+                for log in logs:
+                    series.append([next(iter(r["pid"].values()))[key] for r in log if r.get("pid")])
+                if not series or not series[0]:
+                    continue
+                n = min(len(s) for s in series)
+                ax.plot(
+                    range(1, n + 1),
+                    [mean(s[k] for s in series) for k in range(n)],
+                    marker="o",
+                    ms=3,
+                    label=method,
+                )
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_title(f"{label}, {kind} teacher", fontsize=9)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("bits")
+            ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "pid.png", dpi=120)
+    plt.close(fig)
+    files.append("pid.png")
+    return files
+
+
+def write_rid_report(preset, out: Path) -> Path:
+    from dataclasses import asdict
+
+    runs = collect(preset, out)
+    rows = summarise(runs)
+    claims = check_claims(rows)
+    plots = _plots(preset, runs, out)
+    teacher_log = read_log(out / "teacher" / "log.jsonl")
+    lines = [
+        f"# E1 [PID-KD]: distillation from trained, untrained and noisy teachers (preset `{preset.name}`)",
+        "",
+        f"Data `{preset.data}`; teacher `{preset.teacher_model}` trained on "
+        f"{preset.teacher_train_subset or 'all'} examples for {preset.teacher_epochs} epochs "
+        f"(test accuracy {100 * teacher_log[-1]['test']['accuracy']:.2f} %); "
+        f"student `{preset.student_model}` "
+        f"trained on {preset.student_train_subset or 'all'} labelled examples for {preset.student_epochs} "
+        f"epochs; layer pair {preset.pair}; seeds {list(preset.seeds)}; test set: "
+        f"{preset.test_subset or 'all'} examples. PID on {preset.pid_samples} test examples, "
+        f"k = {preset.pid_k}.",
+        "",
+        "## Test accuracy (%), mean ± std over seeds",
+        "",
+        "| teacher | method | last epoch | best epoch | agreement (last) | Red | Uni(Y:T\\S) | I(Y;T) "
+        "| I(Y;S) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (kind, method), r in rows.items():
+        pid_cells = [f"{mean(r[k]):.3f}" if r[k] else "—" for k, _ in PID_KEYS]
+        agree = [a for a in r["agreement"] if a is not None]
+        lines.append(
+            f"| {kind} | {method} | {_ms(r['last'])} | {_ms(r['best'])} | {_ms(agree)} | "
+            + " | ".join(pid_cells)
+            + " |"
+        )
+    lines += [
+        "",
+        "PID terms (bits) are those of the last epoch, averaged over seeds.",
+        "",
+        "## The paper's qualitative claims, checked on this run",
+        "",
+    ]
+    for claim, held, numbers in claims:
+        verdict = "**held**" if held else "**did not hold**"
+        lines.append(f"- {claim}: {verdict} ({numbers})")
+    lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+    lines += ["", "## Settings", "", "```json", json.dumps(asdict(preset), indent=2), "```", ""]
+    report = out / "report.md"
+    _atomic_write(report, "\n".join(lines))
+    _atomic_write(
+        out / "summary.json",
+        json.dumps(
+            {
+                "claims": [{"claim": c, "held": h, "numbers": n} for c, h, n in claims],
+                "rows": {f"{k}|{m}": v for (k, m), v in rows.items()},
+            },
+            indent=2,
+        ),
+    )
+    return report
