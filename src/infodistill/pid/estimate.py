@@ -672,7 +672,7 @@ def estimate(
     seed : seeds the split, PCA, k-means, permutations and bootstrap (same seed, same result).
     unit : 'bits' or 'nats' for every reported value.
     n_init, max_iter : k-means restarts and iteration cap.
-    tol : certified tolerance of the main decomposition, in ``unit`` (default 1e-8 bits).
+    tol : certified tolerance of the main decomposition, in ``unit`` (default: decompose's, 1e-7 bits).
 
     Returns
     -------
