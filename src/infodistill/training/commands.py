@@ -120,7 +120,7 @@ def _evaluate_command(error_cls):
         from .checkpoint import load_checkpoint, load_model_state
         from .config import DistillConfig, TeacherTrainConfig, from_dict
         from .runs import Teacher, _model, _teacher_members, prepare_data
-        from .trainer import Fit
+        from .trainer import evaluate_model
 
         run_dir = Path(args.run_dir)
         try:
@@ -135,21 +135,8 @@ def _evaluate_command(error_cls):
             teacher = None
             if is_distill and cfg.method.name != "progressive":
                 teacher = Teacher(_teacher_members(cfg, train, run_dir), [])
-            fit = Fit(
-                student=model,
-                extra=None,
-                train_x=train.x,
-                train_y=train.y,
-                test_x=test.x,
-                test_y=test.y,
-                data=cfg.data,
-                optim=cfg.optim,
-                run_cfg=cfg.run,
-                step=None,
-                teacher_logits=None if teacher is None else (lambda x: teacher(x)[0]),
-                progress=False,
-            )
-            result = {"test": fit.evaluate(test.x, test.y)}
+            t_logits = None if teacher is None else (lambda x: teacher(x)[0])
+            result = {"test": evaluate_model(model, test.x, test.y, cfg.data.eval_batch_size, t_logits)}
             pairs = (
                 [p.split(":") for p in args.pid_pairs]
                 if args.pid_pairs

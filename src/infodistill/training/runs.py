@@ -72,9 +72,23 @@ def train_teacher(cfg: TeacherTrainConfig, progress: bool = True, resume: bool =
     train, test = prepare_data(cfg.data, cfg.run.seed)
     model = _model(cfg.model, train, seed=cfg.run.seed)
     _channels_last(cfg.run.channels_last, [model], train, test)
-    fit = Fit(
-        student=model,
+    fit = _fit(
+        cfg,
+        model,
+        train,
+        test,
+        progress,
         extra=None,
+        step=cross_entropy_step(model),
+        augment=make_augment(cfg.data, train.x.shape[1:]),
+    )
+    return fit.run(resume)
+
+
+def _fit(cfg, student: nn.Module, train, test, progress: bool, *, step, **kw) -> Fit:
+    """A ``Fit`` over the config's data, optimiser and run settings (bf16 applied to ``step``)."""
+    return Fit(
+        student=student,
         train_x=train.x,
         train_y=train.y,
         test_x=test.x,
@@ -82,12 +96,11 @@ def train_teacher(cfg: TeacherTrainConfig, progress: bool = True, resume: bool =
         data=cfg.data,
         optim=cfg.optim,
         run_cfg=cfg.run,
-        step=_autocast(cross_entropy_step(model), cfg.run.bf16),
-        augment=make_augment(cfg.data, train.x.shape[1:]),
+        step=_autocast(step, cfg.run.bf16),
         config_dict=to_dict(cfg),
         progress=progress,
+        **kw,
     )
-    return fit.run(resume)
 
 
 def _channels_last(enabled: bool, models, *datasets) -> None:
@@ -236,24 +249,19 @@ def build_distillation(cfg: DistillConfig, progress: bool = True) -> Fit:
         return set(student.parameters()) if state["student_frozen"] else set()
 
     pid_eval = _pid_tracker(cfg, student, members[0], test, noise) if cfg.pid.pairs else None
-    return Fit(
-        student=student,
+    return _fit(
+        cfg,
+        student,
+        train,
+        test,
+        progress,
         extra=method,
-        train_x=train.x,
-        train_y=train.y,
-        test_x=test.x,
-        test_y=test.y,
-        data=cfg.data,
-        optim=cfg.optim,
-        run_cfg=cfg.run,
-        step=_autocast(step, cfg.run.bf16),
+        step=step,
         teacher_logits=lambda x: teacher(x)[0],
         frozen=frozen,
         on_epoch=on_epoch,
         augment=augment,
         evaluate_extra=pid_eval,
-        config_dict=to_dict(cfg),
-        progress=progress,
     )
 
 

@@ -213,17 +213,24 @@ class Fit:
             )
         return {k: v / n for k, v in sums.items()}, fid.result()
 
-    @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict:
-        self.student.eval()
-        acc = FidelityAccumulator()
-        bs = self.data.eval_batch_size
-        for start in range(0, x.shape[0], bs):
-            xb, yb = x[start : start + bs], y[start : start + bs]
-            zt = self.teacher_logits(xb) if self.teacher_logits is not None else None
-            acc.update(self.student(xb).float(), yb, None if zt is None else zt.float())
-        self.student.train()
-        return acc.result()
+        return evaluate_model(self.student, x, y, self.data.eval_batch_size, self.teacher_logits)
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, teacher_logits=None
+) -> dict:
+    """Full-set accuracy, NLL, ECE (and agreement, KL(t‖s) given ``teacher_logits(x)``) in eval mode."""
+    was = model.training
+    model.eval()
+    acc = FidelityAccumulator()
+    for start in range(0, x.shape[0], batch_size):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        zt = teacher_logits(xb) if teacher_logits is not None else None
+        acc.update(model(xb).float(), yb, None if zt is None else zt.float())
+    model.train(was)
+    return acc.result()
 
 
 def _check_same_config(path: Path, config: dict) -> None:
@@ -290,6 +297,7 @@ __all__ = [
     "TrainingError",
     "cross_entropy_step",
     "epoch_generator",
+    "evaluate_model",
     "lr_factor",
     "make_optimizer",
     "read_log",
