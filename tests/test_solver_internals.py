@@ -115,3 +115,23 @@ def test_garbling_coupling_rejects_a_non_garbling():
         for s in (0, 1):
             p[2 * t + s, t, s] = 0.25
     assert garbling_coupling(p.sum(axis=2), p.sum(axis=1)) is None
+
+
+def test_sparse_and_dense_evaluation_agree():
+    rng = np.random.default_rng(0)
+    p = rng.random((5, 7, 6)) * (rng.random((5, 7, 6)) < 0.2)
+    p[:, 0, 0] += 0.05
+    p /= p.sum()
+    prob = _Problem(p.sum(axis=2), p.sum(axis=1))
+    lam, mu = rng.normal(size=(5, 7)), rng.normal(size=(5, 6))
+    prob.SPARSE_EVAL_DENSITY = 1.0  # support cells only
+    c_sparse, pi_sparse = prob.evaluate(lam, mu)
+    prob.SPARSE_EVAL_DENSITY = 0.0  # the dense grid
+    c_dense, pi_dense = prob.evaluate(lam, mu)
+    np.testing.assert_array_equal(np.isinf(c_sparse), np.isinf(c_dense))
+    np.testing.assert_allclose(c_sparse[prob.pairs], c_dense[prob.pairs], rtol=0, atol=1e-14)
+    np.testing.assert_allclose(pi_sparse, pi_dense, rtol=0, atol=1e-15)
+    # and by hand: c = log Σ_y exp(λ + μ) over the support labels of each pair
+    t, s = np.argwhere(prob.pairs)[0]
+    ys = np.flatnonzero(prob.support[:, t, s])
+    assert c_dense[t, s] == pytest.approx(np.log(np.exp(lam[ys, t] + mu[ys, s]).sum()), abs=1e-14)

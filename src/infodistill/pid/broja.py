@@ -84,6 +84,7 @@ class _Problem:
         # One μ(y, s) per label is pinned: (λ(y,·)+a_y, μ(y,·)−a_y) leaves every c(t,s) unchanged.
         self.pin = np.argmax(self.m_ys, axis=1) * Y + np.arange(Y)
         self._coupling_pattern = None
+        self._cells = None
 
     def coupling_pattern(self):
         """Nonzeros of the (T·Y)×(S·Y) block B: (y, z) ∈ support labels of the same pair (t, s).
@@ -110,8 +111,28 @@ class _Problem:
             )
         return self._coupling_pattern
 
+    #: Below this fill of the (y, t, s) grid, c and π are computed on the support cells only.
+    SPARSE_EVAL_DENSITY = 0.3
+
     def evaluate(self, lam: np.ndarray, mu: np.ndarray):
         """c(t,s) = LSE_y(λ+μ) (−inf off the pairs) and π(y|t,s) = softmax_y(λ+μ)."""
+        if self._cells is None:
+            t, s, y = np.nonzero(self.support.transpose(1, 2, 0))  # grouped by pair (t, s)
+            starts = np.flatnonzero(np.r_[True, (t[1:] != t[:-1]) | (s[1:] != s[:-1])])
+            self._cells = (y, t, s, starts, np.repeat(np.arange(starts.size), np.diff(np.r_[starts, y.size])))
+        y, t, s, starts, which = self._cells
+        if y.size < self.SPARSE_EVAL_DENSITY * self.support.size:
+            z = lam[y, t] + mu[y, s]
+            zmax = np.maximum.reduceat(z, starts)
+            e = np.exp(z - zmax[which])
+            tot = np.add.reduceat(e, starts)
+            c = np.full(self.pairs.shape, -np.inf)
+            c[t[starts], s[starts]] = zmax + np.log(tot)
+            pi = np.zeros(self.support.shape)
+            vals = e / tot[which]
+            vals[vals < 1e-250] = 0.0
+            pi[y, t, s] = vals
+            return c, pi
         z = np.where(self.support, lam[:, :, None] + mu[:, None, :], -np.inf)
         zmax = np.where(self.pairs, z.max(axis=0), 0.0)
         e = np.exp(z - zmax)
@@ -123,6 +144,14 @@ class _Problem:
 
     def linear(self, lam, mu) -> float:
         return float((self.p_yt * lam).sum() + (self.p_ys * mu).sum())
+
+
+def _block_diagonal(blocks: np.ndarray):
+    """A sparse block-diagonal matrix from dense blocks (n, k, k), built directly as BSR."""
+    from scipy import sparse
+
+    n, k, _ = blocks.shape
+    return sparse.bsr_matrix((blocks, np.arange(n), np.arange(n + 1)), shape=(n * k, n * k)).tocsr()
 
 
 class _NewtonSystem:
@@ -157,8 +186,7 @@ class _NewtonSystem:
         pi_c, q_c = pi[y, t, s], q[y, t, s]
         vals = W[t[row], s[row]] * pi_c[row] * pi_c[col] + np.where(row == col, q_c[row], 0.0)
         B = sparse.csr_matrix((vals, (b_row, b_col)), shape=(T * Y, S * Y))
-        A_blocks = sparse.block_diag(list(A_inv), format="csr")
-        return B.T @ (A_blocks @ B)
+        return B.T @ (_block_diagonal(A_inv) @ B)
 
     def __init__(self, prob: _Problem, pi: np.ndarray, u: np.ndarray, W: np.ndarray):
         Y, T = prob.p_yt.shape
@@ -181,11 +209,13 @@ class _NewtonSystem:
             from scipy import sparse
             from scipy.sparse import linalg as splinalg
 
-            schur = sparse.block_diag(list(C), format="csr") - self._coupling_sparse(prob, A_inv, pi, q, W)
-            # Pin the gauge rows/columns to the identity, as in the dense branch below.
-            schur = sparse.diags(keep) @ schur @ sparse.diags(keep) + sparse.diags(1.0 - keep)
+            schur = (_block_diagonal(C) - self._coupling_sparse(prob, A_inv, pi, q, W)).tocoo()
+            # Pin the gauge rows/columns to the identity and equilibrate, as in the dense branch
+            # below, by scaling the stored entries (no sparse products).
+            schur.data *= keep[schur.row] * keep[schur.col]
+            schur = (schur + sparse.diags(1.0 - keep)).tocoo()
             self.scale = 1.0 / np.sqrt(np.maximum(schur.diagonal(), 1e-300))
-            schur = sparse.diags(self.scale) @ schur @ sparse.diags(self.scale)
+            schur.data *= self.scale[schur.row] * self.scale[schur.col]
             self.factor = ("splu", splinalg.splu(schur.tocsc()))
             return
         if Y <= self.DENSE_MAX_Y:
