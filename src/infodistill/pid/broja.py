@@ -14,16 +14,16 @@ where the sum over y runs over labels with P(y,t) > 0 and P(y,s) > 0 (exactly th
 Δ_P may use). For any primal-feasible Q and dual-feasible (λ, μ), f(Q) − D(λ, μ) ≥ 0 by Gibbs'
 inequality; that difference is the certificate reported as ``gap``.
 
-Solver: a log-barrier path-following Newton method on the dual,
-
-    max Φ_ε(λ, μ) = D(λ, μ) + ε Σ_{(t,s)} log(−c(t,s)),
-
-whose maximiser gives the primal point Q(y,t,s) = ε / (−c(t,s)) · softmax_y(λ(y,t) + μ(y,s)).
-The Newton system in (λ, μ) has T dense Y×Y diagonal blocks for λ, which are eliminated; the
-remaining Schur complement in μ is (S·Y)×(S·Y) (T and S are swapped so that S ≤ T). After each
-centring step the primal point is rounded onto Δ_P exactly (scale down over-full rows and columns,
-then add the rank-one deficit; Altschuler, Weed & Rigollet 2017) and the gap is evaluated; the
-method stops when the certified gap is at most the tolerance.
+Solver (details in docs/solver.md): a feasible primal-dual interior-point method (Mehrotra
+predictor-corrector) on the dual, whose constraint multipliers r(t,s) are the primal pair masses,
+Q(y,t,s) = r(t,s)·softmax_y(λ(y,t) + μ(y,s)). The Newton system in (λ, μ) has T dense Y×Y diagonal
+blocks for λ, which are eliminated; the Schur complement in μ is (S·Y)×(S·Y) (T and S are swapped
+so that S ≤ T), assembled densely, from its structure, or sparsely, equilibrated and factorised.
+Every iteration the primal point is rounded onto Δ_P exactly (scale down over-full rows and
+columns, then add the rank-one deficit; Altschuler, Weed & Rigollet 2017) and the gap evaluated;
+near the optimum alternating-minimisation sweeps polish the primal, and degenerate problems (one
+source a Blackwell garbling of the other) are certified exactly by a linear program. The method
+stops when the certified gap is at most the tolerance.
 """
 
 from __future__ import annotations
@@ -37,12 +37,7 @@ __all__ = ["solve_broja"]
 
 
 class SolverInfo(dict):
-    """Diagnostics of one solve (iterations, final barrier weight, timings)."""
-
-
-def _xlogy_sum(x: np.ndarray, y: np.ndarray) -> float:
-    mask = x > 0
-    return float((x[mask] * np.log(y[mask])).sum())
+    """Diagnostics of one solve: iterations, converged, gap, and which garbling certified it."""
 
 
 def objective(q: np.ndarray) -> float:
