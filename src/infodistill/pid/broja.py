@@ -469,6 +469,10 @@ def _conditional_entropy(p: np.ndarray) -> float:
     return float(-(p[m] * np.log((p / np.where(px > 0, px, 1.0))[m])).sum())
 
 
+#: The primal polish runs once the gap is within this factor of the tolerance (it only needs to
+#: close the last stretch, where round-off stalls the interior-point primal).
+POLISH_BELOW = 30.0
+
 _BLAS_CONTROLLER = None
 
 #: Newton systems up to this size are solved with one BLAS thread: on the 2-core machines this
@@ -540,7 +544,7 @@ def _solve_broja(
         # Valid lower bound: (λ, μ) is strictly dual feasible. Near the end the iterates lose
         # accuracy to round-off, so keep the best bounds seen rather than the last ones.
         d_low = max(d_low, prob.linear(ipm.lam, ipm.mu))
-        if best[1] - d_low < 1e-5:
+        if best[1] - d_low < POLISH_BELOW * max(tol, 1e-9):
             q_pol, bound = scaling_polish(prob, ipm.lam, ipm.mu, ipm.r)
             offer(q_pol)
             d_low = max(d_low, bound)
