@@ -28,10 +28,10 @@ stops when the certified gap is at most the tolerance.
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 from scipy import linalg
+
+from .threads import blas_threads
 
 __all__ = ["solve_broja"]
 
@@ -473,23 +473,10 @@ def _conditional_entropy(p: np.ndarray) -> float:
 #: close the last stretch, where round-off stalls the interior-point primal).
 POLISH_BELOW = 30.0
 
-_BLAS_CONTROLLER = None
-
 #: Newton systems up to this size are solved with one BLAS thread: on the 2-core machines this
 #: project targets, threading overhead made every size measured up to (S·Y) = 1280 slower
 #: (10×32×32: 0.06 s with one thread, 0.10–0.23 s with two).
 SINGLE_THREAD_MAX_N = 2048
-
-
-def _blas_limit(n: int):
-    global _BLAS_CONTROLLER
-    if n > SINGLE_THREAD_MAX_N:
-        return contextlib.nullcontext()
-    from threadpoolctl import ThreadpoolController
-
-    if _BLAS_CONTROLLER is None:
-        _BLAS_CONTROLLER = ThreadpoolController()
-    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
 
 
 def solve_broja(
@@ -499,7 +486,7 @@ def solve_broja(
     max_iter: int = 100,
 ) -> tuple[np.ndarray, float, float, SolverInfo]:
     """See ``_solve_broja``; runs it with the BLAS thread count chosen for its size."""
-    with _blas_limit(p_ys.size):
+    with blas_threads(1 if p_ys.size <= SINGLE_THREAD_MAX_N else None):
         return _solve_broja(p_yt, p_ys, tol, max_iter)
 
 

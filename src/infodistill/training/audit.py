@@ -253,17 +253,6 @@ def _extract(model, layers: list, x, batch_size: int):
     return z, {name: np.concatenate(v) for name, v in feats.items()}
 
 
-def _blas_limit():
-    import contextlib
-
-    if BLAS_THREADS is None:
-        return contextlib.nullcontext()
-    from threadpoolctl import ThreadpoolController
-
-    # A controller made now sees scipy's own OpenBLAS too (loaded with infodistill.pid's imports).
-    return ThreadpoolController().limit(limits=BLAS_THREADS, user_api="blas")
-
-
 def _accuracy(logits, y) -> float | None:
     if logits is None or logits.shape[0] != y.shape[0] or logits.shape[1] < 2:
         return None
@@ -314,6 +303,7 @@ def audit(
     import torch
 
     from ..pid import estimate
+    from ..pid.threads import blas_threads
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
@@ -369,7 +359,7 @@ def audit(
             },
         )
 
-    with _blas_limit():
+    with blas_threads(BLAS_THREADS):
         rows = [row(layer, t_feats[layer]) for layer in t_layers]
         reference = None
         if input_reference:
@@ -509,11 +499,9 @@ def add_audit_command(sub, error_cls) -> None:
 def _errors() -> tuple:
     import yaml
 
-    from ..data import DataError
-    from .checkpoint import CheckpointError
-    from .config import ConfigError
+    from .commands import _errors as command_errors
 
-    return (ConfigError, CheckpointError, DataError, ValueError, TypeError, FileNotFoundError, yaml.YAMLError)
+    return (*command_errors(), TypeError, yaml.YAMLError)
 
 
 def _run_config(path: Path) -> dict | None:
