@@ -258,6 +258,7 @@ def build_distillation(cfg: DistillConfig, progress: bool = True) -> Fit:
         extra=method,
         step=step,
         teacher_logits=lambda x: teacher(x)[0],
+        teacher_fixed=not progressive,
         frozen=frozen,
         on_epoch=on_epoch,
         augment=augment,

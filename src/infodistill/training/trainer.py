@@ -90,6 +90,8 @@ class Fit:
     step: Callable[[torch.Tensor, torch.Tensor, int, torch.Tensor], StepOutput]
     #: teacher_logits(x) -> logits, for fidelity metrics (None when training a teacher)
     teacher_logits: Callable[[torch.Tensor], torch.Tensor] | None = None
+    #: the teacher never changes during the run (not progressive), so its test logits are cached
+    teacher_fixed: bool = True
     #: names of parameters that must not change this epoch: frozen(epoch) -> set of params
     frozen: Callable[[int], set] | None = None
     #: called at the start of each epoch (phase switches)
@@ -100,6 +102,7 @@ class Fit:
     evaluate_extra: Callable[[int], dict] | None = None
     config_dict: dict = field(default_factory=dict)
     progress: bool = True
+    _test_teacher_logits: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     def parameters(self):
         params = list(self.student.parameters())
@@ -142,7 +145,7 @@ class Fit:
             record = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": train_terms}
             record["distill_data"] = train_fid
             if (epoch + 1) % self.run_cfg.eval_every == 0 or epoch + 1 == self.optim.epochs:
-                record["test"] = self.evaluate(self.test_x, self.test_y)
+                record["test"] = self.evaluate_test()
                 if self.evaluate_extra is not None:
                     record.update(self.evaluate_extra(epoch))
                 acc = record["test"]["accuracy"]
@@ -216,18 +219,38 @@ class Fit:
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict:
         return evaluate_model(self.student, x, y, self.data.eval_batch_size, self.teacher_logits)
 
+    def evaluate_test(self) -> dict:
+        """The test-set metrics; a fixed teacher's test logits are computed once and reused."""
+        t = self.teacher_logits
+        if t is not None and self.teacher_fixed:
+            if self._test_teacher_logits is None:
+                self._test_teacher_logits = _batched(t, self.test_x, self.data.eval_batch_size)
+            t = self._test_teacher_logits
+        return evaluate_model(self.student, self.test_x, self.test_y, self.data.eval_batch_size, t)
+
+
+@torch.no_grad()
+def _batched(fn, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    return torch.cat([fn(x[i : i + batch_size]).float() for i in range(0, x.shape[0], batch_size)])
+
 
 @torch.no_grad()
 def evaluate_model(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, teacher_logits=None
 ) -> dict:
-    """Full-set accuracy, NLL, ECE (and agreement, KL(t‖s) given ``teacher_logits(x)``) in eval mode."""
+    """Full-set accuracy, NLL, ECE in eval mode, and agreement and KL(t‖s) given the teacher's
+    logits: a function ``teacher_logits(x)``, or a tensor of them aligned with ``x``."""
     was = model.training
     model.eval()
     acc = FidelityAccumulator()
     for start in range(0, x.shape[0], batch_size):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-        zt = teacher_logits(xb) if teacher_logits is not None else None
+        if teacher_logits is None:
+            zt = None
+        elif isinstance(teacher_logits, torch.Tensor):
+            zt = teacher_logits[start : start + batch_size]
+        else:
+            zt = teacher_logits(xb)
         acc.update(model(xb).float(), yb, None if zt is None else zt.float())
     model.train(was)
     return acc.result()
