@@ -469,6 +469,9 @@ def _conditional_entropy(p: np.ndarray) -> float:
     return float(-(p[m] * np.log((p / np.where(px > 0, px, 1.0))[m])).sum())
 
 
+#: Sweeps of the one long polish tried when the iteration stalls above the tolerance.
+LONG_POLISH_SWEEPS = 1000
+
 #: The primal polish runs once the gap is within this factor of the tolerance (it only needs to
 #: close the last stretch, where round-off stalls the interior-point primal).
 POLISH_BELOW = 30.0
@@ -547,6 +550,10 @@ def _solve_broja(
             # A garbling is only possible while the lower bound allows optimum = −H(Y|T) (resp. S),
             # which keeps the linear program off non-degenerate problems.
             tried_garbling = True
+            # Also a long polish: at a boundary optimum the short one may not close the gap.
+            q_pol, bound = scaling_polish(prob, ipm.lam, ipm.mu, ipm.r, sweeps=LONG_POLISH_SWEEPS)
+            offer(q_pol)
+            d_low = max(d_low, bound)
             if d_low <= -h_t + 1e-12 and (q := garbling_coupling(p_yt, p_ys)) is not None:
                 if offer(q):
                     info["garbling"] = "S is a garbling of T"
