@@ -81,6 +81,16 @@ class _Problem:
         self._coupling_pattern = None
         self._cells = None
 
+    def support_cells(self):
+        """The support cells (y, t, s) grouped by pair (t, s), the index where each pair's run of
+        cells starts, and each cell's pair number; computed once per problem."""
+        if self._cells is None:
+            t, s, y = np.nonzero(self.support.transpose(1, 2, 0))
+            starts = np.flatnonzero(np.r_[True, (t[1:] != t[:-1]) | (s[1:] != s[:-1])])
+            which = np.repeat(np.arange(starts.size), np.diff(np.r_[starts, y.size]))
+            self._cells = (y, t, s, starts, which)
+        return self._cells
+
     def coupling_pattern(self):
         """Nonzeros of the (T·Y)×(S·Y) block B: (y, z) ∈ support labels of the same pair (t, s).
 
@@ -90,7 +100,7 @@ class _Problem:
         if self._coupling_pattern is None:
             Y = self.p_yt.shape[0]
             S = self.p_ys.shape[1]
-            t, s, y = np.nonzero(self.support.transpose(1, 2, 0))
+            y, t, s, _, _ = self.support_cells()
             pair = t * S + s
             k = np.bincount(pair, minlength=self.pairs.size)[pair]  # labels in each cell's pair
             first = np.searchsorted(pair, pair)  # index of the pair's first cell
@@ -111,11 +121,7 @@ class _Problem:
 
     def evaluate(self, lam: np.ndarray, mu: np.ndarray):
         """c(t,s) = LSE_y(λ+μ) (−inf off the pairs) and π(y|t,s) = softmax_y(λ+μ)."""
-        if self._cells is None:
-            t, s, y = np.nonzero(self.support.transpose(1, 2, 0))  # grouped by pair (t, s)
-            starts = np.flatnonzero(np.r_[True, (t[1:] != t[:-1]) | (s[1:] != s[:-1])])
-            self._cells = (y, t, s, starts, np.repeat(np.arange(starts.size), np.diff(np.r_[starts, y.size])))
-        y, t, s, starts, which = self._cells
+        y, t, s, starts, which = self.support_cells()
         if y.size < self.SPARSE_EVAL_DENSITY * self.support.size:
             z = lam[y, t] + mu[y, s]
             zmax = np.maximum.reduceat(z, starts)
