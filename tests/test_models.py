@@ -459,3 +459,20 @@ def test_registry_names_and_errors():
     assert build_model("wrn-16-1", 10, 3, dropout=0.3).block1[0].dropout.p == 0.3
     with pytest.raises(ValueError, match="depth"):
         wrn(15, 1, 10)
+
+
+def test_collect_features_batches_and_restores_modes():
+    from infodistill.models import build_model, collect_features
+
+    torch.manual_seed(0)
+    model = build_model("cnn-small", num_classes=10, in_channels=1, width=4)
+    model.train()
+    model.stage2.eval()  # a mix of modes must come back as it was
+    x = torch.randn(7, 1, 12, 12)
+    logits, feats = collect_features(model, ["stage2", "stage3"], x, batch_size=3)
+    assert model.training and not model.stage2.training and model.stage1.training
+    model.eval()
+    with torch.no_grad():
+        ref = model(x)
+    assert torch.allclose(logits, ref, atol=1e-6)
+    assert feats["stage3"].shape[0] == 7 and feats["stage3"].dtype == torch.float32

@@ -7,6 +7,7 @@ Features are captured from named modules of unmodified models (:mod:`.hooks`).
 
 from .hooks import (
     FeatureExtractor,
+    collect_features,
     freeze_teacher,
     interpolate_student,
     is_frozen,
@@ -35,6 +36,7 @@ __all__ = [
     "interpolate_student",
     "is_frozen",
     "parse_model_spec",
+    "collect_features",
     "probe_shapes",
     "resnet",
     "validate_layers",

@@ -18,6 +18,7 @@ from torch import nn
 
 __all__ = [
     "FeatureExtractor",
+    "collect_features",
     "freeze_teacher",
     "interpolate_student",
     "is_frozen",
@@ -307,3 +308,33 @@ def is_frozen(model: nn.Module) -> bool:
         and not any(m.training for m in model.modules())
         and not any(p.requires_grad for p in model.parameters())
     )
+
+
+@torch.no_grad()
+def collect_features(model: nn.Module, layers: Sequence[str], x: torch.Tensor, batch_size: int):
+    """Eval-mode, no-grad forward over ``x`` in batches, capturing ``layers`` with hooks.
+
+    Returns (the model's outputs concatenated, or None if they are not (N, C) tensors,
+    {layer: float32 CPU tensor}). Every module's own training flag is restored afterwards.
+    """
+    layers = list(layers)
+    flags = [(m, m.training) for m in model.modules()]
+    outputs, feats = [], {name: [] for name in layers}
+    try:
+        model.eval()
+        with FeatureExtractor(model, layers, detach=True) as fx:
+            for start in range(0, x.shape[0], batch_size):
+                out, f = fx(x[start : start + batch_size])
+                outputs.append(out if isinstance(out, torch.Tensor) else None)
+                for name in layers:
+                    if not isinstance(f[name], torch.Tensor):
+                        raise ValueError(
+                            f"layer {name!r} of {type(model).__name__} returned {type(f[name]).__name__}, "
+                            "not a tensor; capture a module that returns a single tensor"
+                        )
+                    feats[name].append(f[name].float().cpu())
+    finally:
+        for m, flag in flags:
+            m.training = flag
+    z = torch.cat(outputs).float().cpu() if all(o is not None and o.dim() == 2 for o in outputs) else None
+    return z, {name: torch.cat(v) for name, v in feats.items()}

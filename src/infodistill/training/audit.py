@@ -222,37 +222,6 @@ def _default_layers(model, what: str) -> list:
     return list(names)
 
 
-def _extract(model, layers: list, x, batch_size: int):
-    """Eval-mode, no-grad forward over ``x`` in batches: (logits or None, {layer: float32 array})."""
-    import numpy as np
-    import torch
-
-    from ..models import FeatureExtractor
-
-    flags = [(m, m.training) for m in model.modules()]
-    logits, feats = [], {name: [] for name in layers}
-    try:
-        model.eval()
-        with torch.no_grad(), FeatureExtractor(model, layers, detach=True) as fx:
-            for start in range(0, x.shape[0], batch_size):
-                out, f = fx(x[start : start + batch_size])
-                logits.append(out if isinstance(out, torch.Tensor) else None)
-                for name in layers:
-                    if not isinstance(f[name], torch.Tensor):
-                        raise ValueError(
-                            f"layer {name!r} of {type(model).__name__} returned {type(f[name]).__name__}, "
-                            "not a tensor; audit a module that returns a single tensor"
-                        )
-                    feats[name].append(f[name].float().cpu().numpy())
-    finally:
-        for m, flag in flags:
-            m.training = flag
-    z = None
-    if all(t is not None and t.dim() == 2 for t in logits):
-        z = torch.cat(logits).float().cpu()
-    return z, {name: np.concatenate(v) for name, v in feats.items()}
-
-
 def _accuracy(logits, y) -> float | None:
     if logits is None or logits.shape[0] != y.shape[0] or logits.shape[1] < 2:
         return None
@@ -302,6 +271,7 @@ def audit(
     import numpy as np
     import torch
 
+    from ..models import collect_features
     from ..pid import estimate
     from ..pid.threads import blas_threads
 
@@ -326,8 +296,10 @@ def audit(
     m = min(n, x.shape[0])
     x, y = x[:m], y[:m]
 
-    t_logits, t_feats = _extract(teacher, t_layers, x, batch_size)
-    s_logits, s_feats = _extract(student, [s_layer], x, batch_size)
+    t_logits, t_feats = collect_features(teacher, t_layers, x, batch_size)
+    s_logits, s_feats = collect_features(student, [s_layer], x, batch_size)
+    t_feats = {name: v.numpy() for name, v in t_feats.items()}
+    s_feats = {name: v.numpy() for name, v in s_feats.items()}
     labels = y.numpy()
     s_feat = s_feats[s_layer]
 

@@ -113,9 +113,8 @@ def _run_command(name: str, error_cls):
 def _evaluate_command(error_cls):
     def run(args, parser) -> int:
         _require_torch(error_cls)
-        import torch
 
-        from ..models import FeatureExtractor
+        from ..models import collect_features
         from ..pid import estimate
         from .checkpoint import load_checkpoint, load_model_state
         from .config import DistillConfig, TeacherTrainConfig, from_dict
@@ -144,16 +143,13 @@ def _evaluate_command(error_cls):
             )
             if pairs and teacher is not None:
                 result["pid"] = {}
-                model.eval()
+                n = min(cfg.pid.n_samples or len(test), len(test))
+                bs = cfg.data.eval_batch_size
                 for s_layer, t_layer in pairs:
-                    n = min(cfg.pid.n_samples or len(test), len(test))
-                    with (
-                        torch.no_grad(),
-                        FeatureExtractor(model, [s_layer], detach=True) as fs,
-                        FeatureExtractor(teacher.members[0], [t_layer], detach=True) as ft,
-                    ):
-                        s_feat = fs(test.x[:n])[1][s_layer].float().numpy()
-                        t_feat = ft(test.x[:n])[1][t_layer].float().numpy()
+                    s_feat = collect_features(model, [s_layer], test.x[:n], bs)[1][s_layer].numpy()
+                    t_feat = collect_features(teacher.members[0], [t_layer], test.x[:n], bs)[1][
+                        t_layer
+                    ].numpy()
                     res = estimate(
                         test.y[:n].numpy(), t_feat, s_feat, k=cfg.pid.k, pca=cfg.pid.pca, seed=cfg.run.seed
                     )

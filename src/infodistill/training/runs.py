@@ -15,7 +15,14 @@ from torch import nn
 
 from ..data import RandomCropPad, RandomHFlip, load_dataset, mixup
 from ..methods import Batch, build_method, ensemble_logits, noisy_features
-from ..models import FeatureExtractor, build_model, freeze_teacher, interpolate_student, probe_shapes
+from ..models import (
+    FeatureExtractor,
+    build_model,
+    collect_features,
+    freeze_teacher,
+    interpolate_student,
+    probe_shapes,
+)
 from .checkpoint import load_checkpoint, load_model_state
 from .config import DataConfig, DistillConfig, ModelConfig, TeacherTrainConfig, to_dict
 from .trainer import Fit, StepOutput, cross_entropy_step, epoch_generator, seed_everything
@@ -297,26 +304,19 @@ def _pid_tracker(cfg: DistillConfig, student: nn.Module, teacher: nn.Module, tes
     def evaluate(epoch: int) -> dict:
         if (epoch + 1) % cfg.pid.every and epoch + 1 != cfg.optim.epochs:
             return {}
-        was = student.training
-        student.eval()
         out = {}
+        bs = cfg.data.eval_batch_size
         for s_layer, t_layer in cfg.pid.pairs:
-            with (
-                FeatureExtractor(student, [s_layer], detach=True) as fs,
-                FeatureExtractor(teacher, [t_layer], detach=True) as ft,
-            ):
-                s_feat, t_feat = [], []
-                for start in range(0, n, cfg.data.eval_batch_size):
-                    xb = x[start : start + cfg.data.eval_batch_size]
-                    s_feat.append(fs(xb)[1][s_layer].float())
-                    t_feat.append(ft(xb)[1][t_layer].float())
+            s_feat = collect_features(student, [s_layer], x, bs)[1][s_layer]
+            t_feat = collect_features(teacher, [t_layer], x, bs)[1][t_layer]
             if noise is not None:
+                # Noise drawn batch by batch from a fixed generator, as the method sees it.
                 gen = torch.Generator().manual_seed(cfg.run.seed)
-                t_feat = [noisy_features(t, generator=gen, **noise) for t in t_feat]
+                t_feat = torch.cat([noisy_features(t, generator=gen, **noise) for t in t_feat.split(bs)])
             res = estimate(
                 y.numpy(),
-                torch.cat(t_feat).numpy(),
-                torch.cat(s_feat).numpy(),
+                t_feat.numpy(),
+                s_feat.numpy(),
                 k=cfg.pid.k,
                 pca=cfg.pid.pca,
                 n_boot=cfg.pid.n_boot,
@@ -325,7 +325,6 @@ def _pid_tracker(cfg: DistillConfig, student: nn.Module, teacher: nn.Module, tes
             out[f"{s_layer}|{t_layer}"] = res.pid.as_dict() | (
                 {"ci": {k: list(v) for k, v in res.ci.items()}} if res.ci else {}
             )
-        student.train(was)
         return {"pid": out}
 
     return evaluate
