@@ -133,7 +133,7 @@ def _evaluate_command(error_cls):
             load_model_state(model, load_checkpoint(run_dir)["student"], "student")
             teacher = None
             if is_distill and cfg.method.name != "progressive":
-                teacher = Teacher(_teacher_members(cfg, train, run_dir), [])
+                teacher = Teacher(_teacher_members(cfg, train), [])
             t_logits = None if teacher is None else (lambda x: teacher(x)[0])
             result = {"test": evaluate_model(model, test.x, test.y, cfg.data.eval_batch_size, t_logits)}
             pairs = (

@@ -159,19 +159,10 @@ class Teacher:
         return logits.float(), feats
 
 
-def _teacher_members(cfg: DistillConfig, train, out: Path) -> list[nn.Module]:
+def _teacher_members(cfg: DistillConfig, train) -> list[nn.Module]:
     t = cfg.teacher
     if t.kind == "untrained":
-        model = _model(t.model, train, seed=t.seed)
-        from safetensors.torch import save_file
-
-        out.mkdir(parents=True, exist_ok=True)
-        # Saved so the nuisance teacher of a run can be inspected; it is rebuilt from its seed.
-        save_file(
-            {k: v.contiguous() for k, v in model.state_dict().items()},
-            str(out / "teacher-untrained.safetensors"),
-        )
-        return [model]
+        return [_model(t.model, train, seed=t.seed)]
     paths = t.checkpoints if t.kind == "ensemble" else t.checkpoints[:1]
     if cfg.method.name == "progressive":
         paths = t.checkpoints
@@ -184,7 +175,14 @@ def build_distillation(cfg: DistillConfig, progress: bool = True) -> Fit:
     out = Path(cfg.run.out_dir)
     train, test = prepare_data(cfg.data, cfg.run.seed)
     sample_shape = tuple(train.x.shape[1:])
-    members = _teacher_members(cfg, train, out)
+    members = _teacher_members(cfg, train)
+    if cfg.teacher.kind == "untrained":
+        from safetensors.torch import save_file
+
+        out.mkdir(parents=True, exist_ok=True)
+        # Saved so the nuisance teacher of a run can be inspected; it is rebuilt from its seed.
+        weights = {k: v.contiguous() for k, v in members[0].state_dict().items()}
+        save_file(weights, str(out / "teacher-untrained.safetensors"))
     progressive = cfg.method.name == "progressive"
     checkpoints = members if progressive else None
     if progressive:
