@@ -5,8 +5,8 @@ import json
 import torch
 
 from infodistill.cli import main
-from infodistill.experiments.report import check_claims
 from infodistill.experiments.rid import RIDPreset, run_rid
+from infodistill.experiments.rid_report import check_claims
 
 TINY = dict(
     name="tiny",

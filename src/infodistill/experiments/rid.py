@@ -15,7 +15,8 @@ from pathlib import Path
 
 from ..training.config import DistillConfig, TeacherTrainConfig, load_config
 from ..training.runs import distill, train_teacher
-from ..training.trainer import read_log
+from .common import finished as _finished
+from .common import overrides as _overrides
 
 TEACHER_KINDS = ("trained", "untrained", "noisy")
 METHODS = ("baseline", "vid", "rid", "ted")
@@ -87,10 +88,6 @@ PRESETS = {
 }
 
 
-def _overrides(d: dict, prefix: str) -> list[str]:
-    return [f"{prefix}.{k}={json.dumps(v)}" for k, v in d.items()]
-
-
 def teacher_config(p: RIDPreset, out: Path) -> TeacherTrainConfig:
     return load_config(
         TeacherTrainConfig,
@@ -150,7 +147,7 @@ def run_rid(preset: RIDPreset, out_dir: str | Path, progress: bool = True) -> Pa
     """Run (or finish) every run of the preset and write the report; returns the report path."""
     from tqdm.auto import tqdm
 
-    from .report import write_rid_report
+    from .rid_report import write_rid_report
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -167,7 +164,3 @@ def run_rid(preset: RIDPreset, out_dir: str | Path, progress: bool = True) -> Pa
             )
     return write_rid_report(preset, out)
 
-
-def _finished(run_dir: Path, epochs: int) -> bool:
-    log = run_dir / "log.jsonl"
-    return log.exists() and any(r.get("epoch") == epochs for r in read_log(log))

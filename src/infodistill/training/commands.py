@@ -41,23 +41,39 @@ def add_commands(sub, error_cls) -> None:
 
     rep = sub.add_parser("reproduce", help="the papers' experiments as one command each, with a report")
     rsub = rep.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
-    rid = rsub.add_parser(
-        "rid",
-        help="E1 [PID-KD]: trained/untrained/noisy teacher x {baseline, VID, RID, TED}",
-        description="Train the teacher, run every (teacher, method, seed) distillation, and write\n"
-        "report.md with the accuracy table, the PID trajectories and plots. Rerunning the same\n"
-        "command skips finished runs and resumes interrupted ones.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    rid.add_argument("--preset", default="quick", help="quick (minutes on 2 CPU cores), paper, or cifar10")
-    rid.add_argument("--out", help="output directory (default runs/reproduce-rid-PRESET)")
-    rid.add_argument("--data", help="data set name (e.g. digits, fashion-mnist, cifar10)")
-    rid.add_argument("--data-dir", help="data directory (CIFAR, image folders)")
-    rid.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the preset's)")
-    rid.add_argument("--epochs", type=int, help="student epochs (default: the preset's)")
-    rid.add_argument("--teacher-epochs", type=int, help="teacher epochs (default: the preset's)")
-    rid.add_argument("--quiet", action="store_true", help="no progress bar")
-    rid.set_defaults(func=_reproduce_rid(error_cls), subparser=rid)
+    for name, help_text, description, presets in (
+        (
+            "rid",
+            "E1 [PID-KD]: trained/untrained/noisy teacher x {baseline, VID, RID, TED}",
+            "Train the teacher, run every (teacher, method, seed) distillation, and write\n"
+            "report.md with the accuracy table, the PID trajectories and plots.",
+            "quick (minutes on 2 CPU cores), paper, or cifar10",
+        ),
+        (
+            "fidelity",
+            "E2 [FID]: self-distillation and ensembles, distillation data, init near the teacher",
+            "Train the teacher members, run every KD setting (ensembles of 1/3/5, tau 1 and 4,\n"
+            "crop-flip/mixup data, the lambda-initialisation sweep, an independent student) per seed,\n"
+            "and write report.md with agreement, KL, accuracy and ECE per setting, and plots.",
+            "quick (minutes on 2 CPU cores), paper, or cifar100",
+        ),
+    ):
+        rp = rsub.add_parser(
+            name,
+            help=help_text,
+            description=description + " Rerunning the same command skips finished runs and\n"
+            "resumes interrupted ones.",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        rp.add_argument("--preset", default="quick", help=presets)
+        rp.add_argument("--out", help=f"output directory (default runs/reproduce-{name}-PRESET)")
+        rp.add_argument("--data", help="data set name (e.g. digits, fashion-mnist, cifar10)")
+        rp.add_argument("--data-dir", help="data directory (CIFAR, image folders)")
+        rp.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the preset's)")
+        rp.add_argument("--epochs", type=int, help="student epochs (default: the preset's)")
+        rp.add_argument("--teacher-epochs", type=int, help="teacher epochs (default: the preset's)")
+        rp.add_argument("--quiet", action="store_true", help="no progress bar")
+        rp.set_defaults(func=_reproduce(name, error_cls), subparser=rp)
     from .audit import add_audit_command
 
     add_audit_command(sub, error_cls)
@@ -171,15 +187,24 @@ def _evaluate_command(error_cls):
     return run
 
 
-def _reproduce_rid(error_cls):
+def _reproduce(experiment: str, error_cls):
     def run(args, parser) -> int:
         _require_torch(error_cls)
         import dataclasses
 
-        from ..experiments.rid import PRESETS, run_rid
+        if experiment == "rid":
+            from ..experiments.rid import PRESETS
+            from ..experiments.rid import run_rid as run_experiment
+        else:
+            from ..experiments.fidelity import PRESETS
+            from ..experiments.fidelity import run_fidelity as run_experiment
 
         if args.preset not in PRESETS:
             raise error_cls(f"unknown preset {args.preset!r}; use one of {', '.join(PRESETS)}")
+        for flag in ("epochs", "teacher_epochs"):
+            value = getattr(args, flag)
+            if value is not None and value < 1:
+                raise error_cls(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
         preset = PRESETS[args.preset]
         changes = {
             "data": args.data,
@@ -189,9 +214,9 @@ def _reproduce_rid(error_cls):
             "seeds": tuple(args.seeds) if args.seeds else None,
         }
         preset = dataclasses.replace(preset, **{k: v for k, v in changes.items() if v is not None})
-        out = args.out or f"runs/reproduce-rid-{args.preset}"
+        out = args.out or f"runs/reproduce-{experiment}-{args.preset}"
         try:
-            report = run_rid(preset, out, progress=not args.quiet)
+            report = run_experiment(preset, out, progress=not args.quiet)
         except _errors() as exc:
             raise error_cls(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
         print(f"report: {report}")

@@ -25,6 +25,9 @@ class DataConfig:
     root: str | None = None
     #: train on the first n examples of a seeded permutation of the training set (None: all)
     train_subset: int | None = None
+    #: seed of that permutation (None: the run's seed); fix it so that several runs (an ensemble's
+    #: members and their students) see the same subset
+    subset_seed: int | None = None
     #: evaluate on the first n test examples (None: all) — for quick presets
     test_subset: int | None = None
     batch_size: int = 128

@@ -35,7 +35,8 @@ def prepare_data(cfg: DataConfig, seed: int):
     """(train, test) datasets; ``train_subset`` keeps a seeded random subset of the training set."""
     train, test = load_dataset(cfg.name, cfg.root)
     if cfg.train_subset is not None and cfg.train_subset < len(train):
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+        subset_seed = seed if cfg.subset_seed is None else cfg.subset_seed
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(subset_seed))
         train = train.subset(order[: cfg.train_subset].sort().values)
     if cfg.test_subset is not None and cfg.test_subset < len(test):
         test = test.subset(torch.arange(cfg.test_subset))

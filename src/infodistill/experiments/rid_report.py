@@ -4,27 +4,14 @@ and the papers' qualitative claims evaluated on the numbers of the run."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from statistics import mean, stdev
+from statistics import mean
 
 from ..training.trainer import read_log
+from .common import atomic_write as _atomic_write
+from .common import mean_std as _ms
 
 PID_KEYS = (("redundancy", "Red(Y:T,S)"), ("unique_t", "Uni(Y:T\\S)"), ("mi_t", "I(Y;T)"), ("mi_s", "I(Y;S)"))
-
-
-def _ms(values: list[float], scale: float = 100.0) -> str:
-    if not values:
-        return "—"
-    m = mean(values) * scale
-    s = stdev(values) * scale if len(values) > 1 else 0.0
-    return f"{m:.2f} ± {s:.2f}"
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def collect(preset, out: Path) -> dict:

@@ -1,0 +1,38 @@
+"""Pieces shared by the experiment drivers: config overrides, run bookkeeping, report formatting."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from statistics import mean, stdev
+
+from ..training.trainer import read_log
+
+
+def overrides(d: dict, prefix: str) -> list[str]:
+    """``{"width": 8}`` -> ``["prefix.width=8"]`` (values JSON-encoded, as the config parser reads them)."""
+    return [f"{prefix}.{k}={json.dumps(v)}" for k, v in d.items()]
+
+
+def finished(run_dir: Path, epochs: int) -> bool:
+    """Whether the run in ``run_dir`` has logged its last epoch (then it is skipped on a rerun)."""
+    log = run_dir / "log.jsonl"
+    return log.exists() and any(r.get("epoch") == epochs for r in read_log(log))
+
+
+def mean_std(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
+    """``"m ± s"`` over seeds (sample std; 0 for one seed), ``—`` for no values."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "—"
+    m = mean(values) * scale
+    s = stdev(values) * scale if len(values) > 1 else 0.0
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write through a temporary file and a rename: a reader never sees a half-written file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

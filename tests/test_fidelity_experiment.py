@@ -1,0 +1,179 @@
+"""E2 reproduction machinery on a tiny data set: the grid, the teachers' accuracies, the report,
+the claims (computed from numbers, both outcomes) and resumption."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from infodistill.cli import main
+from infodistill.experiments.fidelity import FidelityPreset, distill_config, member_dir, run_fidelity
+from infodistill.experiments.fidelity_report import check_claims
+
+TINY = dict(
+    name="tiny",
+    data="digits",
+    model={"name": "cnn-small", "kwargs": {"width": 4, "pool_size": 2}},
+    train_subset=300,
+    teacher_epochs=1,
+    student_epochs=1,
+    test_subset=None,
+    ensembles=(1, 3),
+    taus=(1.0, 4.0),
+    data_settings=("mixup",),
+    lambdas=(0.5, 1.0),
+    seeds=(0,),
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("e2")
+    report = run_fidelity(FidelityPreset(**TINY), out, progress=False)
+    return out, report
+
+
+def test_report_has_every_setting_and_plot(tiny_run):
+    out, report = tiny_run
+    text = report.read_text()
+    names = [s.name for s in FidelityPreset(**TINY).settings()]
+    assert names == [
+        "independent",
+        "ens1-tau1",
+        "ens1-tau4",
+        "ens3-tau1",
+        "ens3-tau4",
+        "ens1-tau4-mixup",
+        "lambda0.5",
+        "lambda1",
+    ]
+    for name in names:
+        assert f"| {name} |" in text
+    for png in ("agreement_vs_accuracy.png", "agreement_vs_lambda.png"):
+        assert (out / png).stat().st_size > 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert {c["held"] for c in summary["claims"]} <= {True, False}
+    # The table's numbers are those of the runs' last log lines.
+    log = [json.loads(line) for line in (out / "ens3-tau1-s0" / "log.jsonl").read_text().splitlines()]
+    assert summary["rows"]["ens3-tau1"]["test.agreement"] == [log[-1]["test"]["agreement"]]
+
+
+def test_members_share_the_data_and_ensemble_accuracy_is_independently_right(tiny_run):
+    out, _ = tiny_run
+    from infodistill.training.runs import load_trained, prepare_data
+
+    preset = FidelityPreset(**TINY)
+    configs = [json.loads((member_dir(out, i) / "config.json").read_text()) for i in range(3)]
+    assert len({c["run"]["seed"] for c in configs}) == 3  # distinct initialisations
+    assert {c["data"]["subset_seed"] for c in configs} == {0}  # one training set
+    cfg = distill_config(preset, preset.settings()[0], 0, out / "x")
+    train, test = prepare_data(cfg.data, 0)
+    probs = []
+    with torch.no_grad():
+        for i in range(3):
+            model = load_trained(str(member_dir(out, i)), cfg.student, train).eval()
+            z = model(test.x).double().numpy()
+            e = np.exp(z - z.max(1, keepdims=True))
+            probs.append(e / e.sum(1, keepdims=True))
+    y = test.y.numpy()
+    got = json.loads((out / "teachers.json").read_text())
+    for i in range(3):
+        assert got[f"member{i}"] == pytest.approx(np.mean(probs[i].argmax(1) == y), abs=1e-6)
+    assert got["ensemble3"] == pytest.approx(np.mean(np.mean(probs, 0).argmax(1) == y), abs=1e-6)
+
+
+def test_grid_configs(tmp_path):
+    preset = FidelityPreset(**TINY)
+    by_name = {s.name: distill_config(preset, s, 7, tmp_path / s.name) for s in preset.settings()}
+    assert by_name["independent"].method.name == "baseline"
+    ens = by_name["ens3-tau4"]
+    assert ens.teacher.kind == "ensemble" and len(ens.teacher.checkpoints) == 3
+    assert ens.method.params == {"tau": 4.0, "alpha": 0.0}
+    assert by_name["ens1-tau4-mixup"].data.mixup_alpha == 1.0
+    assert by_name["lambda0.5"].init_lambda == 0.5 and by_name["lambda0.5"].method.params["tau"] == 1.0
+    assert all(c.run.seed == 7 and c.data.subset_seed == 0 for c in by_name.values())
+
+
+def test_rerun_retrains_nothing(tiny_run):
+    out, _ = tiny_run
+    before = {p: p.stat().st_mtime_ns for p in out.glob("*/log.jsonl")}
+    run_fidelity(FidelityPreset(**TINY), out, progress=False)
+    assert before == {p: p.stat().st_mtime_ns for p in out.glob("*/log.jsonl")}
+
+
+def _rows(values: dict) -> dict:
+    """Rows as ``summarise`` builds them from (test acc, test agreement, train agreement) per setting."""
+    return {
+        name: {"test.accuracy": [acc], "test.agreement": [agree], "distill_data.agreement": [train]}
+        for name, (acc, agree, train) in values.items()
+    }
+
+
+def test_claims_are_computed_from_the_numbers():
+    preset = FidelityPreset(**TINY)
+    rows = _rows(
+        {
+            "independent": (0.80, 0.85, 0.90),
+            "ens1-tau1": (0.82, 0.92, 0.95),
+            "ens1-tau4": (0.83, 0.90, 0.93),
+            "ens3-tau1": (0.85, 0.88, 0.90),
+            "ens3-tau4": (0.86, 0.87, 0.90),
+            "ens1-tau4-mixup": (0.83, 0.91, 0.92),
+            "lambda0.5": (0.84, 0.97, 0.995),
+            "lambda1": (0.84, 0.99, 1.0),
+        }
+    )
+    held = {c: h for c, h, _ in check_claims(preset, rows)}
+    assert all(held.values()), held
+
+    rows = _rows(
+        {
+            "independent": (0.80, 0.95, 0.99),
+            "ens1-tau1": (0.82, 0.995, 0.999),
+            "ens1-tau4": (0.83, 0.90, 0.93),
+            "ens3-tau1": (0.80, 0.99, 0.90),
+            "ens3-tau4": (0.80, 0.99, 0.90),
+            "ens1-tau4-mixup": (0.83, 0.89, 0.92),
+            "lambda0.5": (0.84, 0.97, 0.95),
+            "lambda1": (0.84, 0.99, 1.0),
+        }
+    )
+    verdicts = check_claims(preset, rows)
+    for start in (
+        "Self-distillation: test",
+        "Self-distillation: train",
+        "Mixup distillation data raises test agreement",
+        "Initialising at λ·teacher",
+        "A 3-teacher ensemble gives a more accurate student",
+        "Distillation raises agreement above",
+    ):
+        assert [h for c, h, _ in verdicts if c.startswith(start)] == [False], start
+
+
+def test_fidelity_inversion_claim_needs_both_margins():
+    preset = FidelityPreset(
+        **{**TINY, "lambdas": (), "data_settings": (), "ensembles": (1,), "taus": (1.0, 4.0)}
+    )
+    claim = "More fidelity does not always mean more accuracy"
+    # ens1-tau1 agrees more and is less accurate, but only by 0.3 pt of accuracy: below the margin.
+    rows = _rows({"ens1-tau1": (0.800, 0.95, 0.97), "ens1-tau4": (0.803, 0.90, 0.93)})
+    verdict = {c.split(" (")[0]: h for c, h, _ in check_claims(preset, rows)}
+    assert verdict[claim] is False
+    rows = _rows({"ens1-tau1": (0.790, 0.95, 0.97), "ens1-tau4": (0.803, 0.90, 0.93)})
+    verdict = {c.split(" (")[0]: h for c, h, _ in check_claims(preset, rows)}
+    assert verdict[claim] is True
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--preset", "nope"], "unknown preset 'nope'"),
+        (["--epochs", "0"], "--epochs must be >= 1"),
+    ],
+)
+def test_reproduce_fidelity_cli_errors(args, message, capsys, tmp_path):
+    assert main(["reproduce", "fidelity", "--out", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
