@@ -238,6 +238,53 @@ def test_rid_phase2_loss_by_hand_uses_log_variance():
     assert out["ce"].item() == pytest.approx(np_ce(t2n(b.student_logits), b.labels.numpy()), rel=1e-5)
 
 
+def np_softmax(z):
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+@pytest.mark.parametrize("gate", ["chance", "student"])
+def test_rid_gated_phase2_loss_by_hand(gate):
+    student = TinyStudent()
+    b = make_batch(student)
+    rid = rid_for(5, gate=gate)
+    ft = t2n(rid.teacher_filters[0](b.teacher_feats["t1"]))
+    fs = t2n(rid.student_filters[0](pool2(b.student_feats["s1"])))
+    var = (np_softplus([4.0, 5.0, 6.0]) + 1e-3)[None, :, None, None]
+    per_example = (np.log(var) + (fs - ft) ** 2 / var).reshape(len(fs), -1).mean(1)
+    y = b.labels.numpy()
+    rows = np.arange(len(y))
+    p_t = np_softmax(t2n(rid.heads[0](rid.teacher_filters[0](b.teacher_feats["t1"]))))[rows, y]
+    if gate == "chance":
+        c = rid.num_classes
+        w = np.clip((p_t - 1 / c) / (1 - 1 / c), 0, 1)
+    else:
+        w = np.clip(p_t - np_softmax(t2n(b.student_logits))[rows, y], 0, 1)
+    assert rid(b)["rid"].item() == pytest.approx(10.0 * (w * per_example).mean(), rel=1e-5)
+
+
+def test_rid_student_trains_in_phase1_when_asked():
+    student = TinyStudent()
+    b = make_batch(student)
+    rid = rid_for(4, student_in_phase1=True)
+    assert (rid.phase, rid.trainable_student()) == ("filter", True)
+    out = rid(b)
+    assert out["ce"].item() == pytest.approx(np_ce(t2n(b.student_logits), b.labels.numpy()), rel=1e-5)
+    total(out).backward()
+    assert all(g is not None for g in grads(student).values())
+    assert all(g is None for n, g in grads(rid).items() if n.startswith(("student_filters", "alphas")))
+
+
+def test_rid_fixed_variance_is_not_trained():
+    student = TinyStudent()
+    rid = rid_for(5, learn_variance=False)
+    assert not any(p is a for p in rid.phase_parameters("student") for a in rid.alphas)
+    before = [v.detach().clone() for v in rid.variances()]
+    total(rid(make_batch(student))).backward()
+    assert rid.alphas[0].grad is None
+    assert torch.equal(before[0], rid.variances()[0].detach())
+
+
 def grads(module):
     return {n: p.grad for n, p in module.named_parameters()}
 

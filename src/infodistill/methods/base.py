@@ -26,6 +26,7 @@ Conventions shared by all methods:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -154,6 +155,25 @@ def split_point(total: int, epochs: int | None, fraction: float) -> int:
     if total < 2:
         return 0
     return max(1, min(total - 1, int(fraction * total + 0.5)))
+
+
+def rid_schedule(epoch: int, total_epochs: int, rounds: int = 10, phase1_fraction: float = 0.25):
+    """(round index, phase) of an epoch; phase is "filter" (phase 1) or "student" (phase 2).
+
+    The run is split into ``min(rounds, total // 2)`` rounds (at least 1) of near-equal length L
+    (round r starts at epoch floor(r * total / rounds)), so every round has room for both phases. The
+    first max(1, floor(phase1_fraction * L)) epochs of a round (at most L - 1) are phase 1. A 1-epoch
+    run is phase 2 only.
+    """
+    check_epoch(epoch, total_epochs)
+    n = max(1, min(int(rounds), total_epochs // 2))
+    for r in range(n):
+        start, end = r * total_epochs // n, (r + 1) * total_epochs // n
+        if epoch < end:
+            length = end - start
+            n1 = 0 if length == 1 else max(1, min(length - 1, math.floor(phase1_fraction * length)))
+            return r, "filter" if epoch - start < n1 else "student"
+    raise AssertionError("unreachable")
 
 
 class DistillMethod(nn.Module):

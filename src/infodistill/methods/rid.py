@@ -3,34 +3,13 @@ Partial Information Decomposition", AISTATS 2025) [PID-KD]."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Batch, DistillMethod, check_epoch, cross_entropy, upcast
+from .base import Batch, DistillMethod, cross_entropy, rid_schedule, upcast
 from .layers import class_head, student_filter, teacher_filter
-
-
-def rid_schedule(epoch: int, total_epochs: int, rounds: int = 10, phase1_fraction: float = 0.25):
-    """(round index, phase) of an epoch; phase is "filter" (phase 1) or "student" (phase 2).
-
-    The run is split into ``min(rounds, total // 2)`` rounds (at least 1) of near-equal length L
-    (round r starts at epoch floor(r * total / rounds)), so every round has room for both phases. The
-    first max(1, floor(phase1_fraction * L)) epochs of a round (at most L - 1) are phase 1. A 1-epoch
-    run is phase 2 only.
-    """
-    check_epoch(epoch, total_epochs)
-    n = max(1, min(int(rounds), total_epochs // 2))
-    for r in range(n):
-        start, end = r * total_epochs // n, (r + 1) * total_epochs // n
-        if epoch < end:
-            length = end - start
-            n1 = 0 if length == 1 else max(1, min(length - 1, math.floor(phase1_fraction * length)))
-            return r, "filter" if epoch - start < n1 else "student"
-    raise AssertionError("unreachable")
 
 
 class RID(DistillMethod):
@@ -49,7 +28,14 @@ class RID(DistillMethod):
         CE(z_s, y) + lam * sum_k mean[log sigma^2_k + (f_s(S_k) - f_t(T_k))^2 / sigma^2_k],  lam = 10
         (f_t(T_k) fixed)
 
-    Means run over batch, channels and positions. Deviations from the reference code (SPEC §3): the
+    Means run over batch, channels and positions. Ablation switches (defaults = the paper):
+    ``student_in_phase1`` trains the student with CE during phase 1 too (the paper freezes it, so it
+    loses a quarter of its epochs); ``learn_variance=False`` keeps sigma^2 at its initial value;
+    ``gate`` weights each example's phase-2 term by w_i (detached): "chance" uses
+    (p_g(y_i) - 1/C) / (1 - 1/C), "student" uses p_g(y_i) - p_s(y_i) (the teacher head's excess
+    confidence in the true label over the student's), both clipped to [0, 1], p_g = softmax g(f_t(T)).
+
+    Deviations from the reference code (SPEC §3): the
     phase-2 loss uses log sigma^2 of the Gaussian likelihood, not (sigma^2)^2. Choices: a spatial
     mismatch is bridged by average-pooling both maps to the smaller one before the filters; the filter
     a phase does not update runs in eval mode (BatchNorm on running statistics, as for the frozen
@@ -74,6 +60,9 @@ class RID(DistillMethod):
         alpha_init: float = 5.0,
         var_eps: float = 1e-3,
         head_pool: int | None = None,
+        student_in_phase1: bool = False,
+        learn_variance: bool = True,
+        gate: str = "none",
     ):
         super().__init__(
             num_classes=num_classes, pairs=pairs, student_shapes=student_shapes, teacher_shapes=teacher_shapes
@@ -85,11 +74,21 @@ class RID(DistillMethod):
             )
         self.lam, self.rounds, self.phase1_fraction = float(lam), int(rounds), float(phase1_fraction)
         self.var_eps, self.round = float(var_eps), 0
+        if gate not in ("none", "chance", "student"):
+            raise ValueError(f"gate must be 'none', 'chance' or 'student', got {gate!r}")
+        self.student_in_phase1, self.learn_variance, self.gate = (
+            bool(student_in_phase1),
+            bool(learn_variance),
+            gate,
+        )
         pairs = self.pairs
         self.teacher_filters = nn.ModuleList(teacher_filter(p.c_t, p.c_s) for p in pairs)
         self.heads = nn.ModuleList(class_head(p.c_s, p.size, num_classes, head_pool) for p in pairs)
         self.student_filters = nn.ModuleList(student_filter(p.c_s) for p in pairs)
-        self.alphas = nn.ParameterList(nn.Parameter(torch.full((p.c_s,), float(alpha_init))) for p in pairs)
+        self.alphas = nn.ParameterList(
+            nn.Parameter(torch.full((p.c_s,), float(alpha_init)), requires_grad=self.learn_variance)
+            for p in pairs
+        )
 
     def set_phase(self, epoch: int, total_epochs: int) -> None:
         super().set_phase(epoch, total_epochs)
@@ -103,7 +102,7 @@ class RID(DistillMethod):
         return self
 
     def trainable_student(self) -> bool:
-        return self.phase == "student"
+        return self.phase == "student" or self.student_in_phase1
 
     def variances(self) -> list[Tensor]:
         """sigma^2_k per pair, shape (C_s,)."""
@@ -112,7 +111,7 @@ class RID(DistillMethod):
     def phase_parameters(self, phase: str | None = None) -> list[nn.Parameter]:
         if self._check_phase_name(phase) == "filter":
             return [*self.teacher_filters.parameters(), *self.heads.parameters()]
-        return [*self.student_filters.parameters(), *self.alphas]
+        return [*self.student_filters.parameters(), *(self.alphas if self.learn_variance else ())]
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         self._require_phase()
@@ -135,6 +134,8 @@ class RID(DistillMethod):
         terms = {"filter_ce": ce}
         if self.round > 0:
             terms["filter_match"] = match
+        if self.student_in_phase1:
+            terms["ce"] = cross_entropy(batch.student_logits, batch.labels)
         return terms
 
     def _phase2(self, batch: Batch) -> dict[str, Tensor]:
@@ -145,5 +146,16 @@ class RID(DistillMethod):
                 ft = upcast(self.teacher_filters[k](t))
             fs = upcast(self.student_filters[k](s))
             var = var.view(1, -1, 1, 1)
-            total = total + (var.log() + (fs - ft).pow(2) / var).mean()
+            nll = (var.log() + (fs - ft).pow(2) / var).flatten(1).mean(1)
+            total = total + (nll if self.gate == "none" else self._gate(k, ft, batch) * nll).mean()
         return {"ce": cross_entropy(batch.student_logits, batch.labels), "rid": self.lam * total}
+
+    @torch.no_grad()
+    def _gate(self, k: int, ft: Tensor, batch: Batch) -> Tensor:
+        y = batch.labels.view(-1, 1)
+        p_t = F.softmax(upcast(self.heads[k](ft)), dim=1).gather(1, y).squeeze(1)
+        if self.gate == "chance":
+            c = self.num_classes
+            return ((p_t - 1.0 / c) / (1.0 - 1.0 / c)).clamp(0.0, 1.0)
+        p_s = F.softmax(upcast(batch.student_logits), dim=1).gather(1, y).squeeze(1)
+        return (p_t - p_s).clamp(0.0, 1.0)
