@@ -88,3 +88,16 @@ def test_reproduce_cli(tmp_path, capsys):
     assert f"report: {tmp_path / 'report.md'}" in capsys.readouterr().out
     assert main(["reproduce", "rid", "--preset", "nope"]) == 2
     assert "unknown preset 'nope'" in capsys.readouterr().err
+
+
+def test_rid_variants_run_as_rid_with_their_switch(tmp_path):
+    from infodistill.experiments.rid import PRESETS, RID_VARIANTS, distill_config
+
+    preset = PRESETS["rid-ablation"]
+    assert set(RID_VARIANTS) <= set(preset.methods)
+    for name, switch in RID_VARIANTS.items():
+        cfg = distill_config(preset, tmp_path / "t", "untrained", name, 0, tmp_path / name)
+        assert cfg.method.name == "rid"
+        assert cfg.method.params == {**preset.method_params["rid"], **switch}
+    published = distill_config(preset, tmp_path / "t", "untrained", "rid", 0, tmp_path / "rid")
+    assert published.method.params == preset.method_params["rid"]

@@ -152,6 +152,25 @@ def test_claims_are_computed_from_the_numbers():
         assert [h for c, h, _ in verdicts if c.startswith(start)] == [False], start
 
 
+def test_lambda_claim_needs_a_jump_not_a_slope():
+    preset = FidelityPreset(**{**TINY, "lambdas": (0.25, 0.5, 0.75), "lambda_tau": 1.0})
+    claim = "Initialising at λ·teacher"
+
+    def verdict(train_agreements):
+        values = dict(
+            zip(("ens1-tau1", "lambda0.25", "lambda0.5", "lambda0.75"), train_agreements, strict=True)
+        )
+        rows = _rows({n: (0.8, 0.9, v) for n, v in values.items()})
+        return [(h, n) for c, h, n in check_claims(preset, rows) if c.startswith(claim)][0]
+
+    held, numbers = verdict((0.95, 0.955, 0.995, 0.999))  # most of the rise in the step into λ = 0.5
+    assert held and "λ* = 0.5, a jump" in numbers
+    held, numbers = verdict((0.95, 0.97, 0.98, 0.992))  # a slope: 3 of the 4.2 points before λ* = 0.75
+    assert not held and "not a jump" in numbers
+    held, numbers = verdict((0.95, 0.97, 0.98, 0.985))
+    assert not held and "no threshold" in numbers
+
+
 def test_fidelity_inversion_claim_needs_both_margins():
     preset = FidelityPreset(
         **{**TINY, "lambdas": (), "data_settings": (), "ensembles": (1,), "taus": (1.0, 4.0)}

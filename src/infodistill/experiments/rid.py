@@ -21,6 +21,16 @@ from .common import overrides as _overrides
 TEACHER_KINDS = ("trained", "untrained", "noisy")
 METHODS = ("baseline", "vid", "rid", "ted")
 
+#: RID with one ablation switch each (see ``infodistill.methods.RID``), run as methods of their own
+#: by the ``rid-ablation`` preset to find out what makes RID fall below the baseline
+RID_VARIANTS = {
+    "rid-lam1": {"lam": 1.0},
+    "rid-p1": {"student_in_phase1": True},
+    "rid-fixvar": {"learn_variance": False},
+    "rid-gate-chance": {"gate": "chance"},
+    "rid-gate-student": {"gate": "student"},
+}
+
 
 @dataclass
 class RIDPreset:
@@ -69,6 +79,12 @@ PRESETS = {
         batch_size=128,
         seeds=(0, 1, 2, 3, 4),
         pair=("stage3", "block3"),
+    ),
+    # What makes RID fall below the baseline: one switch at a time, trained and untrained teacher.
+    "rid-ablation": RIDPreset(
+        name="rid-ablation",
+        methods=("baseline", "rid", *RID_VARIANTS),
+        teachers=("trained", "untrained"),
     ),
     # The [PID-KD] CIFAR-10 setting (needs --data cifar10 --data-dir DIR).
     "cifar10": RIDPreset(
@@ -122,9 +138,8 @@ def distill_config(
         f"teacher.kind={kind}",
         f"teacher.seed={seed}",
         f"teacher.checkpoints={json.dumps([] if kind == 'untrained' else [str(teacher_dir)])}",
-        f"method.name={method}",
+        *_method_overrides(p, method),
         f"method.pairs={json.dumps([] if method == 'baseline' else [pair])}",
-        f"method.params={json.dumps(p.method_params.get(method, {}))}",
         f"optim.epochs={p.student_epochs}",
         f"optim.lr={p.lr}",
         f"optim.grad_clip={p.grad_clip}",
@@ -137,6 +152,14 @@ def distill_config(
     if kind == "noisy":
         ov += _overrides(p.noise, "teacher")
     return load_config(DistillConfig, None, ov)
+
+
+def _method_overrides(p: RIDPreset, method: str) -> list[str]:
+    params = dict(p.method_params.get(method, {}))
+    if method in RID_VARIANTS:
+        params = {**p.method_params.get("rid", {}), **RID_VARIANTS[method], **params}
+        method = "rid"
+    return [f"method.name={method}", f"method.params={json.dumps(params)}"]
 
 
 def run_name(kind: str, method: str, seed: int) -> str:
