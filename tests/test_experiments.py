@@ -101,3 +101,25 @@ def test_rid_variants_run_as_rid_with_their_switch(tmp_path):
         assert cfg.method.params == {**preset.method_params["rid"], **switch}
     published = distill_config(preset, tmp_path / "t", "untrained", "rid", 0, tmp_path / "rid")
     assert published.method.params == preset.method_params["rid"]
+
+
+def test_variant_claims_use_the_standard_error_of_the_difference():
+    from infodistill.experiments.rid_report import check_variant
+
+    def row(*accs):
+        return {"last": list(accs)}
+
+    # baseline 0.80 ± 0.01, variant 0.795 ± 0.01 over 3 seeds: d = -0.5 pt, se = sqrt(2 * 1e-4 / 3) = 0.816 pt
+    rows = {
+        ("untrained", "baseline"): row(0.79, 0.80, 0.81),
+        ("untrained", "v"): row(0.785, 0.795, 0.805),
+        ("untrained", "rid"): row(0.70, 0.71, 0.72),
+        ("trained", "rid"): row(0.81, 0.82, 0.83),
+        ("trained", "v"): row(0.82, 0.83, 0.84),
+    }
+    claims = check_variant(rows, "v")
+    assert [h for _, h, _ in claims] == [True, True]
+    assert "difference -0.50 pt, standard error 0.82 pt" in claims[0][2]
+    rows[("untrained", "v")] = row(0.775, 0.785, 0.795)  # d = -1.5 pt > se below
+    rows[("trained", "v")] = row(0.80, 0.81, 0.82)
+    assert [h for _, h, _ in check_variant(rows, "v")] == [False, False]
