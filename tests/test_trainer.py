@@ -107,3 +107,30 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
     with pytest.raises(TrainingError, match="non-finite loss at epoch 2.*last good checkpoint"):
         fit.run()
     assert json.loads((tmp_path / "latest.json").read_text()) == {"latest": "epoch-0001"}
+    # Intact: byte for byte the checkpoint of a clean run stopped after epoch 1 (same learning rate
+    # in epoch 1: the cosine factor of epoch 0 is 1 whatever the number of epochs).
+    clean, _ = make_fit(tmp_path / "clean", epochs=1)
+    clean.run()
+    for name in ("tensors.safetensors", "state.json"):
+        ours = (tmp_path / "epoch-0001" / name).read_bytes()
+        assert ours == (tmp_path / "clean" / "epoch-0001" / name).read_bytes(), name
+    assert [r["epoch"] for r in read_log(tmp_path / "log.jsonl")] == [1]
+
+
+def test_non_finite_weights_after_a_finite_loss_stop_before_the_checkpoint(tmp_path):
+    fit, model = make_fit(tmp_path, epochs=3)
+    base = fit.step
+    calls = []
+
+    def overflowing(x, y, epoch, idx):
+        out = base(x, y, epoch, idx)
+        calls.append(epoch)
+        if calls.count(1) == 6:  # the last of epoch 2's 6 batches: its loss is finite, its update not
+            model[3].weight.data.fill_(float("inf"))
+        return out
+
+    fit.step = overflowing
+    with pytest.raises(TrainingError, match=r"non-finite weights after epoch 2 \(0\.weight.*last good"):
+        fit.run()
+    assert json.loads((tmp_path / "latest.json").read_text()) == {"latest": "epoch-0001"}
+    assert [r["epoch"] for r in read_log(tmp_path / "log.jsonl")] == [1]

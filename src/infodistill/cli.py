@@ -184,6 +184,7 @@ def _check_labels(arr, path: str):
             raise CLIError(f"labels file {path} contains NaN or infinite values")
         if not np.all(arr == np.round(arr)):
             raise CLIError(f"labels file {path} holds non-integer values; expected integer class ids")
+        return arr  # whole-number floats; a cast to int64 would merge classes beyond 2**63
     return arr.astype(np.int64)
 
 

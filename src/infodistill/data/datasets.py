@@ -190,6 +190,8 @@ def _read_idx_split(
         raise DataError(
             f"{labels_path}: {labels.shape[0]} labels for {images.shape[0]} images in {images_path}"
         )
+    if images.shape[0] == 0:
+        raise DataError(f"{images_path}: holds 0 images; the {split} split must not be empty")
     if labels.size and int(labels.max()) >= num_classes:
         raise DataError(f"{labels_path}: label {int(labels.max())} outside [0, {num_classes})")
     x = _to_float_images(images)[:, None]
@@ -210,7 +212,9 @@ def load_fashion_mnist(root: PathLike | None = None) -> tuple[ArrayDataset, Arra
                 found[key] = candidate
                 break
     if len(found) < len(FASHION_MNIST_FILES):
-        if not root.is_dir():
+        if root.exists() and not root.is_dir():
+            problem = f"{root} is a file, not a directory"
+        elif not root.is_dir():
             problem = f"directory {root} does not exist"
         else:
             lacking = [s for k, s in FASHION_MNIST_FILES.items() if k not in found]
@@ -231,6 +235,12 @@ def load_fashion_mnist(root: PathLike | None = None) -> tuple[ArrayDataset, Arra
         )
         for split in ("train", "test")
     )
+    if train.input_shape != test.input_shape:
+        # A model would accept both (adaptive pooling) and silently test on another input size.
+        raise DataError(
+            f"{found['test_images']}: test images are {test.input_shape[1:]} but training images "
+            f"({found['train_images']}) are {train.input_shape[1:]}; the two splits must match"
+        )
     return train, test
 
 
@@ -408,6 +418,8 @@ def _read_cifar_py(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
             else type(data).__name__
         )
         raise DataError(f"{path}: 'data' must be a uint8 array of shape (N, {_CIFAR_PIXELS}), got {desc}")
+    if data.shape[0] == 0:
+        raise DataError(f"{path}: 'data' holds 0 images; a batch must not be empty")
     try:
         labels = np.asarray(batch[label_key])
     except (TypeError, ValueError) as exc:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import pickletools
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,13 @@ def safe_load_pickle(path: str | os.PathLike) -> Any:
         raise DataError(f"{path}: file not found") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        # pickletools reads each declared length from the file before anything is allocated; the
+        # C unpickler allocates first, so 12 bytes claiming a 2**33-byte bytearray would cost 8 GiB.
+        for _ in pickletools.genops(raw):
+            pass
+    except Exception as exc:
+        raise DataError(f"{path}: corrupt or truncated pickle ({type(exc).__name__}: {exc})") from None
     stream = io.BytesIO(raw)
     try:
         obj = RestrictedUnpickler(stream, source=str(path)).load()

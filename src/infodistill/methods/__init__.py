@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 
 from .base import Batch, DistillMethod, LayerPair
 from .baseline import Baseline
@@ -36,6 +37,15 @@ def build_method(name: str, **kwargs) -> DistillMethod:
     missing = sorted(k for k, d in allowed.items() if d is inspect.Parameter.empty and k not in kwargs)
     if missing:
         raise ValueError(f"method {name!r}: missing required argument(s) {missing}")
+    for key, value in kwargs.items():
+        default = allowed[key]
+        # Numeric hyper-parameters from a config file: a string or an .inf/.nan would otherwise fail
+        # inside the constructor with a TypeError, or only as a non-finite loss after an epoch.
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"method {name!r}: {key} must be a finite number, got {value!r}")
+            if key == "lam" and value < 0:  # the loss weight: negative would maximise the loss
+                raise ValueError(f"method {name!r}: lam must be >= 0, got {value}")
     return cls(**kwargs)
 
 

@@ -120,11 +120,18 @@ def build_model(
     bad = sorted(set(kw) - allowed)
     if bad:
         raise ValueError(f"unknown option(s) {bad} for model {name!r}; allowed: {sorted(allowed) or 'none'}")
-    if seed is None:
-        return _construct(family, arch, num_classes, in_channels, input_size, kw)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return _construct(family, arch, num_classes, in_channels, input_size, kw)
+    try:
+        if seed is None:
+            return _construct(family, arch, num_classes, in_channels, input_size, kw)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return _construct(family, arch, num_classes, in_channels, input_size, kw)
+    except RuntimeError as exc:
+        # An absurd option (width=10**8) fails in torch's allocator: a user mistake, not a bug.
+        if "allocate" not in str(exc):
+            raise
+        msg = f"model {name!r} with options {kw} does not fit in memory; use smaller ones"
+        raise ValueError(msg) from None
 
 
 def _construct(

@@ -13,6 +13,9 @@ from .measures import LN2, _check_unit, _h, as_joint, convert_units
 #: Default certified tolerance on the optimum, in bits.
 DEFAULT_TOL_BITS = 1e-7
 
+#: The tightest tolerance the solver is asked for (nats): the limit of double precision.
+MIN_SOLVER_TOL_NATS = 1e-12
+
 _TERMS = ("redundancy", "unique_t", "unique_s", "synergy", "mi_t", "mi_s", "mi_joint")
 
 
@@ -73,8 +76,8 @@ def decompose(p, unit: str = "bits", counts: bool = False, tol: float | None = N
     _check_unit(unit)
     p = as_joint(p, ndim=3, counts=counts)
     tol_nats = DEFAULT_TOL_BITS * LN2 if tol is None else convert_units(float(tol), unit, "nats")
-    if not tol_nats > 0:
-        raise ValueError(f"tol must be positive, got {tol}")
+    if not 0 < tol_nats < np.inf:
+        raise ValueError(f"tol must be a positive finite number, got {tol}")
 
     # Drop unused symbols: they carry no mass in any Q of Δ_P.
     used = [p.sum(axis=tuple(j for j in range(3) if j != i)) > 0 for i in range(3)]
@@ -89,7 +92,13 @@ def decompose(p, unit: str = "bits", counts: bool = False, tol: float | None = N
     swap = p_ys.shape[1] > p_yt.shape[1]
     if swap:
         p_yt, p_ys = p_ys, p_yt
-    q_sub, f_up, d_low, info = solve_broja(p_yt, p_ys, tol=tol_nats)
+    # Below ~1e-12 nats the Newton systems are singular to working precision and the solver would
+    # step until it fails, so it is never asked for less; a tighter request gets the warning below.
+    # Near that floor their scaling can overflow: such a step is rejected by the feasibility test
+    # and the reported gap comes from an exactly feasible point and a dual bound, so the floating-
+    # point warning is noise to the user.
+    with np.errstate(over="ignore"):
+        q_sub, f_up, d_low, info = solve_broja(p_yt, p_ys, tol=max(tol_nats, MIN_SOLVER_TOL_NATS))
     if swap:
         q_sub = q_sub.transpose(0, 2, 1)
     gap = max(f_up - d_low, 0.0)

@@ -294,6 +294,8 @@ def _options(
     max_iter = _check_int("max_iter", max_iter, 1)
     if tol is not None and not (isinstance(tol, (int, float, np.floating)) and tol > 0):
         raise ValueError(f"tol must be None or a positive number, got {tol!r}")
+    if not isinstance(normalize, (bool, np.bool_)):
+        raise ValueError(f"normalize must be True or False, got {normalize!r}")
     return _Options(
         pca=pca,
         k_t=k_t,
@@ -328,7 +330,7 @@ def _check_labels(labels) -> tuple[np.ndarray, np.ndarray]:
         # Labels that went through a float array (CSV, torch .float()) are fine if they are whole numbers.
         if not (np.all(np.isfinite(y)) and np.all(y == np.round(y))):
             raise ValueError("labels must be integer class ids; got non-integer floats (use y.astype(int))")
-        y = y.astype(np.int64)
+        # Kept as floats: a cast of whole numbers beyond 2**63 would merge distinct classes.
     elif y.dtype.kind not in "iu":
         raise ValueError(f"labels must be integer class ids, got dtype {y.dtype}; map them to integers first")
     classes, codes = np.unique(y, return_inverse=True)
@@ -359,6 +361,13 @@ def _check_features(x, name: str, n: int, pool: str) -> tuple[np.ndarray, tuple]
         raise ValueError(
             f"{name} contains NaN or infinite values (in {bad} of {n} samples); drop or impute them"
         )
+    peak = float(np.max(np.abs(arr)))
+    lo, hi = np.finfo(arr.dtype).tiny ** 0.25, np.finfo(arr.dtype).max ** 0.25
+    if peak > hi or 0 < peak < lo:
+        # Squared distances (normalisation, PCA, k-means) would overflow or underflow. Every step is
+        # equivariant under one positive scale, and a power of two rescales exactly, so the
+        # clusters are those of the input; pass the features in a sane unit to avoid the copy.
+        arr = np.ldexp(arr, -np.frexp(peak)[1])
     sample_shape = arr.shape[1:]
     if arr.ndim > 2 and pool == "avg":
         arr = arr.mean(axis=tuple(range(2, arr.ndim)))
@@ -665,7 +674,9 @@ def estimate(
     Parameters
     ----------
     labels : 1-D integer array (n,) of class ids (any integer values; whole-number floats accepted).
-    teacher_features, student_features : arrays (n, D), (n, C, L) or (n, C, H, W), finite.
+    teacher_features, student_features : arrays (n, D), (n, C, L) or (n, C, H, W), finite. Values
+        whose squares would overflow or underflow (|x| beyond ~1e77 or below ~1e-77 in float64) are
+        rescaled by a power of two first, which is exact and leaves the clusters unchanged.
     pca, k, k_t, k_s, normalize, pool, discretize, fit_fraction : see above.
     n_boot : bootstrap resamples (0: no intervals). ci : interval level in (0, 1).
     n_perm : label permutations for the bias indicator (0: none).
@@ -718,7 +729,10 @@ def sweep(labels, teacher_features, student_features, k=(3, 5, 10, 20), **estima
     for bad in ("k_t", "k_s"):
         if bad in estimate_kwargs:
             raise ValueError(f"sweep sets k_t = k_s = k for every k; do not pass {bad}")
-    ks = [k] if _is_int(k) else list(k)
+    try:
+        ks = [k] if _is_int(k) else list(k)
+    except TypeError:
+        raise ValueError(f"k must be a cluster count or a list of them, e.g. (3, 5, 10), got {k!r}") from None
     if not ks:
         raise ValueError("k must list at least one cluster count, e.g. k=(3, 5, 10, 20)")
     ks = [_check_int("k", kk, 1) for kk in ks]

@@ -42,7 +42,11 @@ def as_joint(p, ndim: int | None = None, counts: bool = False, name: str = "p") 
     a count histogram (non-negative, positive total) is divided by its total.
     """
     try:
-        arr = np.asarray(p, dtype=np.float64)
+        arr = np.asarray(p)
+        if arr.dtype.kind in "cUSVMm":
+            # A float64 cast would drop imaginary parts or parse strings: refuse rather than guess.
+            raise TypeError(f"got dtype {arr.dtype}, not real numbers")
+        arr = arr.astype(np.float64, copy=False)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name} must be a numeric array ({exc})") from None
     if ndim is not None and arr.ndim != ndim:
@@ -53,10 +57,15 @@ def as_joint(p, ndim: int | None = None, counts: bool = False, name: str = "p") 
         raise ValueError(f"{name} contains NaN or infinite entries")
     if np.any(arr < 0):
         raise ValueError(f"{name} has negative entries (min {arr.min():.3g}); probabilities must be >= 0")
-    total = float(arr.sum())
+    with np.errstate(over="ignore"):
+        total = float(arr.sum())
     if counts:
         if total <= 0:
             raise ValueError(f"{name} is a count histogram with total 0: there is nothing to normalise")
+        if not np.isfinite(total):
+            # Counts near the float64 maximum overflow in the sum: scale by the largest first.
+            arr = arr / arr.max()
+            total = float(arr.sum())
         return arr / total
     if abs(total - 1.0) > NORMALISATION_TOL:
         raise ValueError(

@@ -573,7 +573,8 @@ def _split_layers(text: str | None, flag: str) -> list | None:
 
 
 def _run_audit(args) -> AuditResult:
-    for flag, value, minimum in (("--n", args.n, 1), ("--k", args.k, 1), ("--pca", args.pca, 0)):
+    # --k 1: one cluster carries no information, and the verdict would read "nothing to distill".
+    for flag, value, minimum in (("--n", args.n, 1), ("--k", args.k, 2), ("--pca", args.pca, 0)):
         if value < minimum:
             raise ValueError(f"{flag} must be >= {minimum}, got {value}")
     if args.boot < 1:

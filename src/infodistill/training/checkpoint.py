@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,14 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
+    rng = state.get("torch") if isinstance(state, dict) else None
+    if not isinstance(rng, torch.Tensor) or rng.dtype != torch.uint8:
+        raise CheckpointError("the checkpoint's RNG state is not a byte tensor: the checkpoint is corrupt")
+    try:
+        torch.set_rng_state(rng)
+    except RuntimeError as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"the checkpoint's RNG state is corrupt ({msg})") from None
 
 
 def save_checkpoint(directory: str | os.PathLike, name: str, state: dict) -> Path:
@@ -89,18 +97,59 @@ def save_checkpoint(directory: str | os.PathLike, name: str, state: dict) -> Pat
     tensors: dict[str, torch.Tensor] = {}
     skeleton = flatten(state, "", tensors)
     save_file(tensors, str(tmp / TENSORS))
+    _fsync(tmp / TENSORS)
+    crash_point("checkpoint-tensors-written")
     with open(tmp / STATE, "w") as f:
         json.dump(skeleton, f)
         f.flush()
         os.fsync(f.fileno())
+    crash_point("checkpoint-before-rename")
     final = directory / name
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
+    crash_point("checkpoint-before-pointer")
     pointer = directory / f".{LATEST}.tmp"
-    pointer.write_text(json.dumps({"latest": name}))
+    with open(pointer, "w") as f:
+        f.write(json.dumps({"latest": name}))
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(pointer, directory / LATEST)
     return final
+
+
+def _fsync(path: Path) -> None:
+    # The data should reach the disk before the pointer names them (a killed process needs no
+    # fsync, the page cache survives it; this narrows the window of a power loss).
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+#: Fault injection for the crash tests only: ``INFODISTILL_TEST_SIGKILL_AT=NAME`` or ``NAME@K`` makes
+#: the process SIGKILL itself the K-th time (default 1st) it reaches ``crash_point(NAME)``.
+CRASH_ENV = "INFODISTILL_TEST_SIGKILL_AT"
+_crash_counts: dict[str, int] = {}
+
+
+def crash_point(name: str) -> None:
+    """A named point where the crash tests kill the process; inert unless ``CRASH_ENV`` names it.
+
+    Points: ``checkpoint-tensors-written`` (between the safetensors and JSON writes),
+    ``checkpoint-before-rename``, ``checkpoint-before-pointer``, ``epoch-logged`` (log line written,
+    checkpoint not yet), ``train-step`` (after an optimiser step) and ``pid`` (inside a PID
+    evaluation)."""
+    spec = os.environ.get(CRASH_ENV)
+    if not spec:
+        return
+    want, _, k = spec.partition("@")
+    if want != name:
+        return
+    _crash_counts[name] = _crash_counts.get(name, 0) + 1
+    if _crash_counts[name] == int(k or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
@@ -108,11 +157,18 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if (path / LATEST).is_file():
         try:
-            path = path / json.loads((path / LATEST).read_text())["latest"]
-        except (json.JSONDecodeError, KeyError) as exc:
+            name = json.loads((path / LATEST).read_text())["latest"]
+        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
             raise CheckpointError(
                 f"{path / LATEST} is corrupt ({exc}); delete it to restart the run"
             ) from None
+        # Only a directory beside the pointer: a hand-edited "../../x" must not lead elsewhere.
+        if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
+            raise CheckpointError(
+                f"{path / LATEST} is corrupt (it must name a checkpoint directory beside it, got "
+                f"{name!r}); delete it to restart the run"
+            )
+        path = path / name
     if not (path / TENSORS).is_file() or not (path / STATE).is_file():
         raise CheckpointError(
             f"{path} is not an infodistill checkpoint: expected {TENSORS} and {STATE} in that directory"
@@ -120,22 +176,59 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     try:
         tensors = load_file(str(path / TENSORS))
         skeleton = json.loads((path / STATE).read_text())
-        return unflatten(skeleton, tensors)
+        state = unflatten(skeleton, tensors)
     except Exception as exc:  # safetensors raises its own error type for a bad header
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt: {msg}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path}: {STATE} must hold a mapping, got {type(state).__name__}")
+    return _Checkpoint(state, path)
+
+
+class _Checkpoint(dict):
+    """A loaded checkpoint: a missing entry is a one-line CheckpointError, not a bare KeyError."""
+
+    def __init__(self, state: dict, path: Path) -> None:
+        super().__init__(state)
+        self.path = path
+
+    def __missing__(self, key):
+        raise CheckpointError(
+            f"checkpoint {self.path} has no {key!r} entry: it was not written by an infodistill run"
+        )
 
 
 def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str = "model") -> None:
-    """``load_state_dict`` with a one-line error naming missing, unexpected and mis-shaped keys."""
+    """``load_state_dict`` with a one-line error naming missing, unexpected and mis-shaped keys.
+
+    Also refused: integer tensors where the model has floating ones (``load_state_dict`` would cast
+    them silently) and NaN/inf weights (every output would be NaN, and accuracy a silent 0.1)."""
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise CheckpointError(f"the {what} checkpoint does not hold a state dict of named tensors")
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     extra = sorted(set(state) - set(own))
     shape = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-    if missing or extra or shape:
+    kind = sorted(
+        k for k in set(own) & set(state) if own[k].is_floating_point() != state[k].is_floating_point()
+    )
+    if missing or extra or shape or kind:
         parts = []
-        for label, keys in (("missing", missing), ("unexpected", extra), ("shape mismatch", shape)):
+        for label, keys in (
+            ("missing", missing),
+            ("unexpected", extra),
+            ("shape mismatch", shape),
+            ("integer/float mismatch", kind),
+        ):
             if keys:
                 parts.append(f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}")
         raise CheckpointError(f"the {what} checkpoint is from another architecture ({'; '.join(parts)})")
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())), None)
+    if bad is not None:
+        raise CheckpointError(
+            f"the {what} checkpoint holds NaN or infinite values (in {bad}): it is from a diverged "
+            "run; use an earlier checkpoint"
+        )
     model.load_state_dict(state)

@@ -83,9 +83,18 @@ def _errors():
     from ..data import DataError
     from .checkpoint import CheckpointError
     from .config import ConfigError
+    from .distributed import DistributedError
     from .trainer import TrainingError
 
-    return (ConfigError, CheckpointError, DataError, TrainingError, ValueError, FileNotFoundError)
+    return (
+        ConfigError,
+        CheckpointError,
+        DataError,
+        DistributedError,
+        TrainingError,
+        ValueError,
+        OSError,  # an unreadable file, an --out that is a file, a full disk: the message names the path
+    )
 
 
 def _require_torch(error_cls) -> None:
@@ -112,6 +121,10 @@ def _run_command(name: str, error_cls):
             final = fn(cfg, progress=not args.quiet, resume=args.resume)
         except _errors() as exc:
             raise error_cls(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        from .distributed import is_main
+
+        if not is_main():
+            return 0  # under torchrun, rank 0 alone reports
         test = final.get("test", {})
         line = ", ".join(
             f"{k} {test[k]:.4f}" for k in ("accuracy", "agreement", "kl_teacher_student") if k in test
@@ -141,7 +154,10 @@ def _evaluate_command(error_cls):
         try:
             if not (run_dir / "config.json").is_file():
                 raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
-            raw = json.loads((run_dir / "config.json").read_text())
+            try:
+                raw = json.loads((run_dir / "config.json").read_text())
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{run_dir / 'config.json'} is not valid JSON ({exc})") from None
             is_distill = "student" in raw
             cfg = from_dict(DistillConfig if is_distill else TeacherTrainConfig, raw)
             train, test = prepare_data(cfg.data, cfg.run.seed)

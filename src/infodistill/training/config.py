@@ -7,6 +7,7 @@ one line). YAML is read with ``safe_load`` only, so a file with Python tags is r
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -43,6 +44,8 @@ class DataConfig:
         _choice(self.augment, ("none", "crop-flip"), f"{key}.augment")
         if self.mixup_alpha < 0:
             raise ConfigError(f"{key}.mixup_alpha must be >= 0, got {self.mixup_alpha}")
+        if self.subset_seed is not None:
+            _seed(self.subset_seed, f"{key}.subset_seed")
         if self.train_subset is not None:
             _positive(self.train_subset, f"{key}.train_subset")
         if self.test_subset is not None:
@@ -75,6 +78,9 @@ class OptimConfig:
         _choice(self.schedule, ("cosine", "step", "constant"), f"{key}.schedule")
         _positive(self.lr, f"{key}.lr")
         _positive(self.epochs, f"{key}.epochs")
+        _non_negative(self.momentum, f"{key}.momentum")
+        _non_negative(self.weight_decay, f"{key}.weight_decay")
+        _positive(self.gamma, f"{key}.gamma")  # a step schedule multiplies the lr by it
         if self.grad_clip is not None:
             _positive(self.grad_clip, f"{key}.grad_clip")
         if any(m < 1 or m > self.epochs for m in self.milestones):
@@ -105,6 +111,8 @@ class TeacherConfig:
             )
         if not 0 <= self.noise_fraction <= 1:
             raise ConfigError(f"{key}.noise_fraction must lie in [0, 1], got {self.noise_fraction}")
+        _non_negative(self.noise_sigma, f"{key}.noise_sigma")
+        _seed(self.seed, f"{key}.seed")
 
 
 @dataclass
@@ -115,9 +123,7 @@ class MethodConfig:
     params: dict = field(default_factory=dict)
 
     def check(self, key: str) -> None:
-        for i, pair in enumerate(self.pairs):
-            if len(pair) != 2 or not all(isinstance(x, str) for x in pair):
-                raise ConfigError(f"{key}.pairs[{i}] must be [student_layer, teacher_layer], got {pair}")
+        _pairs(self.pairs, f"{key}.pairs")
 
 
 @dataclass
@@ -130,6 +136,20 @@ class PIDConfig:
     #: examples of the test set used for the PID (None: all)
     n_samples: int | None = 2000
     n_boot: int = 0
+
+    def check(self, key: str) -> None:
+        _pairs(self.pairs, f"{key}.pairs")
+        _positive(self.every, f"{key}.every")
+        if self.k < 2:
+            # One cluster carries no information: every term would be a meaningless 0.
+            raise ConfigError(f"{key}.k must be >= 2 clusters, got {self.k}")
+        if self.pca is not None:
+            _non_negative(self.pca, f"{key}.pca")
+        if self.n_samples is not None and self.n_samples < self.k:
+            raise ConfigError(
+                f"{key}.n_samples must be >= {key}.k ({self.k}) to fit the clusters, got {self.n_samples}"
+            )
+        _non_negative(self.n_boot, f"{key}.n_boot")
 
 
 @dataclass
@@ -150,6 +170,11 @@ class RunConfig:
         _positive(self.eval_every, f"{key}.eval_every")
         if self.keep_every is not None:
             _positive(self.keep_every, f"{key}.keep_every")
+        _seed(self.seed, f"{key}.seed")
+        if self.threads is not None:
+            _positive(self.threads, f"{key}.threads")
+        if not self.out_dir.strip():
+            raise ConfigError(f"{key}.out_dir must name a directory, got {self.out_dir!r}")
 
 
 @dataclass
@@ -183,6 +208,23 @@ class DistillConfig:
 def _positive(value, key):
     if not value > 0:
         raise ConfigError(f"{key} must be > 0, got {value}")
+
+
+def _non_negative(value, key):
+    if not value >= 0:
+        raise ConfigError(f"{key} must be >= 0, got {value}")
+
+
+def _seed(value, key):
+    # The PID estimator (scikit-learn's random_state) takes seeds in [0, 2**32).
+    if not 0 <= value < 2**32:
+        raise ConfigError(f"{key} must lie in [0, 2**32), got {value}")
+
+
+def _pairs(pairs, key):
+    for i, pair in enumerate(pairs):
+        if len(pair) != 2 or not all(isinstance(x, str) for x in pair):
+            raise ConfigError(f"{key}[{i}] must be [student_layer, teacher_layer], got {pair}")
 
 
 def _choice(value, options, key):
@@ -226,10 +268,13 @@ def _coerce(value: Any, tp, key: str):
         return dict(value)
     if tp is Any:
         return value
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
     if tp is float and isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
-        return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
+        value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            # No setting means anything at .nan or .inf; caught here, not after an epoch of NaNs.
+            raise ConfigError(f"config key {key!r}: expected a finite number, got {value}")
+        return float(value)
     if tp is int and isinstance(value, bool) or not isinstance(value, tp):
         raise ConfigError(
             f"config key {key!r}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}"
@@ -250,6 +295,12 @@ def from_dict(cls, data: Any, key: str = ""):
             raise ConfigError(f"unknown config key {full!r}; valid keys here: {', '.join(names)}")
     kwargs = {k: _coerce(v, hints[k], f"{key}.{k}" if key else k) for k, v in data.items()}
     obj = cls(**kwargs)
+    for f in dataclasses.fields(cls):
+        # A section left out takes its defaults, which must hold too (a distill config without a
+        # teacher section means a trained teacher with no checkpoint).
+        sub = getattr(obj, f.name)
+        if f.name not in data and dataclasses.is_dataclass(sub) and hasattr(sub, "check"):
+            sub.check(f"{key}.{f.name}" if key else f.name)
     if hasattr(obj, "check"):
         obj.check(key)
     return obj
@@ -268,6 +319,27 @@ def _set_path(d: dict, dotted: str, value) -> None:
     d[parts[-1]] = value
 
 
+#: Values a config file may expand to: real configs hold a few dozen, while nested YAML aliases
+#: (the "billion laughs") or a self-referencing alias expand without bound when validated.
+MAX_CONFIG_VALUES = 100_000
+
+
+def _check_size(data, path) -> None:
+    stack, seen = [data], 0
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > MAX_CONFIG_VALUES:
+            raise ConfigError(
+                f"config file {path} expands to more than {MAX_CONFIG_VALUES} values "
+                "(nested or recursive YAML aliases?); write the values out"
+            )
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
 def load_config(cls, path: str | Path | None = None, overrides: list[str] = ()):
     """Read a YAML (.yaml/.yml) or TOML (.toml) file, apply ``key.sub=value`` overrides, validate."""
     import yaml
@@ -275,9 +347,14 @@ def load_config(cls, path: str | Path | None = None, overrides: list[str] = ()):
     data: dict = {}
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"config file {path} is a directory; pass a .yaml, .yml or .toml file")
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
-        text = path.read_text()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path} as UTF-8 text ({exc})") from None
         try:
             if path.suffix == ".toml":
                 import tomllib
@@ -294,6 +371,12 @@ def load_config(cls, path: str | Path | None = None, overrides: list[str] = ()):
             if isinstance(exc, ConfigError):
                 raise
             raise ConfigError(f"config file {path} is not valid TOML ({exc})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"config file {path} must hold a mapping of sections (data:, optim:, ...), "
+                f"got {type(data).__name__}"
+            )
+        _check_size(data, path)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key.sub=value")

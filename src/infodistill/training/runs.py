@@ -22,8 +22,10 @@ from ..models import (
     freeze_teacher,
     interpolate_student,
     probe_shapes,
+    validate_layers,
 )
-from .checkpoint import load_checkpoint, load_model_state
+from . import distributed
+from .checkpoint import crash_point, load_checkpoint, load_model_state
 from .config import DataConfig, DistillConfig, ModelConfig, TeacherTrainConfig, to_dict
 from .trainer import Fit, StepOutput, cross_entropy_step, epoch_generator, seed_everything
 
@@ -77,6 +79,7 @@ def load_trained(path: str, cfg: ModelConfig, train) -> nn.Module:
 
 def train_teacher(cfg: TeacherTrainConfig, progress: bool = True, resume: bool = True) -> dict:
     seed_everything(cfg.run.seed, cfg.run.threads)
+    distributed.init()  # a no-op unless started by torchrun
     train, test = prepare_data(cfg.data, cfg.run.seed)
     model = _model(cfg.model, train, seed=cfg.run.seed)
     _channels_last(cfg.run.channels_last, [model], train, test)
@@ -171,19 +174,25 @@ def _teacher_members(cfg: DistillConfig, train) -> list[nn.Module]:
 
 
 def build_distillation(cfg: DistillConfig, progress: bool = True) -> Fit:
-    """Everything of a distillation run, validated, as a ready-to-run ``Fit``."""
+    """Everything of a distillation run, validated, as a ready-to-run ``Fit``.
+
+    Under torchrun every rank builds the same run (its own teacher-output cache of the whole
+    training set included: the chunks a rank trains on change every epoch)."""
     seed_everything(cfg.run.seed, cfg.run.threads)
+    distributed.init()  # a no-op unless started by torchrun
     out = Path(cfg.run.out_dir)
     train, test = prepare_data(cfg.data, cfg.run.seed)
     sample_shape = tuple(train.x.shape[1:])
     members = _teacher_members(cfg, train)
-    if cfg.teacher.kind == "untrained":
+    if cfg.teacher.kind == "untrained" and distributed.is_main():
         from safetensors.torch import save_file
 
         out.mkdir(parents=True, exist_ok=True)
         # Saved so the nuisance teacher of a run can be inspected; it is rebuilt from its seed.
         weights = {k: v.contiguous() for k, v in members[0].state_dict().items()}
-        save_file(weights, str(out / "teacher-untrained.safetensors"))
+        tmp = out / ".teacher-untrained.safetensors.tmp"
+        save_file(weights, str(tmp))
+        tmp.replace(out / "teacher-untrained.safetensors")
     progressive = cfg.method.name == "progressive"
     checkpoints = members if progressive else None
     if progressive:
@@ -254,7 +263,11 @@ def build_distillation(cfg: DistillConfig, progress: bool = True) -> Fit:
     def frozen(epoch: int) -> set:
         return set(student.parameters()) if state["student_frozen"] else set()
 
-    pid_eval = _pid_tracker(cfg, student, members[0], test, noise) if cfg.pid.pairs else None
+    pid_eval = (
+        _pid_tracker(cfg, student, members[0], test, noise, teacher_fixed=not progressive)
+        if cfg.pid.pairs
+        else None
+    )
     return _fit(
         cfg,
         student,
@@ -289,15 +302,23 @@ def _cache_teacher(teacher: Teacher, x: torch.Tensor, batch: int) -> dict | None
     return {"logits": torch.cat(logits), "feats": {k: torch.cat(v) for k, v in feats.items()}}
 
 
-def _pid_tracker(cfg: DistillConfig, student: nn.Module, teacher: nn.Module, test, noise: dict | None):
+def _pid_tracker(
+    cfg: DistillConfig, student: nn.Module, teacher: nn.Module, test, noise: dict | None, teacher_fixed=True
+):
     """Per-epoch PID of (Y, teacher layer, student layer) on held-out test examples [PID-KD].
 
     For a noisy teacher the teacher features get the same kind of noise the method sees (drawn
     from a fixed generator, so every epoch measures the same teacher representation)."""
     from ..pid import estimate
 
+    # Layer names are checked now, when the run is built, not after the first epoch.
+    validate_layers(student, list(dict.fromkeys(s for s, _ in cfg.pid.pairs)))
+    validate_layers(teacher, list(dict.fromkeys(t for _, t in cfg.pid.pairs)))
     n = len(test) if cfg.pid.n_samples is None else min(cfg.pid.n_samples, len(test))
+    if n < cfg.pid.k:
+        raise ValueError(f"pid.k = {cfg.pid.k} clusters need at least that many test examples, got {n}")
     x, y = test.x[:n], test.y[:n]
+    teacher_feats = {}  # a fixed teacher's features are computed once, not every epoch
 
     @torch.no_grad()
     def evaluate(epoch: int) -> dict:
@@ -306,12 +327,17 @@ def _pid_tracker(cfg: DistillConfig, student: nn.Module, teacher: nn.Module, tes
         out = {}
         bs = cfg.data.eval_batch_size
         for s_layer, t_layer in cfg.pid.pairs:
+            crash_point("pid")
             s_feat = collect_features(student, [s_layer], x, bs)[1][s_layer]
-            t_feat = collect_features(teacher, [t_layer], x, bs)[1][t_layer]
-            if noise is not None:
-                # Noise drawn batch by batch from a fixed generator, as the method sees it.
-                gen = torch.Generator().manual_seed(cfg.run.seed)
-                t_feat = torch.cat([noisy_features(t, generator=gen, **noise) for t in t_feat.split(bs)])
+            t_feat = teacher_feats.get(t_layer)
+            if t_feat is None:
+                t_feat = collect_features(teacher, [t_layer], x, bs)[1][t_layer]
+                if noise is not None:
+                    # Noise drawn batch by batch from a fixed generator, as the method sees it.
+                    gen = torch.Generator().manual_seed(cfg.run.seed)
+                    t_feat = torch.cat([noisy_features(t, generator=gen, **noise) for t in t_feat.split(bs)])
+                if teacher_fixed:
+                    teacher_feats[t_layer] = t_feat
             res = estimate(
                 y.numpy(),
                 t_feat.numpy(),

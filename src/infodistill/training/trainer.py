@@ -6,6 +6,11 @@ training loss terms, test and distillation-data metrics (accuracy, NLL, ECE, top
 KL(teacher‖student) over the whole set) and, for chosen layer pairs, the PID terms of
 ``infodistill.pid.estimate``; it then writes a checkpoint atomically, so a rerun of the same command
 resumes after the last finished epoch with identical results.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the same loop runs data-parallel: every rank draws the same
+epoch permutation, trains on its chunk of each global batch of ``data.batch_size`` examples under
+``DistributedDataParallel``, metrics are summed over all ranks, and rank 0 alone writes the log
+and checkpoints (``distributed.py``, docs/distributed.md). With one process nothing of this runs.
 """
 
 from __future__ import annotations
@@ -23,8 +28,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..metrics import FidelityAccumulator
-from .checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state
-from .config import DataConfig, OptimConfig, RunConfig
+from . import distributed
+from .checkpoint import (
+    CheckpointError,
+    crash_point,
+    load_checkpoint,
+    load_model_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from .config import ConfigError, DataConfig, OptimConfig, RunConfig
 
 
 class TrainingError(RuntimeError):
@@ -98,11 +112,14 @@ class Fit:
     on_epoch: Callable[[int], None] | None = None
     #: augment(x, generator) for the training data (None: the data are fixed)
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
-    #: extra per-epoch measurements: evaluate_extra(epoch) -> dict (e.g. PID terms)
+    #: extra per-epoch measurements: evaluate_extra(epoch) -> dict (e.g. PID terms); in a
+    #: multi-process run it is called on rank 0 only (its result goes to the log rank 0 writes)
     evaluate_extra: Callable[[int], dict] | None = None
     config_dict: dict = field(default_factory=dict)
     progress: bool = True
     _test_teacher_logits: torch.Tensor | None = field(default=None, init=False, repr=False)
+    #: the DistributedDataParallel wrapper of student + extra in a multi-process run
+    _ddp: nn.Module | None = field(default=None, init=False, repr=False)
 
     def parameters(self):
         params = list(self.student.parameters())
@@ -113,28 +130,44 @@ class Fit:
     # -----------------------------------------------------------------------------------------
     def run(self, resume: bool = True) -> dict:
         """Train to the last epoch. A run directory that already holds a checkpoint is continued
-        with ``resume=True`` (its config must be the same) and refused otherwise."""
+        with ``resume=True`` (its config must be the same) and refused otherwise.
+
+        Under torchrun every rank calls this and gets the same final log record."""
+        world = distributed.init()
+        main = distributed.is_main()
         out = Path(self.run_cfg.out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        if main:
+            out.mkdir(parents=True, exist_ok=True)
         log_path = out / "log.jsonl"
+        if world > 1:
+            self._check_split(world)
         opt = make_optimizer(self.parameters(), self.optim)
         base_lrs = [g["lr"] for g in opt.param_groups]
         start, best = 0, None
-        if (out / "latest.json").exists():
-            if not resume:
-                raise TrainingError(
-                    f"{out} already holds a run: pass --resume to continue it, or choose another --out"
-                )
-            _check_same_config(out / "config.json", self.config_dict)
-            state = load_checkpoint(out)
+        state = self._resume_state(out, resume)
+        if state is not None:
             load_model_state(self.student, state["student"], "student")
             if self.extra is not None:
                 load_model_state(self.extra, state["extra"], "method")
             opt.load_state_dict(state["optim"])
-            set_rng_state(state["rng"])
+            ranks = state.get("rng_ranks")
+            if ranks is not None and len(ranks) == world:
+                set_rng_state({"torch": ranks[distributed.rank()]})
+            else:  # single process, or another number of processes than the run was started with
+                set_rng_state(state["rng"])
             start, best = state["epoch"] + 1, state.get("best")
+        if main:
+            # Lines of epochs after the checkpoint (or of a first epoch that never reached one)
+            # were written before a crash and are redone.
             _truncate_log(log_path, start)
-        (out / "config.json").write_text(json.dumps(self.config_dict, indent=2))
+            _write_atomic(out / "config.json", json.dumps(self.config_dict, indent=2))
+        if world > 1:
+            for module in (self.student, self.extra):
+                if module is not None:
+                    distributed.sync_batchnorm_(module)
+            # A method's phases leave parts without gradients; plain training uses every parameter.
+            phased = self.extra is not None or self.frozen is not None
+            self._ddp = distributed.wrap([self.student, self.extra], find_unused_parameters=phased)
         for epoch in range(start, self.optim.epochs):
             t0 = time.perf_counter()
             for g, lr in zip(opt.param_groups, base_lrs, strict=True):
@@ -142,19 +175,18 @@ class Fit:
             if self.on_epoch is not None:
                 self.on_epoch(epoch)
             train_terms, train_fid = self._train_epoch(opt, epoch)
+            self._check_finite_weights(epoch)
             record = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": train_terms}
             record["distill_data"] = train_fid
             if (epoch + 1) % self.run_cfg.eval_every == 0 or epoch + 1 == self.optim.epochs:
                 record["test"] = self.evaluate_test()
-                if self.evaluate_extra is not None:
+                if self.evaluate_extra is not None and main:
                     record.update(self.evaluate_extra(epoch))
                 acc = record["test"]["accuracy"]
                 if best is None or acc > best["accuracy"]:
                     best = {"epoch": epoch + 1, "accuracy": acc}
                 record["best"] = best
             record["seconds"] = round(time.perf_counter() - t0, 3)
-            with open(log_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
             state = {
                 "epoch": epoch,
                 "student": self.student.state_dict(),
@@ -164,9 +196,70 @@ class Fit:
             }
             if self.extra is not None:
                 state["extra"] = self.extra.state_dict()
-            save_checkpoint(out, f"epoch-{epoch + 1:04d}", state)
-            _prune_checkpoints(out, f"epoch-{epoch + 1:04d}", self.run_cfg.keep_every)
-        return read_log(log_path)[-1] if log_path.exists() else {}
+            if world > 1:
+                # Each rank's own generator (dropout draws per chunk), for an exact resume.
+                state["rng_ranks"] = distributed.all_gather_bytes(torch.get_rng_state())
+            if main:
+                _append_log(log_path, record)
+                crash_point("epoch-logged")
+                save_checkpoint(out, f"epoch-{epoch + 1:04d}", state)
+                _prune_checkpoints(out, f"epoch-{epoch + 1:04d}", self.run_cfg.keep_every)
+            distributed.barrier()
+        final = read_log(log_path)[-1] if main and log_path.exists() else {}
+        return distributed.broadcast_json(final)
+
+    def _resume_state(self, out: Path, resume: bool) -> dict | None:
+        """The checkpoint to continue from (None: a fresh run). Rank 0 reads it and sends it to
+        the others, so a refusal is raised on every rank alike."""
+        if distributed.world_size() == 1:
+            return _read_resume_state(out, resume, self.config_dict)
+        state, error = None, None
+        if distributed.is_main():
+            try:
+                state = _read_resume_state(out, resume, self.config_dict)
+            except (TrainingError, CheckpointError) as exc:
+                error = [type(exc).__name__, str(exc)]
+        error = distributed.broadcast_json(error)
+        if error is not None:
+            raise (CheckpointError if error[0] == "CheckpointError" else TrainingError)(error[1])
+        return distributed.broadcast_state(state)
+
+    def _check_split(self, world: int) -> None:
+        n, b = self.train_x.shape[0], self.data.batch_size
+        last = n % b or min(b, n)
+        if last < world:
+            raise ConfigError(
+                f"data.batch_size={b} is the global batch, split over {world} processes, but the last "
+                f"batch of an epoch holds {last} of the {n} training examples, fewer than one per "
+                f"process: choose data.batch_size so that {n} mod batch_size is 0 or >= {world}"
+            )
+
+    def _check_finite_weights(self, epoch: int) -> None:
+        """A step with a finite loss can still leave non-finite weights (an overflowing gradient);
+        they must not become the checkpoint a rerun resumes from."""
+        bad = [n for n, p in self.student.named_parameters() if not torch.isfinite(p).all()]
+        if self.extra is not None:
+            bad += [f"method.{n}" for n, p in self.extra.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise TrainingError(
+                f"non-finite weights after epoch {epoch + 1} ({', '.join(bad[:3])}); the last good "
+                f"checkpoint in {self.run_cfg.out_dir} is kept: lower the learning rate or set "
+                "optim.grad_clip"
+            )
+
+    def _step(self, x, y, epoch: int, idx) -> StepOutput:
+        if self._ddp is None:
+            return self.step(x, y, epoch, idx)
+
+        def forward(*args):
+            out = self.step(*args)
+            return {"losses": out.losses, "student": out.student_logits, "teacher": out.teacher_logits}
+
+        out = self._ddp(forward, x, y, epoch, idx)
+        return StepOutput(out["losses"], out["student"], out["teacher"])
+
+    def _shard(self) -> tuple[int, int] | None:
+        return (distributed.rank(), distributed.world_size()) if distributed.world_size() > 1 else None
 
     def _train_epoch(self, opt, epoch: int):
         self.student.train()
@@ -178,24 +271,41 @@ class Fit:
         frozen = self.frozen(epoch) if self.frozen is not None else set()
         sums: dict[str, float] = {}
         fid = FidelityAccumulator()
+        world, rank = distributed.world_size(), distributed.rank()
         batches = range(0, n, self.data.batch_size)
-        if self.progress:
+        if self.progress and rank == 0:
             from tqdm.auto import tqdm
 
             batches = tqdm(batches, desc=f"epoch {epoch + 1}/{self.optim.epochs}", leave=False)
         for start in batches:
             idx = order[start : start + self.data.batch_size]
+            weight = 1.0
+            if world > 1:
+                # This rank's chunk of the global batch. Its mean loss is weighted by
+                # chunk·W/batch so that DDP's average over ranks is the mean over the global batch.
+                lo, hi = distributed.shard_bounds(len(idx), rank, world)
+                weight = (hi - lo) * world / len(idx)
+                if self.augment is None:
+                    idx = idx[lo:hi]
             x, y = self.train_x[idx], self.train_y[idx]
             if self.augment is not None:
                 x = self.augment(x, gen)
-            out = self.step(x, y, epoch, idx)
+                if world > 1:
+                    # Augmented as a whole (mixup pairs across chunks), drawing exactly what one
+                    # process draws from the shared generator, then cut.
+                    idx, x, y = idx[lo:hi], x[lo:hi], y[lo:hi]
+            out = self._step(x, y, epoch, idx)
             total = sum(out.losses.values())
-            if not torch.isfinite(total):
+            local_bad = not torch.isfinite(total)
+            if distributed.any_true(local_bad):
                 terms = {k: float(v.detach()) for k, v in out.losses.items()}
+                where = "" if local_bad else " on another process"
                 raise TrainingError(
-                    f"non-finite loss at epoch {epoch + 1} ({terms}); the last good checkpoint in "
+                    f"non-finite loss at epoch {epoch + 1}{where} ({terms}); the last good checkpoint in "
                     f"{self.run_cfg.out_dir} is kept: lower the learning rate or set optim.grad_clip"
                 )
+            if weight != 1.0:
+                total = total * weight
             opt.zero_grad(set_to_none=True)
             total.backward()
             for p in frozen:
@@ -205,6 +315,7 @@ class Fit:
                     [p for p in self.parameters() if p.grad is not None], self.optim.grad_clip
                 )
             opt.step()
+            crash_point("train-step")
             for k, v in out.losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(idx)
             # Metrics on the inputs the student was trained on (after augmentation/mixup), with
@@ -214,10 +325,16 @@ class Fit:
                 y,
                 None if out.teacher_logits is None else out.teacher_logits.detach().float(),
             )
+        if world > 1:
+            totals = distributed.all_reduce_sum(torch.tensor(list(sums.values()), dtype=torch.float64))
+            sums = dict(zip(sums, totals.tolist(), strict=True))
+            _all_reduce_fidelity(fid)
         return {k: v / n for k, v in sums.items()}, fid.result()
 
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict:
-        return evaluate_model(self.student, x, y, self.data.eval_batch_size, self.teacher_logits)
+        return evaluate_model(
+            self.student, x, y, self.data.eval_batch_size, self.teacher_logits, shard=self._shard()
+        )
 
     def evaluate_test(self) -> dict:
         """The test-set metrics; a fixed teacher's test logits are computed once and reused."""
@@ -226,7 +343,9 @@ class Fit:
             if self._test_teacher_logits is None:
                 self._test_teacher_logits = _batched(t, self.test_x, self.data.eval_batch_size)
             t = self._test_teacher_logits
-        return evaluate_model(self.student, self.test_x, self.test_y, self.data.eval_batch_size, t)
+        return evaluate_model(
+            self.student, self.test_x, self.test_y, self.data.eval_batch_size, t, shard=self._shard()
+        )
 
 
 @torch.no_grad()
@@ -236,14 +355,26 @@ def _batched(fn, x: torch.Tensor, batch_size: int) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate_model(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, teacher_logits=None
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    teacher_logits=None,
+    *,
+    shard: tuple[int, int] | None = None,
 ) -> dict:
     """Full-set accuracy, NLL, ECE in eval mode, and agreement and KL(t‖s) given the teacher's
-    logits: a function ``teacher_logits(x)``, or a tensor of them aligned with ``x``."""
+    logits: a function ``teacher_logits(x)``, or a tensor of them aligned with ``x``.
+
+    ``shard=(rank, world)``: this rank evaluates batches rank, rank + world, ... (the batches one
+    process would form, so every example's logits are the single-process ones) and the sums of
+    all ranks are added, so every rank returns the metrics of the whole set."""
     was = model.training
     model.eval()
     acc = FidelityAccumulator()
-    for start in range(0, x.shape[0], batch_size):
+    for k, start in enumerate(range(0, x.shape[0], batch_size)):
+        if shard is not None and k % shard[1] != shard[0]:
+            continue
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
         if teacher_logits is None:
             zt = None
@@ -253,14 +384,50 @@ def evaluate_model(
             zt = teacher_logits(xb)
         acc.update(model(xb).float(), yb, None if zt is None else zt.float())
     model.train(was)
+    if shard is not None and shard[1] > 1:
+        _all_reduce_fidelity(acc)
     return acc.result()
+
+
+def _all_reduce_fidelity(acc: FidelityAccumulator) -> None:
+    """Replace the accumulator's sums by their totals over all ranks (float64: counts stay exact)."""
+    scalars = ("n", "correct", "nll", "agree", "kl", "n_teacher")
+    packed = torch.cat(
+        [
+            torch.tensor([float(getattr(acc, k)) for k in scalars], dtype=torch.float64),
+            acc.bin_count,
+            acc.bin_correct,
+            acc.bin_conf,
+        ]
+    )
+    distributed.all_reduce_sum(packed)
+    for i, k in enumerate(scalars):
+        value = float(packed[i])
+        setattr(acc, k, int(round(value)) if k in ("n", "n_teacher") else value)
+    acc.bin_count, acc.bin_correct, acc.bin_conf = packed[len(scalars) :].view(3, -1).clone().unbind(0)
+
+
+def _read_resume_state(out: Path, resume: bool, config: dict) -> dict | None:
+    if not (out / "latest.json").exists():
+        return None
+    if not resume:
+        raise TrainingError(
+            f"{out} already holds a run: pass --resume to continue it, or choose another --out"
+        )
+    _check_same_config(out / "config.json", config)
+    return load_checkpoint(out)
 
 
 def _check_same_config(path: Path, config: dict) -> None:
     """Resuming with another config would silently mix two runs: name the keys that differ."""
     if not path.exists():
         return
-    saved = json.loads(path.read_text())
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TrainingError(f"cannot resume: {path} is unreadable ({exc}); use another --out") from None
+    if not isinstance(saved, dict):
+        raise TrainingError(f"cannot resume: {path} is not a config mapping; use another --out")
 
     def flat(d, prefix=""):
         items = {}
@@ -279,17 +446,41 @@ def _check_same_config(path: Path, config: dict) -> None:
 
 
 def read_log(path: str | os.PathLike) -> list[dict]:
+    """The JSON lines of a run's log; a corrupt line is a TrainingError naming the file and line."""
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        lines = [(i, line) for i, line in enumerate(f, 1) if line.strip()]
+    out = []
+    for i, line in lines:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            rec = None
+        if not isinstance(rec, dict):
+            raise TrainingError(
+                f"{path}, line {i}: not a JSON object; the log is corrupt (use another --out)"
+            )
+        out.append(rec)
+    return out
 
 
 def _truncate_log(path: Path, start_epoch: int) -> None:
     """Drop log lines of epochs after the checkpoint (written before a crash, to be redone)."""
     if path.exists():
         keep = [r for r in read_log(path) if r["epoch"] <= start_epoch]
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
-        os.replace(tmp, path)
+        _write_atomic(path, "".join(json.dumps(r) + "\n" for r in keep))
+
+
+def _append_log(path: Path, record: dict) -> None:
+    """Add one line by rewriting the file atomically: a process killed mid-write leaves the old
+    log, never a torn last line that would make the log unreadable."""
+    old = path.read_text() if path.exists() else ""
+    _write_atomic(path, old + json.dumps(record) + "\n")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _prune_checkpoints(out: Path, latest: str, keep_every: int | None) -> None:
