@@ -34,7 +34,7 @@ def test_run_rid_writes_a_report_and_resumes(tmp_path):
         for method in ("baseline", "vid", "rid", "ted"):
             assert f"| {kind} | {method} |" in text
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert len(summary["claims"]) == 6 and all(c["held"] in (True, False) for c in summary["claims"])
+    assert len(summary["claims"]) == 6 + 3 and all(c["held"] in (True, False) for c in summary["claims"])
     # Rerunning finds every run finished: nothing is retrained (logs untouched).
     before = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/log.jsonl")}
     run_rid(RIDPreset(**TINY), tmp_path, progress=False)

@@ -192,13 +192,17 @@ def run_fidelity(preset: FidelityPreset, out_dir: str | Path, progress: bool = T
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "preset.json", json.dumps(asdict(preset), indent=2))
-    for i in tqdm(range(preset.n_members), desc="E2 teachers", disable=not progress):
+    # Every config is built (and so checked) before anything trains: a bad seed or data name fails now.
+    members = [teacher_config(preset, member_dir(out, i), i) for i in range(preset.n_members)]
+    grid = [
+        (out / run_name(s.name, seed), distill_config(preset, s, seed, out / run_name(s.name, seed)))
+        for s, seed in itertools.product(preset.settings(), preset.seeds)
+    ]
+    for i, cfg in enumerate(tqdm(members, desc="E2 teachers", disable=not progress)):
         if not finished(member_dir(out, i), preset.teacher_epochs):
-            train_teacher(teacher_config(preset, member_dir(out, i), i), progress=False, resume=True)
+            train_teacher(cfg, progress=False, resume=True)
     teacher_accuracies(preset, out)
-    grid = list(itertools.product(preset.settings(), preset.seeds))
-    for setting, seed in tqdm(grid, desc="E2 runs", disable=not progress):
-        run_dir = out / run_name(setting.name, seed)
+    for run_dir, cfg in tqdm(grid, desc="E2 runs", disable=not progress):
         if not finished(run_dir, preset.student_epochs):
-            distill(distill_config(preset, setting, seed, run_dir), progress=False, resume=True)
+            distill(cfg, progress=False, resume=True)
     return write_fidelity_report(preset, out)

@@ -19,22 +19,24 @@ from .common import finished as _finished
 from .common import overrides as _overrides
 
 TEACHER_KINDS = ("trained", "untrained", "noisy")
-METHODS = ("baseline", "kd", "vid", "rid", "ted")
+METHODS = ("baseline", "kd", "vid", "rid", "rid-nofreeze", "ted")
 #: methods without a feature pair (KD is a reference row: does the teacher's knowledge help at all?)
 LOGIT_METHODS = ("baseline", "kd")
 
 #: RID with one ablation switch each (see ``infodistill.methods.RID``), run as methods of their own
-#: by the ``rid-ablation`` preset to find out what makes RID fall below the baseline
+#: by the ``rid-ablation`` preset to find out what makes RID fall below the baseline. The measured
+#: cause is the frozen student of the filter phases; ``rid-nofreeze`` (this project's variant, run by
+#: every preset next to the published RID) trains the student with cross-entropy in those epochs too.
 RID_VARIANTS = {
     "rid-lam1": {"lam": 1.0},
-    "rid-p1": {"student_in_phase1": True},
+    "rid-nofreeze": {"student_in_phase1": True},
     "rid-fixvar": {"learn_variance": False},
     "rid-gate-chance": {"gate": "chance"},
     "rid-gate-student": {"gate": "student"},
-    "rid-p1-gate-chance": {"student_in_phase1": True, "gate": "chance"},
-    "rid-p1-gate-student": {"student_in_phase1": True, "gate": "student"},
-    "rid-p1-lam1": {"student_in_phase1": True, "lam": 1.0},
-    "rid-p1-gate-chance-lam1": {"student_in_phase1": True, "gate": "chance", "lam": 1.0},
+    "rid-nofreeze-gate-chance": {"student_in_phase1": True, "gate": "chance"},
+    "rid-nofreeze-gate-student": {"student_in_phase1": True, "gate": "student"},
+    "rid-nofreeze-lam1": {"student_in_phase1": True, "lam": 1.0},
+    "rid-nofreeze-gate-chance-lam1": {"student_in_phase1": True, "gate": "chance", "lam": 1.0},
 }
 
 
@@ -73,7 +75,7 @@ class RIDPreset:
         }
     )
     #: the RID variant of this project, reported next to the published RID (None: not run)
-    variant: str | None = None
+    variant: str | None = "rid-nofreeze"
     pid_k: int = 10
     pid_samples: int = 1000
     #: PID every n-th epoch (and the last)
@@ -199,14 +201,18 @@ def run_rid(preset: RIDPreset, out_dir: str | Path, progress: bool = True) -> Pa
     out.mkdir(parents=True, exist_ok=True)
     (out / "preset.json").write_text(json.dumps(asdict(preset), indent=2))
     teacher_dir = out / "teacher"
+    # Every config is built (and so checked) before anything trains: a bad seed or data name fails now.
+    t_cfg = teacher_config(preset, teacher_dir)
+    grid = [
+        (
+            run_name(kind, method, seed),
+            distill_config(preset, teacher_dir, kind, method, seed, out / run_name(kind, method, seed)),
+        )
+        for kind, method, seed in itertools.product(preset.teachers, preset.methods, preset.seeds)
+    ]
     if not _finished(teacher_dir, preset.teacher_epochs):
-        train_teacher(teacher_config(preset, teacher_dir), progress=False, resume=True)
-    grid = list(itertools.product(preset.teachers, preset.methods, preset.seeds))
-    for kind, method, seed in tqdm(grid, desc="E1 runs", disable=not progress):
-        run_dir = out / run_name(kind, method, seed)
-        if not _finished(run_dir, preset.student_epochs):
-            distill(
-                distill_config(preset, teacher_dir, kind, method, seed, run_dir), progress=False, resume=True
-            )
+        train_teacher(t_cfg, progress=False, resume=True)
+    for name, cfg in tqdm(grid, desc="E1 runs", disable=not progress):
+        if not _finished(out / name, preset.student_epochs):
+            distill(cfg, progress=False, resume=True)
     return write_rid_report(preset, out)
-

@@ -271,9 +271,8 @@ def write_rid_report(preset, out: Path) -> Path:
             "",
             f"## Beyond the paper: `{preset.variant}`",
             "",
-            "RID with the student trained (cross-entropy) in the filter phases too, and each example's "
-            "distillation term weighted by how much more confident the teacher filter's head is in the "
-            "true label than the student (see the README, *Why RID falls below the baseline*).",
+            "RID with the student trained (cross-entropy) in the filter phases too, where the published "
+            "schedule freezes it (see the README, *Why RID falls below the baseline*).",
             "",
         ]
         for claim, held, numbers in variant:
