@@ -275,6 +275,14 @@ def test_rid_student_trains_in_phase1_when_asked():
     assert all(g is None for n, g in grads(rid).items() if n.startswith(("student_filters", "alphas")))
 
 
+def test_rid_lam_decay_scales_the_phase2_term_linearly():
+    student = TinyStudent()
+    b = make_batch(student)
+    plain, decayed = rid_for(5), rid_for(5, lam_decay=True)  # epoch 5 of 40: factor 1 - 5/40
+    assert decayed(b)["rid"].item() == pytest.approx(plain(b)["rid"].item() * 35 / 40, rel=1e-6)
+    assert decayed(b)["ce"].item() == pytest.approx(plain(b)["ce"].item(), rel=1e-6)
+
+
 def test_rid_fixed_variance_is_not_trained():
     student = TinyStudent()
     rid = rid_for(5, learn_variance=False)

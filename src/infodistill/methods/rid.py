@@ -33,7 +33,8 @@ class RID(DistillMethod):
     loses a quarter of its epochs); ``learn_variance=False`` keeps sigma^2 at its initial value;
     ``gate`` weights each example's phase-2 term by w_i (detached): "chance" uses
     (p_g(y_i) - 1/C) / (1 - 1/C), "student" uses p_g(y_i) - p_s(y_i) (the teacher head's excess
-    confidence in the true label over the student's), both clipped to [0, 1], p_g = softmax g(f_t(T)).
+    confidence in the true label over the student's), both clipped to [0, 1], p_g = softmax g(f_t(T));
+    ``lam_decay`` scales lam by (1 - epoch / total_epochs).
 
     Deviations from the reference code (SPEC §3): the
     phase-2 loss uses log sigma^2 of the Gaussian likelihood, not (sigma^2)^2. Choices: a spatial
@@ -63,6 +64,7 @@ class RID(DistillMethod):
         student_in_phase1: bool = False,
         learn_variance: bool = True,
         gate: str = "none",
+        lam_decay: bool = False,
     ):
         super().__init__(
             num_classes=num_classes, pairs=pairs, student_shapes=student_shapes, teacher_shapes=teacher_shapes
@@ -81,6 +83,7 @@ class RID(DistillMethod):
             bool(learn_variance),
             gate,
         )
+        self.lam_decay, self.lam_factor = bool(lam_decay), 1.0
         pairs = self.pairs
         self.teacher_filters = nn.ModuleList(teacher_filter(p.c_t, p.c_s) for p in pairs)
         self.heads = nn.ModuleList(class_head(p.c_s, p.size, num_classes, head_pool) for p in pairs)
@@ -93,6 +96,7 @@ class RID(DistillMethod):
     def set_phase(self, epoch: int, total_epochs: int) -> None:
         super().set_phase(epoch, total_epochs)
         self.round, self.phase = rid_schedule(epoch, total_epochs, self.rounds, self.phase1_fraction)
+        self.lam_factor = 1.0 - epoch / total_epochs if self.lam_decay else 1.0
         self.train(self.training)  # re-apply the per-phase eval modes
 
     def train(self, mode: bool = True):
@@ -148,7 +152,10 @@ class RID(DistillMethod):
             var = var.view(1, -1, 1, 1)
             nll = (var.log() + (fs - ft).pow(2) / var).flatten(1).mean(1)
             total = total + (nll if self.gate == "none" else self._gate(k, ft, batch) * nll).mean()
-        return {"ce": cross_entropy(batch.student_logits, batch.labels), "rid": self.lam * total}
+        return {
+            "ce": cross_entropy(batch.student_logits, batch.labels),
+            "rid": self.lam * self.lam_factor * total,
+        }
 
     @torch.no_grad()
     def _gate(self, k: int, ft: Tensor, batch: Batch) -> Tensor:
