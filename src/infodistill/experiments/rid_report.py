@@ -203,19 +203,25 @@ def _plots(preset, runs: dict, out: Path) -> list[str]:
             ax = axes[i][j]
             for method in preset.methods:
                 logs = runs.get((kind, method)) or []
-                series = []
-                for log in logs:
-                    series.append([next(iter(r["pid"].values()))[key] for r in log if r.get("pid")])
+                # (epoch, value) of the epochs that measured the PID (every pid_every-th and the last)
+                series = [
+                    [(r["epoch"], next(iter(r["pid"].values()))[key]) for r in log if r.get("pid")]
+                    for log in logs
+                ]
                 if not series or not series[0]:
                     continue
                 n = min(len(s) for s in series)
                 ax.plot(
-                    range(1, n + 1),
-                    [mean(s[k] for s in series) for k in range(n)],
+                    [e for e, _ in series[0][:n]],
+                    [mean(s[k][1] for s in series) for k in range(n)],
                     marker="o",
                     ms=3,
                     label=method,
                 )
+            ax.ticklabel_format(axis="y", useOffset=False)
+            lo, hi = ax.dataLim.intervaly
+            if hi - lo < 1e-3:  # a constant term (I(Y;T) of a fixed teacher): a readable band around it
+                ax.set_ylim(lo - 0.05, hi + 0.05)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_title(f"{label}, {kind} teacher", fontsize=9)
             ax.set_xlabel("epoch")
