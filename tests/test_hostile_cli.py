@@ -25,17 +25,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import infodistill
+from gates import AND_RED, and_counts
 from infodistill import cli
-
-AND_RED = 1.5 - 0.75 * math.log2(3.0)
-
-
-def and_counts() -> np.ndarray:
-    c = np.zeros((2, 2, 2))
-    for t in (0, 1):
-        for s in (0, 1):
-            c[t & s, t, s] = 1.0
-    return c
 
 
 class _Evil:

@@ -28,6 +28,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gates import AND_RED, and_counts
 from infodistill.data import (
     DataError,
     load_cifar,
@@ -62,16 +63,7 @@ FUZZ = settings(
 )
 SHORT = settings(FUZZ, max_examples=25)
 
-AND_RED = 1.5 - 0.75 * math.log2(3.0)  # Red(Y:T,S) of Y = T AND S in bits; Syn = 0.5, Uni = 0
 TERMS = ("redundancy", "unique_t", "unique_s", "synergy", "mi_t", "mi_s", "mi_joint")
-
-
-def and_counts() -> np.ndarray:
-    c = np.zeros((2, 2, 2))
-    for t in (0, 1):
-        for s in (0, 1):
-            c[t & s, t, s] = 1.0
-    return c
 
 
 def assert_and_gate(res) -> None:
