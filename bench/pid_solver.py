@@ -5,6 +5,8 @@ Usage::
     python bench/pid_solver.py                 # the default cases below
     python bench/pid_solver.py --quick         # small cases only, one repeat
     python bench/pid_solver.py --sizes 10x32x32 hist-10x128x128 --json results.json
+    git show HEAD~1:src/infodistill/pid/broja.py > /tmp/old_broja.py
+    python bench/pid_solver.py --baseline /tmp/old_broja.py   # also time another solver version
 
 A case is ``YxTxS`` (dense random joint, entries uniform on [0, 1) then normalised) or
 ``hist-YxTxS`` (a sparse histogram of 10000 samples of correlated (Y, T, S), like the histograms of
@@ -12,8 +14,12 @@ label × teacher cluster × student cluster built in representation PID). Inputs
 deterministic. For each case it times ``decompose`` (best of ``--repeats`` runs where the joint has
 at most ``--repeat-max-cells`` cells) and, in the same run, the cvxpy + Clarabel reference on the
 same p (skipped, with a note, when its problem would have more than ``--reference-max-cells``
-variables: that is where it takes more than about a minute). It prints a markdown table and checks
-the targets:
+variables: that is where it takes more than about a minute). ``--baseline FILE`` loads another
+version of ``infodistill/pid/broja.py`` (a trusted file of this repository's history: it is
+executed) and times ``decompose`` with it too, alternating with the current solver, so that a
+speed-up is measured in the same run under the same load. Times are wall-clock, with the process
+CPU time alongside (on a shared machine the CPU time is the steadier of the two). It prints a
+markdown table and checks the targets:
 
 - 10×32×32: ``decompose`` at least 100× faster than the Clarabel reference;
 - 10×128×128: ``decompose`` under 1 s;
@@ -24,6 +30,8 @@ the targets:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -88,13 +96,47 @@ def support_size(p: np.ndarray) -> int:
     return int((p_yt[:, :, None] & p_ys[:, None, :]).sum())
 
 
-def time_decompose(p: np.ndarray, repeats: int):
-    best, res = np.inf, None
+def load_baseline(path: str):
+    """Another version of broja.py as a module of the infodistill.pid package (so that its relative
+    imports resolve), for timing against the current one."""
+    if not os.path.isfile(path):
+        raise argparse.ArgumentTypeError(f"--baseline {path!r}: no such file")
+    spec = importlib.util.spec_from_file_location("infodistill.pid._baseline_broja", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not callable(getattr(module, "solve_broja", None)):
+        raise argparse.ArgumentTypeError(f"--baseline {path!r}: defines no solve_broja")
+    return module
+
+
+@contextlib.contextmanager
+def solver(module):
+    """Run ``decompose`` with ``module.solve_broja`` (None: the current solver)."""
+    # the package exports the function decompose, which shadows its module
+    decompose_module = importlib.import_module("infodistill.pid.decompose")
+
+    saved = decompose_module.solve_broja
+    if module is not None:
+        decompose_module.solve_broja = module.solve_broja
+    try:
+        yield
+    finally:
+        decompose_module.solve_broja = saved
+
+
+def time_decompose(p: np.ndarray, repeats: int, baseline=None):
+    """Best wall-clock and CPU time of ``decompose(p)`` over ``repeats`` runs, and the result; with
+    a baseline module, the same for it, the two run alternately."""
+    modules = [None] if baseline is None else [None, baseline]
+    wall, cpu, res = {}, {}, {}
     for _ in range(max(repeats, 1)):
-        t0 = time.perf_counter()
-        res = decompose(p)
-        best = min(best, time.perf_counter() - t0)
-    return best, res
+        for key, module in enumerate(modules):
+            with solver(module):
+                t0, c0 = time.perf_counter(), time.process_time()
+                res[key] = decompose(p)
+                w, c = time.perf_counter() - t0, time.process_time() - c0
+            wall[key], cpu[key] = min(wall.get(key, np.inf), w), min(cpu.get(key, np.inf), c)
+    return wall, cpu, res
 
 
 def run_case(name: str, args) -> dict:
@@ -104,18 +146,27 @@ def run_case(name: str, args) -> dict:
     cells = int(np.prod(shape))
     n_support = support_size(p)
     repeats = args.repeats if cells <= args.repeat_max_cells else 1
-    ours_s, res = time_decompose(p, repeats)
+    wall, cpu, results = time_decompose(p, repeats, args.baseline_module)
+    res = results[0]
     row = dict(
         case=f"{kind}-{'x'.join(map(str, shape))}",
         kind=kind,
         shape=list(shape),
         nonzero_cells=int((p > 0).sum()),
         support_cells=n_support,
-        ours_s=ours_s,
+        ours_s=wall[0],
+        ours_cpu_s=cpu[0],
         ours_repeats=repeats,
         gap_bits=float(res.gap),
         terms_bits={k: float(getattr(res, k)) for k in (*TERMS, "mi_t", "mi_s", "mi_joint")},
         solver_info={k: v for k, v in res.solver.items() if isinstance(v, (int, float, str, bool))},
+        baseline_s=wall.get(1),
+        baseline_cpu_s=cpu.get(1),
+        baseline_gap_bits=float(results[1].gap) if 1 in results else None,
+        baseline_speedup=wall[1] / wall[0] if 1 in wall else None,
+        baseline_max_abs_diff_bits=(
+            float(max(abs(getattr(res, k) - getattr(results[1], k)) for k in TERMS)) if 1 in results else None
+        ),
         ref_s=None,
         ref_status=None,
         ref_gap_bits=None,
@@ -151,7 +202,7 @@ def run_case(name: str, args) -> dict:
                 f"{row['ref_solves']} solves, {total:.1f} s in all, kept {ref['info']['attempt']}"
             )
         row["ref_gap_bits"] = float(ref["gap"])
-        row["speedup"] = row["ref_s"] / ours_s if ours_s > 0 else float("inf")
+        row["speedup"] = row["ref_s"] / row["ours_s"] if row["ours_s"] > 0 else float("inf")
         row["max_abs_diff_bits"] = float(max(abs(getattr(res, k) - ref[k]) for k in TERMS))
     return row
 
@@ -196,9 +247,9 @@ def _fmt(x, spec):
 
 def markdown(rows: list[dict], targets: list[dict]) -> str:
     lines = [
-        "| case | \\|Y\\|×\\|T\\|×\\|S\\| | support cells | ours (s) | reference (s) | speed-up | "
-        "max \\|Δ term\\| (bits) | our gap (bits) | ref gap (bits) | note |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| case | \\|Y\\|×\\|T\\|×\\|S\\| | support cells | ours (s) | ours CPU (s) | reference (s) | "
+        "speed-up | max \\|Δ term\\| (bits) | our gap (bits) | ref gap (bits) | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         note = r["note"]
@@ -208,11 +259,27 @@ def markdown(rows: list[dict], targets: list[dict]) -> str:
             note = (note + "; " if note else "") + f"ours best of {r['ours_repeats']}"
         lines.append(
             f"| {r['case']} | {'×'.join(map(str, r['shape']))} | {r['support_cells']} | "
-            f"{r['ours_s']:.4f} | {_fmt(r['ref_s'], '.3f')} | "
+            f"{r['ours_s']:.4f} | {r['ours_cpu_s']:.4f} | {_fmt(r['ref_s'], '.3f')} | "
             f"{'—' if r['speedup'] is None else format(r['speedup'], '.1f') + '×'} | "
             f"{_fmt(r['max_abs_diff_bits'], '.1e')} | {r['gap_bits']:.1e} | "
             f"{_fmt(r['ref_gap_bits'], '.1e')} | {note} |"
         )
+    if any(r["baseline_s"] is not None for r in rows):
+        lines += [
+            "",
+            "| case | ours (s) | baseline (s) | speed-up | ours CPU (s) | baseline CPU (s) | "
+            "speed-up (CPU) | baseline gap (bits) | max \\|Δ term\\| (bits) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            if r["baseline_s"] is None:
+                continue
+            lines.append(
+                f"| {r['case']} | {r['ours_s']:.4f} | {r['baseline_s']:.4f} | {r['baseline_speedup']:.2f}× | "
+                f"{r['ours_cpu_s']:.4f} | {r['baseline_cpu_s']:.4f} | "
+                f"{r['baseline_cpu_s'] / r['ours_cpu_s']:.2f}× | {r['baseline_gap_bits']:.1e} | "
+                f"{r['baseline_max_abs_diff_bits']:.1e} |"
+            )
     lines += ["", "| target | holds | measured |", "|---|---|---|"]
     for t in targets:
         holds = "n/a" if t["holds"] is None else ("yes" if t["holds"] else "**NO**")
@@ -242,6 +309,11 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--no-reference", action="store_true", help="do not run the cvxpy reference at all")
     ap.add_argument("--seed", type=int, default=0, help="base seed of the inputs (default 0)")
+    ap.add_argument(
+        "--baseline",
+        metavar="FILE",
+        help="another version of infodistill/pid/broja.py (e.g. from `git show`) to time alongside",
+    )
     ap.add_argument("--json", metavar="PATH", help="also save the results as JSON")
     args = ap.parse_args(argv)
 
@@ -256,6 +328,12 @@ def main(argv=None) -> int:
         names = list(QUICK_CASES if args.quick else DEFAULT_CASES)
     if args.quick:
         args.repeats = 1
+    args.baseline_module = None
+    if args.baseline:
+        try:
+            args.baseline_module = load_baseline(args.baseline)
+        except argparse.ArgumentTypeError as exc:
+            ap.error(str(exc))
 
     meta = dict(
         python=platform.python_version(),
@@ -282,8 +360,10 @@ def main(argv=None) -> int:
         row = run_case(name, args)
         rows.append(row)
         ref = "" if row["ref_s"] is None else f", reference {row['ref_s']:.2f} s"
+        base = "" if row["baseline_s"] is None else f", baseline {row['baseline_s']:.4f} s"
         print(
-            f"  {row['case']}: ours {row['ours_s']:.4f} s (gap {row['gap_bits']:.1e} bits){ref}", flush=True
+            f"  {row['case']}: ours {row['ours_s']:.4f} s (gap {row['gap_bits']:.1e} bits){base}{ref}",
+            flush=True,
         )
     targets = evaluate_targets(rows)
     print()

@@ -6,8 +6,8 @@ import pytest
 from infodistill.pid.broja import _NewtonSystem, _Problem, objective, round_to_feasible
 
 
-def _brute_coupling(A_inv, pi, q, W):
-    """Σ_t B_tᵀ A_t⁻¹ B_t by explicit loops over the pair blocks."""
+def brute_coupling(A_inv, pi, q, W):
+    """Σ_t B_tᵀ A_t⁻¹ B_t by explicit loops over the pair blocks, as (s, y, e, z)."""
     Y, T, S = pi.shape
     out = np.zeros((S * Y, S * Y))
     for t in range(T):
@@ -29,7 +29,7 @@ def test_both_schur_assemblies_match_brute_force(shape):
     W = rng.standard_normal((T, S))  # W = r(1/s − 1) can have either sign
     A = rng.random((T, Y, Y))
     A_inv = np.linalg.inv(A @ A.transpose(0, 2, 1) + np.eye(Y))
-    ref = _brute_coupling(A_inv, pi, q, W)
+    ref = brute_coupling(A_inv, pi, q, W)
     np.testing.assert_allclose(_NewtonSystem._coupling_dense(A_inv, pi, q, W), ref, atol=1e-12)
     np.testing.assert_allclose(_NewtonSystem._coupling_structured(A_inv, pi, q, W), ref, atol=1e-12)
 
@@ -71,7 +71,7 @@ def test_sparse_schur_assembly_matches_brute_force():
     A = rng.random((T, Y, Y))
     A_inv = np.linalg.inv(A @ A.transpose(0, 2, 1) + np.eye(Y))
     sparse_part = _NewtonSystem._coupling_sparse(prob, A_inv, pi, q, W).toarray().reshape(S, Y, S, Y)
-    np.testing.assert_allclose(sparse_part, _brute_coupling(A_inv, pi, q, W), atol=1e-12)
+    np.testing.assert_allclose(sparse_part, brute_coupling(A_inv, pi, q, W), atol=1e-12)
 
 
 def test_degenerate_copy_problem_is_exact():
