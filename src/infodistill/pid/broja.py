@@ -1028,17 +1028,15 @@ def solve_broja(
     tol: float = 1e-9,
     max_iter: int = 100,
 ) -> tuple[np.ndarray, float, float, SolverInfo]:
-    """See ``_solve_broja``; runs it with the BLAS thread count chosen for its size."""
-    with blas_threads(1 if p_ys.size <= SINGLE_THREAD_MAX_N else None):
-        return _solve_broja(p_yt, p_ys, tol, max_iter)
+    """See ``_solve_broja``; runs it with the BLAS thread count chosen for the size of the Newton
+    system it factorises (S·Y, or the number of pairs in pair space)."""
+    prob = _Problem(p_yt, p_ys)
+    n = prob.n_pairs if prob.pair_space else p_ys.size
+    with blas_threads(1 if n <= SINGLE_THREAD_MAX_N else None):
+        return _solve_broja(prob, tol, max_iter)
 
 
-def _solve_broja(
-    p_yt: np.ndarray,
-    p_ys: np.ndarray,
-    tol: float,
-    max_iter: int,
-) -> tuple[np.ndarray, float, float, SolverInfo]:
+def _solve_broja(prob: _Problem, tol: float, max_iter: int) -> tuple[np.ndarray, float, float, SolverInfo]:
     """Minimise f(Q) = −H_Q(Y|T,S) over Δ_P given the pairwise marginals (all symbols used).
 
     A feasible primal-dual interior-point method (Mehrotra predictor-corrector) on the dual: the
@@ -1056,7 +1054,7 @@ def _solve_broja(
     Returns (q, f_upper, d_lower, info): an exactly feasible q with f(q) = f_upper, and a dual
     bound d_lower ≤ min f, so the optimum lies in [d_lower, f_upper]; tol is in nats.
     """
-    prob = _Problem(p_yt, p_ys)
+    p_yt, p_ys = prob.p_yt, prob.p_ys
     ipm = _InteriorPoint(prob)
     info = SolverInfo(iterations=0, converged=False, garbling=None)
     best = [None, np.inf]  # exactly feasible q with the lowest f seen, and that f
