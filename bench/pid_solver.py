@@ -214,14 +214,16 @@ def evaluate_targets(rows: list[dict]) -> list[dict]:
         return [r for r in rows if tuple(r["shape"]) == shape]
 
     out = []
-    cases = [r for r in by_shape((10, 32, 32)) if r["speedup"] is not None]
-    out.append(
-        dict(
-            target="10x32x32: >= 100x faster than cvxpy+Clarabel",
-            holds=all(r["speedup"] >= 100 for r in cases) if cases else None,
-            detail=", ".join(f"{r['case']}: {r['speedup']:.1f}x" for r in cases) or "not measured",
+    # One row per 10x32x32 case: the anchor is the random (dense) joint; the histogram of a
+    # representation is this project's own harder case and is reported separately.
+    for r in [r for r in by_shape((10, 32, 32)) if r["speedup"] is not None]:
+        out.append(
+            dict(
+                target=f"{r['case']}: >= 100x faster than cvxpy+Clarabel",
+                holds=r["speedup"] >= 100,
+                detail=f"{r['speedup']:.1f}x",
+            )
         )
-    )
     for shape, limit in (((10, 128, 128), 1.0), ((100, 32, 32), 2.0)):
         cases = by_shape(shape)
         out.append(
