@@ -39,6 +39,7 @@ RID_VARIANTS = {
     "rid-nofreeze-gate-chance-lam1": {"student_in_phase1": True, "gate": "chance", "lam": 1.0},
     "rid-nofreeze-fixvar-lam1": {"student_in_phase1": True, "learn_variance": False, "lam": 1.0},
     "rid-nofreeze-decay": {"student_in_phase1": True, "lam_decay": True},
+    "rid-nofreeze-proj": {"student_in_phase1": True, "project": True},
 }
 
 

@@ -3,12 +3,14 @@ Partial Information Decomposition", AISTATS 2025) [PID-KD]."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Batch, DistillMethod, cross_entropy, rid_schedule, upcast
+from .base import Batch, DistillMethod, cross_entropy, no_conflict, rid_schedule, upcast
 from .layers import class_head, student_filter, teacher_filter
 
 
@@ -34,7 +36,9 @@ class RID(DistillMethod):
     ``gate`` weights each example's phase-2 term by w_i (detached): "chance" uses
     (p_g(y_i) - 1/C) / (1 - 1/C), "student" uses p_g(y_i) - p_s(y_i) (the teacher head's excess
     confidence in the true label over the student's), both clipped to [0, 1], p_g = softmax g(f_t(T));
-    ``lam_decay`` scales lam by (1 - epoch / total_epochs).
+    ``lam_decay`` scales lam by (1 - epoch / total_epochs); ``project`` removes, per example, the part
+    of the phase-2 gradient at the student's feature map that opposes the CE gradient there
+    (:func:`no_conflict`).
 
     Deviations from the reference code (SPEC §3): the
     phase-2 loss uses log sigma^2 of the Gaussian likelihood, not (sigma^2)^2. Choices: a spatial
@@ -65,6 +69,7 @@ class RID(DistillMethod):
         learn_variance: bool = True,
         gate: str = "none",
         lam_decay: bool = False,
+        project: bool = False,
     ):
         super().__init__(
             num_classes=num_classes, pairs=pairs, student_shapes=student_shapes, teacher_shapes=teacher_shapes
@@ -83,7 +88,7 @@ class RID(DistillMethod):
             bool(learn_variance),
             gate,
         )
-        self.lam_decay, self.lam_factor = bool(lam_decay), 1.0
+        self.lam_decay, self.lam_factor, self.project = bool(lam_decay), 1.0, bool(project)
         pairs = self.pairs
         self.teacher_filters = nn.ModuleList(teacher_filter(p.c_t, p.c_s) for p in pairs)
         self.heads = nn.ModuleList(class_head(p.c_s, p.size, num_classes, head_pool) for p in pairs)
@@ -143,6 +148,14 @@ class RID(DistillMethod):
         return terms
 
     def _phase2(self, batch: Batch) -> dict[str, Tensor]:
+        ce = cross_entropy(batch.student_logits, batch.labels)
+        if self.project and torch.is_grad_enabled():
+            names = list(dict.fromkeys(p.student for p in self.pairs))
+            g = torch.autograd.grad(ce, [batch.student_feats[n] for n in names], retain_graph=True)
+            feats = dict(batch.student_feats) | {
+                n: no_conflict(batch.student_feats[n], gn) for n, gn in zip(names, g, strict=True)
+            }
+            batch = replace(batch, student_feats=feats)
         total = 0.0
         for k, (pair, var) in enumerate(zip(self.pairs, self.variances(), strict=True)):
             s, t = self._maps(batch, pair)
@@ -152,10 +165,7 @@ class RID(DistillMethod):
             var = var.view(1, -1, 1, 1)
             nll = (var.log() + (fs - ft).pow(2) / var).flatten(1).mean(1)
             total = total + (nll if self.gate == "none" else self._gate(k, ft, batch) * nll).mean()
-        return {
-            "ce": cross_entropy(batch.student_logits, batch.labels),
-            "rid": self.lam * self.lam_factor * total,
-        }
+        return {"ce": ce, "rid": self.lam * self.lam_factor * total}
 
     @torch.no_grad()
     def _gate(self, k: int, ft: Tensor, batch: Batch) -> Tensor:
