@@ -238,6 +238,8 @@ def _plots(preset, runs: dict, out: Path) -> list[str]:
 def write_rid_report(preset, out: Path) -> Path:
     from dataclasses import asdict
 
+    from .rid import RID_VARIANTS
+
     runs = collect(preset, out)
     rows = summarise(runs)
     claims = check_claims(rows)
@@ -285,8 +287,10 @@ def write_rid_report(preset, out: Path) -> Path:
             "",
             f"## Beyond the paper: `{preset.variant}`",
             "",
-            "RID with the student trained (cross-entropy) in the filter phases too, where the published "
-            "schedule freezes it (see the README, *Why RID falls below the baseline*).",
+            f"RID with the switches {RID_VARIANTS.get(preset.variant, {})} on top of the published "
+            "method (`student_in_phase1`: the student also trains with cross-entropy in the filter "
+            "phases, where the published schedule freezes it; see the README, *Why RID falls below "
+            "the baseline*).",
             "",
         ]
         for claim, held, numbers in variant:
