@@ -21,20 +21,16 @@ import pytest
 
 import infodistill
 import infodistill.pid
+from gates import AND_RED, and_counts
 from infodistill import cli
 from infodistill.pid import decompose
 from infodistill.pid.decompose import DEFAULT_TOL_BITS
 
-AND_RED = 1.5 - 0.75 * math.log2(3.0)  # 0.311278 bits
 AND_SYN = 0.5
 
 
 def and_gate() -> np.ndarray:
-    p = np.zeros((2, 2, 2))
-    for t in (0, 1):
-        for s in (0, 1):
-            p[t & s, t, s] = 0.25
-    return p
+    return and_counts() / 4.0
 
 
 def random_joint(shape=(3, 4, 2), seed=1) -> np.ndarray:
@@ -522,8 +518,7 @@ def test_cli_and_pid_commands_do_not_import_torch():
     import sys
 
     code = (
-        "import sys; from infodistill.cli import build_parser; build_parser(); "
-        "print('torch' in sys.modules)"
+        "import sys; from infodistill.cli import build_parser; build_parser(); print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

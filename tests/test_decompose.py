@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from gates import AND_RED
 from infodistill.pid import decompose
 
 LN2 = math.log(2.0)
@@ -39,8 +40,6 @@ def rdn() -> np.ndarray:
     p[0, 0, 0] = p[1, 1, 1] = 0.5
     return p
 
-
-AND_RED = 1.5 - 0.75 * math.log2(3.0)  # ≈ 0.311278
 
 GATES = {
     "RDN": (rdn(), dict(redundancy=1.0, unique_t=0.0, unique_s=0.0, synergy=0.0)),
