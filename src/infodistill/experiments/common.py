@@ -21,6 +21,16 @@ def finished(run_dir: Path, epochs: int) -> bool:
     return log.exists() and any(r.get("epoch") == epochs for r in read_log(log))
 
 
+def run_unfinished(configs: list, run, desc: str, progress: bool) -> None:
+    """``run(cfg, progress=False, resume=True)`` for every config whose run directory
+    (``cfg.run.out_dir``) has not logged its last epoch (``cfg.optim.epochs``), with a progress bar."""
+    from tqdm.auto import tqdm
+
+    for cfg in tqdm(configs, desc=desc, disable=not progress):
+        if not finished(Path(cfg.run.out_dir), cfg.optim.epochs):
+            run(cfg, progress=False, resume=True)
+
+
 def mean_std(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
     """``"m ± s"`` over seeds (sample std; 0 for one seed), ``—`` for no values."""
     values = [v for v in values if v is not None]

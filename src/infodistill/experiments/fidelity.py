@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..training.config import DistillConfig, TeacherTrainConfig, load_config
 from ..training.runs import distill, train_teacher
-from .common import atomic_write, finished, overrides
+from .common import atomic_write, overrides, run_unfinished
 
 #: seeds of the teacher members are offset so that no student starts from a member's initialisation
 MEMBER_SEED_OFFSET = 1000
@@ -183,8 +183,6 @@ def teacher_accuracies(p: FidelityPreset, out: Path) -> dict:
 
 def run_fidelity(preset: FidelityPreset, out_dir: str | Path, progress: bool = True) -> Path:
     """Run (or finish) every run of the preset and write the report; returns the report path."""
-    from tqdm.auto import tqdm
-
     from .fidelity_report import write_fidelity_report
 
     if any(lam is not None and not 0 <= lam <= 1 for lam in preset.lambdas):
@@ -195,14 +193,10 @@ def run_fidelity(preset: FidelityPreset, out_dir: str | Path, progress: bool = T
     # Every config is built (and so checked) before anything trains: a bad seed or data name fails now.
     members = [teacher_config(preset, member_dir(out, i), i) for i in range(preset.n_members)]
     grid = [
-        (out / run_name(s.name, seed), distill_config(preset, s, seed, out / run_name(s.name, seed)))
+        distill_config(preset, s, seed, out / run_name(s.name, seed))
         for s, seed in itertools.product(preset.settings(), preset.seeds)
     ]
-    for i, cfg in enumerate(tqdm(members, desc="E2 teachers", disable=not progress)):
-        if not finished(member_dir(out, i), preset.teacher_epochs):
-            train_teacher(cfg, progress=False, resume=True)
+    run_unfinished(members, train_teacher, "E2 teachers", progress)
     teacher_accuracies(preset, out)
-    for run_dir, cfg in tqdm(grid, desc="E2 runs", disable=not progress):
-        if not finished(run_dir, preset.student_epochs):
-            distill(cfg, progress=False, resume=True)
+    run_unfinished(grid, distill, "E2 runs", progress)
     return write_fidelity_report(preset, out)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..training.config import DistillConfig, TeacherTrainConfig, load_config
 from ..training.runs import distill, train_teacher
-from .common import finished as _finished
+from .common import atomic_write, run_unfinished
 from .common import overrides as _overrides
 
 TEACHER_KINDS = ("trained", "untrained", "noisy")
@@ -196,26 +196,18 @@ def run_name(kind: str, method: str, seed: int) -> str:
 
 def run_rid(preset: RIDPreset, out_dir: str | Path, progress: bool = True) -> Path:
     """Run (or finish) every run of the preset and write the report; returns the report path."""
-    from tqdm.auto import tqdm
-
     from .rid_report import write_rid_report
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "preset.json").write_text(json.dumps(asdict(preset), indent=2))
+    atomic_write(out / "preset.json", json.dumps(asdict(preset), indent=2))
     teacher_dir = out / "teacher"
     # Every config is built (and so checked) before anything trains: a bad seed or data name fails now.
     t_cfg = teacher_config(preset, teacher_dir)
     grid = [
-        (
-            run_name(kind, method, seed),
-            distill_config(preset, teacher_dir, kind, method, seed, out / run_name(kind, method, seed)),
-        )
+        distill_config(preset, teacher_dir, kind, method, seed, out / run_name(kind, method, seed))
         for kind, method, seed in itertools.product(preset.teachers, preset.methods, preset.seeds)
     ]
-    if not _finished(teacher_dir, preset.teacher_epochs):
-        train_teacher(t_cfg, progress=False, resume=True)
-    for name, cfg in tqdm(grid, desc="E1 runs", disable=not progress):
-        if not _finished(out / name, preset.student_epochs):
-            distill(cfg, progress=False, resume=True)
+    run_unfinished([t_cfg], train_teacher, "E1 teacher", progress=False)
+    run_unfinished(grid, distill, "E1 runs", progress)
     return write_rid_report(preset, out)
