@@ -163,6 +163,7 @@ def run_case(name: str, args) -> dict:
         baseline_s=wall.get(1),
         baseline_cpu_s=cpu.get(1),
         baseline_gap_bits=float(results[1].gap) if 1 in results else None,
+        baseline_iterations=results[1].solver.get("iterations") if 1 in results else None,
         baseline_speedup=wall[1] / wall[0] if 1 in wall else None,
         baseline_max_abs_diff_bits=(
             float(max(abs(getattr(res, k) - getattr(results[1], k)) for k in TERMS)) if 1 in results else None
@@ -270,8 +271,9 @@ def markdown(rows: list[dict], targets: list[dict]) -> str:
         lines += [
             "",
             "| case | ours (s) | baseline (s) | speed-up | ours CPU (s) | baseline CPU (s) | "
-            "speed-up (CPU) | baseline gap (bits) | max \\|Δ term\\| (bits) |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "speed-up (CPU) | iterations (ours / baseline) | float32 steps | baseline gap (bits) | "
+            "max \\|Δ term\\| (bits) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
             if r["baseline_s"] is None:
@@ -279,7 +281,9 @@ def markdown(rows: list[dict], targets: list[dict]) -> str:
             lines.append(
                 f"| {r['case']} | {r['ours_s']:.4f} | {r['baseline_s']:.4f} | {r['baseline_speedup']:.2f}× | "
                 f"{r['ours_cpu_s']:.4f} | {r['baseline_cpu_s']:.4f} | "
-                f"{r['baseline_cpu_s'] / r['ours_cpu_s']:.2f}× | {r['baseline_gap_bits']:.1e} | "
+                f"{r['baseline_cpu_s'] / r['ours_cpu_s']:.2f}× | "
+                f"{r['solver_info'].get('iterations', '—')} / {r['baseline_iterations']} | "
+                f"{r['solver_info'].get('single_precision_steps', '—')} | {r['baseline_gap_bits']:.1e} | "
                 f"{r['baseline_max_abs_diff_bits']:.1e} |"
             )
     lines += ["", "| target | holds | measured |", "|---|---|---|"]

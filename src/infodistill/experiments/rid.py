@@ -110,7 +110,7 @@ PRESETS = {
         student_train_subset=1000,
         student_epochs=8,
         pid_every=1,
-        methods=("baseline", "rid", *RID_VARIANTS),
+        methods=("baseline", "kd", "rid", *RID_VARIANTS),
         seeds=(0, 1, 2),
     ),
     # The [PID-KD] CIFAR-10 setting (needs --data cifar10 --data-dir DIR).
