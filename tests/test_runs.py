@@ -205,3 +205,24 @@ def test_pid_of_a_noisy_teacher_measures_the_noisy_features(tmp_path, teacher_di
     )
     # Features replaced by pure noise carry (almost) no label information; the clean ones do.
     assert noisy["pid"]["stage3|stage3"]["mi_t"] < 0.25 < clean["pid"]["stage3|stage3"]["mi_t"]
+
+
+def test_rid_at_zero_weight_trains_the_student_exactly_as_the_baseline(tmp_path, teacher_dir):
+    """Second path to the same weights: with lam = 0 and the student trained in the filter phases,
+    RID's filters and heads must not touch the student's updates. The clip is small enough to engage
+    on every step, so one norm shared by the student and RID's heads (what the trainer did before)
+    changes the student's steps; this is what put `rid-nofreeze` half a point under the baseline."""
+    clip = ["optim.grad_clip=0.05", "optim.epochs=3"]
+    base_fit = build_distillation(distill_cfg(tmp_path, teacher_dir, "baseline", *clip), progress=False)
+    base_fit.run()
+    params = "method.params={lam: 0.0, student_in_phase1: true, rounds: 2}"
+    fit = build_distillation(
+        distill_cfg(tmp_path, teacher_dir, "rid", FEATURE_PAIR, params, *clip), progress=False
+    )
+    heads = {k: v.clone() for k, v in fit.extra.heads.state_dict().items()}
+    fit.run()
+    assert any(not torch.equal(v, fit.extra.heads.state_dict()[k]) for k, v in heads.items())  # heads trained
+    for (k, a), b in zip(
+        base_fit.student.state_dict().items(), fit.student.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), k

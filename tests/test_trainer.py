@@ -5,10 +5,18 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from infodistill.training.config import DataConfig, OptimConfig, RunConfig
-from infodistill.training.trainer import Fit, TrainingError, cross_entropy_step, lr_factor, read_log
+from infodistill.training.trainer import (
+    Fit,
+    StepOutput,
+    TrainingError,
+    cross_entropy_step,
+    lr_factor,
+    read_log,
+)
 
 
 def tiny_data(seed=0, n=96):
@@ -134,3 +142,52 @@ def test_non_finite_weights_after_a_finite_loss_stop_before_the_checkpoint(tmp_p
         fit.run()
     assert json.loads((tmp_path / "latest.json").read_text()) == {"latest": "epoch-0001"}
     assert [r["epoch"] for r in read_log(tmp_path / "log.jsonl")] == [1]
+
+
+def test_grad_clip_is_per_module_so_a_method_head_never_shrinks_the_student_step(tmp_path):
+    """One SGD step (no momentum, no decay, whole set in one batch), checked by hand: the student's
+    gradient is clipped on its own norm and the method's on its own, so a huge auxiliary gradient
+    leaves the student's step exactly the unclipped cross-entropy step (a global norm would have
+    scaled it by 5 / ||g_extra||)."""
+    torch.manual_seed(0)
+    student = nn.Linear(6, 2)
+    extra = nn.Linear(3, 1, bias=False)  # stands in for a filter head
+    x, y = tiny_data(n=32)
+    s0 = [p.detach().clone() for p in student.parameters()]
+    w0 = extra.weight.detach().clone()
+
+    def step(xb, yb, epoch, idx=None):
+        logits = student(xb)
+        # d/dw of 1e4 * sum(w) is 1e4 everywhere: norm 1e4 * sqrt(3), far above the clip.
+        return StepOutput({"ce": F.cross_entropy(logits, yb), "aux": 1e4 * extra.weight.sum()}, logits)
+
+    lr, clip = 0.1, 5.0
+    fit = Fit(
+        student=student,
+        extra=extra,
+        train_x=x,
+        train_y=y,
+        test_x=x,
+        test_y=y,
+        data=DataConfig(batch_size=32, eval_batch_size=32),
+        optim=OptimConfig(
+            lr=lr, epochs=1, schedule="constant", momentum=0.0, weight_decay=0.0, grad_clip=clip
+        ),
+        run_cfg=RunConfig(seed=0, out_dir=str(tmp_path)),
+        step=step,
+        progress=False,
+    )
+    fit.run()
+    # Independent computation of the student's cross-entropy gradient on the whole set.
+    ref = nn.Linear(6, 2)
+    with torch.no_grad():
+        ref.weight.copy_(s0[0])
+        ref.bias.copy_(s0[1])
+    F.cross_entropy(ref(x), y).backward()
+    g = [ref.weight.grad, ref.bias.grad]
+    norm = float(torch.sqrt(sum((gi**2).sum() for gi in g)))
+    assert norm < clip  # the student's own gradient is not clipped here
+    for p, p0, gi in zip(student.parameters(), s0, g, strict=True):
+        torch.testing.assert_close(p.detach(), p0 - lr * gi, rtol=0, atol=1e-6)
+    # The method's step is its gradient scaled to norm `clip`: each entry moves by lr * clip / sqrt(3).
+    torch.testing.assert_close(extra.weight.detach(), w0 - lr * clip / math.sqrt(3.0), rtol=0, atol=1e-6)

@@ -70,7 +70,8 @@ class OptimConfig:
     milestones: list[int] = field(default_factory=list)
     gamma: float = 0.1
     epochs: int = 10
-    #: clip the global gradient norm at this value (None: no clipping)
+    #: clip the gradient norm at this value (None: no clipping), separately for the student and for
+    #: the distillation method's own parameters
     grad_clip: float | None = None
 
     def check(self, key: str) -> None:
