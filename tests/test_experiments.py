@@ -133,3 +133,32 @@ def test_variant_claims_use_the_standard_error_of_the_difference():
     rows[("untrained", "v")] = row(0.775, 0.785, 0.795)  # d = -1.5 pt > se below
     rows[("trained", "v")] = row(0.80, 0.81, 0.82)
     assert [h for _, h, _ in check_variant(rows, "v")] == [False, False]
+
+
+def test_the_papers_data_set_selects_the_papers_setting(tmp_path, monkeypatch, capsys):
+    """`--data cifar10` without `--preset` runs [PID-KD]'s WRN-40-2 -> WRN-16-1 setting (and
+    `--data cifar100` [FID]'s); an explicit `--preset` still wins, and other data keep `quick`."""
+    import infodistill.experiments.fidelity as e2
+    import infodistill.experiments.rid as e1
+
+    seen = []
+
+    def fake(preset, out, progress=True):
+        seen.append((preset.name, preset.data, preset.data_root, str(out)))
+        return tmp_path / "report.md"
+
+    monkeypatch.setattr(e1, "run_rid", fake)
+    monkeypatch.setattr(e2, "run_fidelity", fake)
+    d = str(tmp_path / "cifar")
+    assert main(["reproduce", "rid", "--data", "cifar10", "--data-dir", d, "--quiet"]) == 0
+    assert main(["reproduce", "fidelity", "--data", "cifar100", "--data-dir", d, "--quiet"]) == 0
+    assert main(["reproduce", "rid", "--preset", "quick", "--data", "cifar10", "--data-dir", d]) == 0
+    assert main(["reproduce", "rid", "--data", "digits", "--quiet"]) == 0
+    assert seen == [
+        ("cifar10", "cifar10", d, "runs/reproduce-rid-cifar10"),
+        ("cifar100", "cifar100", d, "runs/reproduce-fidelity-cifar100"),
+        ("quick", "cifar10", d, "runs/reproduce-rid-quick"),
+        ("quick", "digits", None, "runs/reproduce-rid-quick"),
+    ]
+    rid_cifar = e1.PRESETS["cifar10"]
+    assert (rid_cifar.teacher_model["name"], rid_cifar.student_model["name"]) == ("wrn-40-2", "wrn-16-1")
