@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 
 from infodistill.cli import main
@@ -35,6 +36,13 @@ def test_run_rid_writes_a_report_and_resumes(tmp_path):
             assert f"| {kind} | {method} |" in text
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert len(summary["claims"]) == 6 + 3 and all(c["held"] in (True, False) for c in summary["claims"])
+    assert "## Difference from the baseline (pt), paired by seed" in text
+    rows, paired = summary["rows"], summary["paired_differences"]
+    for key, diffs in paired.items():  # the same seeds, in order, as the accuracy table's lists
+        kind = key.split("|")[0]
+        expected = [a - b for a, b in zip(rows[key]["last"], rows[f"{kind}|baseline"]["last"], strict=True)]
+        assert diffs == pytest.approx(expected, abs=1e-12)
+    assert len(paired) == 3 * (len(RIDPreset(**TINY).methods) - 1)
     # Rerunning finds every run finished: nothing is retrained (logs untouched).
     before = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/log.jsonl")}
     run_rid(RIDPreset(**TINY), tmp_path, progress=False)
@@ -162,3 +170,24 @@ def test_the_papers_data_set_selects_the_papers_setting(tmp_path, monkeypatch, c
     ]
     rid_cifar = e1.PRESETS["cifar10"]
     assert (rid_cifar.teacher_model["name"], rid_cifar.student_model["name"]) == ("wrn-40-2", "wrn-16-1")
+
+
+def test_paired_differences_match_seed_by_seed_and_skip_unfinished_runs(tmp_path):
+    from infodistill.experiments.rid_report import paired_differences
+
+    preset = RIDPreset(
+        **{**TINY, "teachers": ("trained",), "methods": ("baseline", "rid"), "seeds": (0, 1, 2, 3)}
+    )
+    acc = {("baseline", 0): 0.80, ("baseline", 1): 0.70, ("baseline", 2): 0.75, ("rid", 0): 0.82}
+    acc |= {("rid", 1): 0.71, ("rid", 2): 0.90, ("baseline", 3): 0.60}  # rid seed 3 never ran
+
+    for (method, seed), a in acc.items():
+        run = tmp_path / f"trained-{method}-s{seed}"
+        run.mkdir()
+        epochs = 1 if (method, seed) == ("rid", 2) else 2  # rid seed 2 was interrupted after epoch 1
+        lines = [{"epoch": e + 1, "test": {"accuracy": a if e + 1 == epochs else 0.1}} for e in range(epochs)]
+        (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    d = paired_differences(preset, tmp_path)
+    assert list(d) == [("trained", "rid")]
+    # Only seeds 0 and 1 have both runs finished: differences +2 and +1 points.
+    assert d[("trained", "rid")] == [pytest.approx(0.02), pytest.approx(0.01)]

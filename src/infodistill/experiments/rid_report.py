@@ -38,6 +38,32 @@ def _final_pid(log: list[dict], key: str):
     return None
 
 
+def paired_differences(preset, out: Path) -> dict:
+    """{(teacher, method): [last-epoch test accuracy minus the baseline's, one per seed]} over the seeds
+    where both runs finished. The same seed gives the same initialisation and data order (a method
+    whose distillation weight is 0 trains the student bit for bit like the baseline), so the paired
+    difference removes the seed-to-seed noise the two means share."""
+    from .rid import run_name
+
+    def last(kind, method, seed):
+        path = out / run_name(kind, method, seed) / "log.jsonl"
+        if not path.exists():
+            return None
+        log = read_log(path)
+        return log[-1]["test"]["accuracy"] if log and len(log) == preset.student_epochs else None
+
+    diffs = {}
+    for kind in preset.teachers:
+        for method in preset.methods:
+            if method == "baseline":
+                continue
+            pairs = [(last(kind, method, s), last(kind, "baseline", s)) for s in preset.seeds]
+            d = [a - b for a, b in pairs if a is not None and b is not None]
+            if d:
+                diffs[(kind, method)] = d
+    return diffs
+
+
 def summarise(runs: dict) -> dict:
     """Per (teacher, method): last/best test accuracy and final PID terms over seeds."""
     rows = {}
@@ -281,6 +307,22 @@ def write_rid_report(preset, out: Path) -> Path:
     for claim, held, numbers in claims:
         verdict = "**held**" if held else "**did not hold**"
         lines.append(f"- {claim}: {verdict} ({numbers})")
+    diffs = paired_differences(preset, out)
+    if diffs:
+        lines += [
+            "",
+            "## Difference from the baseline (pt), paired by seed",
+            "",
+            "Each seed's last-epoch test accuracy minus the baseline's with the same seed (same "
+            "initialisation and data order); standard error of the mean difference.",
+            "",
+            "| teacher | method | mean difference | standard error | seeds better / equal / worse |",
+            "|---|---|---|---|---|",
+        ]
+        for (kind, method), d in diffs.items():
+            se = sqrt(_var(d) / len(d))
+            counts = f"{sum(x > 0 for x in d)} / {sum(x == 0 for x in d)} / {sum(x < 0 for x in d)}"
+            lines.append(f"| {kind} | {method} | {100 * mean(d):+.2f} | {100 * se:.2f} | {counts} |")
     variant = check_variant(rows, preset.variant) if preset.variant else []
     if variant:
         lines += [
@@ -306,6 +348,7 @@ def write_rid_report(preset, out: Path) -> Path:
             {
                 "claims": [{"claim": c, "held": h, "numbers": n} for c, h, n in claims],
                 "rows": {f"{k}|{m}": v for (k, m), v in rows.items()},
+                "paired_differences": {f"{k}|{m}": d for (k, m), d in diffs.items()},
             },
             indent=2,
         ),
