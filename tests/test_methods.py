@@ -275,45 +275,6 @@ def test_rid_student_trains_in_phase1_when_asked():
     assert all(g is None for n, g in grads(rid).items() if n.startswith(("student_filters", "alphas")))
 
 
-def test_rid_lam_decay_scales_the_phase2_term_linearly():
-    student = TinyStudent()
-    b = make_batch(student)
-    plain, decayed = rid_for(5), rid_for(5, lam_decay=True)  # epoch 5 of 40: factor 1 - 5/40
-    assert decayed(b)["rid"].item() == pytest.approx(plain(b)["rid"].item() * 35 / 40, rel=1e-6)
-    assert decayed(b)["ce"].item() == pytest.approx(plain(b)["ce"].item(), rel=1e-6)
-
-
-def test_no_conflict_projects_only_opposing_examples():
-    from infodistill.methods.base import no_conflict
-
-    ref = torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.0, 0.0]])
-    x = torch.zeros(3, 2, requires_grad=True)
-    incoming = torch.tensor([[-3.0, 4.0], [1.0, 5.0], [-1.0, -1.0]])
-    (no_conflict(x, ref) * incoming).sum().backward()
-    # row 0 opposes ref: its ref component (-3) is removed; row 1 agrees; row 2 has no reference
-    expected = torch.tensor([[0.0, 4.0], [1.0, 5.0], [-1.0, -1.0]])
-    assert torch.allclose(x.grad, expected)
-
-
-def test_rid_projection_keeps_the_loss_and_never_opposes_ce_at_the_features():
-    student = TinyStudent()
-    b = make_batch(student)
-    plain, proj = rid_for(5), rid_for(5, project=True)
-    s = b.student_feats["s1"]
-    out_p, out_q = plain(b), proj(b)
-    assert out_q["rid"].item() == pytest.approx(out_p["rid"].item(), rel=1e-6)  # forward unchanged
-    g_ce = torch.autograd.grad(out_q["ce"], s, retain_graph=True)[0]
-    g_rid = torch.autograd.grad(out_q["rid"], s, retain_graph=True)[0]
-    g_raw = torch.autograd.grad(out_p["rid"], s, retain_graph=True)[0]
-    raw_dots = (g_raw * g_ce).flatten(1).sum(1)
-    assert raw_dots.min() < 0 < raw_dots.max()  # the batch has examples of both kinds
-    dots = (g_rid * g_ce).flatten(1).sum(1)
-    # zero up to float32 rounding where projected
-    assert (dots >= -1e-6 * g_rid.flatten(1).norm(dim=1) * g_ce.flatten(1).norm(dim=1)).all()
-    keep = raw_dots >= 0  # where the plain gradient did not oppose CE, it is untouched
-    assert torch.allclose(g_rid[keep], g_raw[keep])
-
-
 def test_rid_fixed_variance_is_not_trained():
     student = TinyStudent()
     rid = rid_for(5, learn_variance=False)

@@ -176,31 +176,6 @@ def rid_schedule(epoch: int, total_epochs: int, rounds: int = 10, phase1_fractio
     raise AssertionError("unreachable")
 
 
-class _NoConflict(torch.autograd.Function):
-    """Identity forward; backward removes, per example, the component of the incoming gradient
-    that opposes ``reference`` (PCGrad-style surgery, Yu et al. 2020): where <grad_i, ref_i> < 0,
-    grad_i <- grad_i - <grad_i, ref_i> / ||ref_i||^2 * ref_i, so a descent step on the loss behind
-    ``grad`` never increases the loss behind ``reference`` to first order."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, reference: Tensor) -> Tensor:
-        ctx.save_for_backward(reference)
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        (ref,) = ctx.saved_tensors
-        g, r = grad.flatten(1).double(), ref.flatten(1).double()
-        dot, norm2 = (g * r).sum(1, keepdim=True), (r * r).sum(1, keepdim=True)
-        coef = torch.where((dot < 0) & (norm2 > 0), dot / norm2.clamp_min(1e-300), torch.zeros_like(dot))
-        return (g - coef * r).to(grad.dtype).view_as(grad), None
-
-
-def no_conflict(x: Tensor, reference: Tensor) -> Tensor:
-    """``x`` unchanged, but the gradient flowing back through it never opposes ``reference``."""
-    return _NoConflict.apply(x, reference.detach())
-
-
 class DistillMethod(nn.Module):
     """Base class; see the module docstring for the contract."""
 

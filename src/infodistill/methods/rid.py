@@ -3,14 +3,12 @@ Partial Information Decomposition", AISTATS 2025) [PID-KD]."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Batch, DistillMethod, cross_entropy, no_conflict, rid_schedule, upcast
+from .base import Batch, DistillMethod, cross_entropy, rid_schedule, upcast
 from .layers import class_head, student_filter, teacher_filter
 
 
@@ -23,29 +21,23 @@ class RID(DistillMethod):
     2C_s->C_s), per-channel variance sigma^2_k = softplus(alpha_k) + 1e-3 with alpha initialised to 5.
     Rounds alternate two phases (schedule: :func:`rid_schedule`):
 
-    phase 1 "filter" (updates f_t, g):
+    phase 1 "filter" (updates f_t, g; f_s(S_k), sigma^2 and the student are fixed):
         sum_k CE(g(f_t(T_k)), y) + [round > 0] * sum_k mean[(f_s(S_k) - f_t(T_k))^2 / sigma^2_k]
-        (f_s(S_k) and sigma^2 fixed; the student is not trained)
-    phase 2 "student" (updates student, f_s, alpha):
+    phase 2 "student" (updates student, f_s, alpha; f_t(T_k) is fixed):
         CE(z_s, y) + lam * sum_k mean[log sigma^2_k + (f_s(S_k) - f_t(T_k))^2 / sigma^2_k],  lam = 10
-        (f_t(T_k) fixed)
 
-    Means run over batch, channels and positions. Ablation switches (defaults = the paper):
-    ``student_in_phase1`` trains the student with CE during phase 1 too (the paper freezes it, so it
-    loses a quarter of its epochs); ``learn_variance=False`` keeps sigma^2 at its initial value;
-    ``gate`` weights each example's phase-2 term by w_i (detached): "chance" uses
-    (p_g(y_i) - 1/C) / (1 - 1/C), "student" uses p_g(y_i) - p_s(y_i) (the teacher head's excess
-    confidence in the true label over the student's), both clipped to [0, 1], p_g = softmax g(f_t(T));
-    ``lam_decay`` scales lam by (1 - epoch / total_epochs); ``project`` removes, per example, the part
-    of the phase-2 gradient at the student's feature map that opposes the CE gradient there
-    (:func:`no_conflict`).
+    Means run over batch, channels and positions. Switches (defaults = the paper): ``student_in_phase1``
+    trains the student with CE in phase 1 too (the paper freezes it, so it loses a quarter of its
+    epochs: the `rid-nofreeze` variant); ``learn_variance=False`` keeps sigma^2 at its initial value;
+    ``gate`` weights each example's phase-2 term by a detached w_i in [0, 1]: "chance" uses
+    (p_g(y_i) - 1/C) / (1 - 1/C), "student" p_g(y_i) - p_s(y_i), clipped; p_g = softmax g(f_t(T)).
 
-    Deviations from the reference code (SPEC §3): the
-    phase-2 loss uses log sigma^2 of the Gaussian likelihood, not (sigma^2)^2. Choices: a spatial
-    mismatch is bridged by average-pooling both maps to the smaller one before the filters; the filter
-    a phase does not update runs in eval mode (BatchNorm on running statistics, as for the frozen
-    teacher), so its output is a fixed target; ``head_pool`` optionally pools f_t's output to at most
-    head_pool x head_pool before g's flatten (default None: flatten the full map, as the paper).
+    Deviation from the reference code (SPEC §3): the phase-2 loss uses log sigma^2 of the Gaussian
+    likelihood, not (sigma^2)^2. Choices: a spatial mismatch is bridged by average-pooling both maps
+    to the smaller one before the filters; the filter a phase does not update runs in eval mode
+    (BatchNorm on running statistics, as for the frozen teacher), so its output is a fixed target;
+    ``head_pool`` optionally pools f_t's output to at most head_pool x head_pool before g's flatten
+    (default None: flatten the full map, as the paper).
     """
 
     name = "rid"
@@ -68,8 +60,6 @@ class RID(DistillMethod):
         student_in_phase1: bool = False,
         learn_variance: bool = True,
         gate: str = "none",
-        lam_decay: bool = False,
-        project: bool = False,
     ):
         super().__init__(
             num_classes=num_classes, pairs=pairs, student_shapes=student_shapes, teacher_shapes=teacher_shapes
@@ -79,16 +69,11 @@ class RID(DistillMethod):
                 "need rounds >= 1, 0 < phase1_fraction < 1, var_eps > 0; "
                 f"got {rounds}, {phase1_fraction}, {var_eps}"
             )
-        self.lam, self.rounds, self.phase1_fraction = float(lam), int(rounds), float(phase1_fraction)
-        self.var_eps, self.round = float(var_eps), 0
         if gate not in ("none", "chance", "student"):
             raise ValueError(f"gate must be 'none', 'chance' or 'student', got {gate!r}")
-        self.student_in_phase1, self.learn_variance, self.gate = (
-            bool(student_in_phase1),
-            bool(learn_variance),
-            gate,
-        )
-        self.lam_decay, self.lam_factor, self.project = bool(lam_decay), 1.0, bool(project)
+        self.lam, self.rounds, self.phase1_fraction = float(lam), int(rounds), float(phase1_fraction)
+        self.var_eps, self.round, self.gate = float(var_eps), 0, gate
+        self.student_in_phase1, self.learn_variance = bool(student_in_phase1), bool(learn_variance)
         pairs = self.pairs
         self.teacher_filters = nn.ModuleList(teacher_filter(p.c_t, p.c_s) for p in pairs)
         self.heads = nn.ModuleList(class_head(p.c_s, p.size, num_classes, head_pool) for p in pairs)
@@ -101,7 +86,6 @@ class RID(DistillMethod):
     def set_phase(self, epoch: int, total_epochs: int) -> None:
         super().set_phase(epoch, total_epochs)
         self.round, self.phase = rid_schedule(epoch, total_epochs, self.rounds, self.phase1_fraction)
-        self.lam_factor = 1.0 - epoch / total_epochs if self.lam_decay else 1.0
         self.train(self.training)  # re-apply the per-phase eval modes
 
     def train(self, mode: bool = True):
@@ -124,14 +108,11 @@ class RID(DistillMethod):
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         self._require_phase()
-        if self.phase == "filter":
-            return self._phase1(batch)
-        return self._phase2(batch)
+        return self._phase1(batch) if self.phase == "filter" else self._phase2(batch)
 
     def _phase1(self, batch: Batch) -> dict[str, Tensor]:
         ce, match = 0.0, 0.0
-        with torch.no_grad():
-            variances = self.variances()
+        variances = [v.detach() for v in self.variances()]  # sigma^2 fixed in phase 1
         for k, pair in enumerate(self.pairs):
             s, t = self._maps(batch, pair)
             ft = upcast(self.teacher_filters[k](t))
@@ -140,22 +121,13 @@ class RID(DistillMethod):
                 with torch.no_grad():  # student side fixed in phase 1
                     fs = upcast(self.student_filters[k](s))
                 match = match + ((fs - ft).pow(2) / variances[k].view(1, -1, 1, 1)).mean()
-        terms = {"filter_ce": ce}
-        if self.round > 0:
-            terms["filter_match"] = match
+        terms = {"filter_ce": ce} | ({"filter_match": match} if self.round > 0 else {})
         if self.student_in_phase1:
             terms["ce"] = cross_entropy(batch.student_logits, batch.labels)
         return terms
 
     def _phase2(self, batch: Batch) -> dict[str, Tensor]:
         ce = cross_entropy(batch.student_logits, batch.labels)
-        if self.project and torch.is_grad_enabled():
-            names = list(dict.fromkeys(p.student for p in self.pairs))
-            g = torch.autograd.grad(ce, [batch.student_feats[n] for n in names], retain_graph=True)
-            feats = dict(batch.student_feats) | {
-                n: no_conflict(batch.student_feats[n], gn) for n, gn in zip(names, g, strict=True)
-            }
-            batch = replace(batch, student_feats=feats)
         total = 0.0
         for k, (pair, var) in enumerate(zip(self.pairs, self.variances(), strict=True)):
             s, t = self._maps(batch, pair)
@@ -165,14 +137,13 @@ class RID(DistillMethod):
             var = var.view(1, -1, 1, 1)
             nll = (var.log() + (fs - ft).pow(2) / var).flatten(1).mean(1)
             total = total + (nll if self.gate == "none" else self._gate(k, ft, batch) * nll).mean()
-        return {"ce": ce, "rid": self.lam * self.lam_factor * total}
+        return {"ce": ce, "rid": self.lam * total}
 
     @torch.no_grad()
     def _gate(self, k: int, ft: Tensor, batch: Batch) -> Tensor:
         y = batch.labels.view(-1, 1)
         p_t = F.softmax(upcast(self.heads[k](ft)), dim=1).gather(1, y).squeeze(1)
         if self.gate == "chance":
-            c = self.num_classes
-            return ((p_t - 1.0 / c) / (1.0 - 1.0 / c)).clamp(0.0, 1.0)
+            return ((p_t - 1.0 / self.num_classes) / (1.0 - 1.0 / self.num_classes)).clamp(0.0, 1.0)
         p_s = F.softmax(upcast(batch.student_logits), dim=1).gather(1, y).squeeze(1)
         return (p_t - p_s).clamp(0.0, 1.0)
