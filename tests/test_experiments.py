@@ -173,7 +173,7 @@ def test_the_papers_data_set_selects_the_papers_setting(tmp_path, monkeypatch, c
 
 
 def test_paired_differences_match_seed_by_seed_and_skip_unfinished_runs(tmp_path):
-    from infodistill.experiments.rid_report import paired_differences
+    from infodistill.experiments.rid_report import collect, paired_differences
 
     preset = RIDPreset(
         **{**TINY, "teachers": ("trained",), "methods": ("baseline", "rid"), "seeds": (0, 1, 2, 3)}
@@ -187,7 +187,7 @@ def test_paired_differences_match_seed_by_seed_and_skip_unfinished_runs(tmp_path
         epochs = 1 if (method, seed) == ("rid", 2) else 2  # rid seed 2 was interrupted after epoch 1
         lines = [{"epoch": e + 1, "test": {"accuracy": a if e + 1 == epochs else 0.1}} for e in range(epochs)]
         (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
-    d = paired_differences(preset, tmp_path)
+    d = paired_differences(collect(preset, tmp_path), preset.student_epochs)
     assert list(d) == [("trained", "rid")]
     # Only seeds 0 and 1 have both runs finished: differences +2 and +1 points.
     assert d[("trained", "rid")] == [pytest.approx(0.02), pytest.approx(0.01)]

@@ -15,10 +15,15 @@ def overrides(d: dict, prefix: str) -> list[str]:
     return [f"{prefix}.{k}={json.dumps(v)}" for k, v in d.items()]
 
 
+def logged_last_epoch(log: list[dict], epochs: int) -> bool:
+    """Whether a run's log records its last epoch ``epochs``."""
+    return any(r.get("epoch") == epochs for r in log)
+
+
 def finished(run_dir: Path, epochs: int) -> bool:
     """Whether the run in ``run_dir`` has logged its last epoch (then it is skipped on a rerun)."""
     log = run_dir / "log.jsonl"
-    return log.exists() and any(r.get("epoch") == epochs for r in read_log(log))
+    return log.exists() and logged_last_epoch(read_log(log), epochs)
 
 
 def run_unfinished(configs: list, run, desc: str, progress: bool) -> None:
@@ -46,3 +51,14 @@ def atomic_write(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def save_figure(fig, out: Path, name: str) -> str:
+    """Lay the figure out, write it to ``out / name`` (PNG, 120 dpi) and close it; returns ``name``
+    for the report's list of plots."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=120)
+    plt.close(fig)
+    return name

@@ -9,7 +9,7 @@ from pathlib import Path
 from statistics import mean
 
 from ..training.trainer import read_log
-from .common import atomic_write, mean_std
+from .common import atomic_write, mean_std, save_figure
 
 #: agreement at or above this counts as "≈ 100 %" (FID's "jumps to ~100 % train agreement")
 NEAR_FULL = 0.99
@@ -182,10 +182,7 @@ def _plots(preset, rows: dict, out: Path) -> list[str]:
         ax.set_ylabel("student test accuracy (%)")
         ax.grid(alpha=0.3)
     fig.suptitle("Fidelity vs generalisation (mean over seeds)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out / "agreement_vs_accuracy.png", dpi=120)
-    plt.close(fig)
-    files.append("agreement_vs_accuracy.png")
+    files.append(save_figure(fig, out, "agreement_vs_accuracy.png"))
 
     curve = lambda_curve(preset, rows)
     if curve:
@@ -206,10 +203,7 @@ def _plots(preset, rows: dict, out: Path) -> list[str]:
         ax.set_ylabel("%")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "agreement_vs_lambda.png", dpi=120)
-        plt.close(fig)
-        files.append("agreement_vs_lambda.png")
+        files.append(save_figure(fig, out, "agreement_vs_lambda.png"))
     return files
 
 

@@ -10,24 +10,21 @@ from statistics import mean, variance
 
 from ..training.trainer import read_log
 from .common import atomic_write as _atomic_write
+from .common import logged_last_epoch, save_figure
 from .common import mean_std as _ms
 
 PID_KEYS = (("redundancy", "Red(Y:T,S)"), ("unique_t", "Uni(Y:T\\S)"), ("mi_t", "I(Y;T)"), ("mi_s", "I(Y;S)"))
 
 
 def collect(preset, out: Path) -> dict:
-    """{(teacher, method): [log of each seed]} for the runs that exist."""
+    """{(teacher, method): {seed: log}} for the runs that exist."""
     from .rid import run_name
 
     runs = {}
     for kind in preset.teachers:
         for method in preset.methods:
-            logs = []
-            for seed in preset.seeds:
-                path = out / run_name(kind, method, seed) / "log.jsonl"
-                if path.exists():
-                    logs.append(read_log(path))
-            runs[(kind, method)] = logs
+            paths = {seed: out / run_name(kind, method, seed) / "log.jsonl" for seed in preset.seeds}
+            runs[(kind, method)] = {seed: read_log(p) for seed, p in paths.items() if p.exists()}
     return runs
 
 
@@ -38,36 +35,33 @@ def _final_pid(log: list[dict], key: str):
     return None
 
 
-def paired_differences(preset, out: Path) -> dict:
-    """{(teacher, method): [last-epoch test accuracy minus the baseline's, one per seed]} over the seeds
-    where both runs finished. The same seed gives the same initialisation and data order (a method
-    whose distillation weight is 0 trains the student bit for bit like the baseline), so the paired
-    difference removes the seed-to-seed noise the two means share."""
-    from .rid import run_name
+def paired_differences(runs: dict, epochs: int) -> dict:
+    """{(teacher, method): [last-epoch test accuracy minus the baseline's, one per seed]} from
+    :func:`collect`'s runs, over the seeds where both runs logged their last epoch ``epochs``. The
+    same seed gives the same initialisation and data order (a method whose distillation weight is 0
+    trains the student bit for bit like the baseline), so the paired difference removes the
+    seed-to-seed noise the two means share."""
 
-    def last(kind, method, seed):
-        path = out / run_name(kind, method, seed) / "log.jsonl"
-        if not path.exists():
-            return None
-        log = read_log(path)
-        return log[-1]["test"]["accuracy"] if log and len(log) == preset.student_epochs else None
+    def last(kind, method) -> dict:
+        logs = runs.get((kind, method), {})
+        return {s: log[-1]["test"]["accuracy"] for s, log in logs.items() if logged_last_epoch(log, epochs)}
 
     diffs = {}
-    for kind in preset.teachers:
-        for method in preset.methods:
-            if method == "baseline":
-                continue
-            pairs = [(last(kind, method, s), last(kind, "baseline", s)) for s in preset.seeds]
-            d = [a - b for a, b in pairs if a is not None and b is not None]
-            if d:
-                diffs[(kind, method)] = d
+    for kind, method in runs:
+        if method == "baseline":
+            continue
+        ours, base = last(kind, method), last(kind, "baseline")
+        d = [ours[s] - base[s] for s in ours if s in base]
+        if d:
+            diffs[(kind, method)] = d
     return diffs
 
 
 def summarise(runs: dict) -> dict:
     """Per (teacher, method): last/best test accuracy and final PID terms over seeds."""
     rows = {}
-    for (kind, method), logs in runs.items():
+    for (kind, method), by_seed in runs.items():
+        logs = list(by_seed.values())
         if not logs:
             continue
         last = [log[-1]["test"]["accuracy"] for log in logs]
@@ -204,7 +198,7 @@ def _plots(preset, runs: dict, out: Path) -> list[str]:
     )
     for ax, kind in zip(axes[0], preset.teachers, strict=True):
         for method in preset.methods:
-            logs = runs.get((kind, method)) or []
+            logs = list(runs.get((kind, method), {}).values())
             if not logs:
                 continue
             n = min(len(log) for log in logs)
@@ -216,10 +210,7 @@ def _plots(preset, runs: dict, out: Path) -> list[str]:
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
     axes[0][0].legend()
-    fig.tight_layout()
-    fig.savefig(out / "accuracy.png", dpi=120)
-    plt.close(fig)
-    files.append("accuracy.png")
+    files.append(save_figure(fig, out, "accuracy.png"))
 
     fig, axes = plt.subplots(
         len(preset.teachers), len(PID_KEYS), figsize=(13, 2.8 * len(preset.teachers)), squeeze=False
@@ -228,7 +219,7 @@ def _plots(preset, runs: dict, out: Path) -> list[str]:
         for j, (key, label) in enumerate(PID_KEYS):
             ax = axes[i][j]
             for method in preset.methods:
-                logs = runs.get((kind, method)) or []
+                logs = runs.get((kind, method), {}).values()
                 # (epoch, value) of the epochs that measured the PID (every pid_every-th and the last)
                 series = [
                     [(r["epoch"], next(iter(r["pid"].values()))[key]) for r in log if r.get("pid")]
@@ -254,10 +245,7 @@ def _plots(preset, runs: dict, out: Path) -> list[str]:
             ax.set_ylabel("bits")
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "pid.png", dpi=120)
-    plt.close(fig)
-    files.append("pid.png")
+    files.append(save_figure(fig, out, "pid.png"))
     return files
 
 
@@ -307,7 +295,7 @@ def write_rid_report(preset, out: Path) -> Path:
     for claim, held, numbers in claims:
         verdict = "**held**" if held else "**did not hold**"
         lines.append(f"- {claim}: {verdict} ({numbers})")
-    diffs = paired_differences(preset, out)
+    diffs = paired_differences(runs, preset.student_epochs)
     if diffs:
         lines += [
             "",
