@@ -62,3 +62,16 @@ def save_figure(fig, out: Path, name: str) -> str:
     fig.savefig(out / name, dpi=120)
     plt.close(fig)
     return name
+
+
+def write_report(out: Path, lines: list[str], plots: list[str], preset, summary: dict) -> Path:
+    """Finish a report: the plots and the preset's settings after ``lines``; ``report.md`` and
+    ``summary.json`` written atomically. Returns the report's path."""
+    from dataclasses import asdict
+
+    lines = lines + ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+    lines += ["", "## Settings", "", "```json", json.dumps(asdict(preset), indent=2), "```", ""]
+    report = out / "report.md"
+    atomic_write(report, "\n".join(lines))
+    atomic_write(out / "summary.json", json.dumps(summary, indent=2))
+    return report

@@ -4,12 +4,11 @@ paper's qualitative claims evaluated on the numbers of the run."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 from statistics import mean
 
 from ..training.trainer import read_log
-from .common import atomic_write, mean_std, save_figure
+from .common import mean_std, save_figure, write_report
 
 #: agreement at or above this counts as "≈ 100 %" (FID's "jumps to ~100 % train agreement")
 NEAR_FULL = 0.99
@@ -258,19 +257,9 @@ def write_fidelity_report(preset, out: Path) -> Path:
     for claim, held, numbers in claims:
         verdict = "not run" if held is None else ("**held**" if held else "**did not hold**")
         lines.append(f"- {claim}: {verdict} ({numbers})")
-    lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
-    lines += ["", "## Settings", "", "```json", json.dumps(asdict(preset), indent=2), "```", ""]
-    report = out / "report.md"
-    atomic_write(report, "\n".join(lines))
-    atomic_write(
-        out / "summary.json",
-        json.dumps(
-            {
-                "teachers": teachers,
-                "claims": [{"claim": c, "held": h, "numbers": n} for c, h, n in claims],
-                "rows": rows,
-            },
-            indent=2,
-        ),
-    )
-    return report
+    summary = {
+        "teachers": teachers,
+        "claims": [{"claim": c, "held": h, "numbers": n} for c, h, n in claims],
+        "rows": rows,
+    }
+    return write_report(out, lines, plots, preset, summary)

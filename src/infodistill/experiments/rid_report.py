@@ -3,14 +3,12 @@ and the papers' qualitative claims evaluated on the numbers of the run."""
 
 from __future__ import annotations
 
-import json
 from math import sqrt
 from pathlib import Path
 from statistics import mean, variance
 
 from ..training.trainer import read_log
-from .common import atomic_write as _atomic_write
-from .common import logged_last_epoch, save_figure
+from .common import logged_last_epoch, save_figure, write_report
 from .common import mean_std as _ms
 
 PID_KEYS = (("redundancy", "Red(Y:T,S)"), ("unique_t", "Uni(Y:T\\S)"), ("mi_t", "I(Y;T)"), ("mi_s", "I(Y;S)"))
@@ -250,8 +248,6 @@ def _plots(preset, runs: dict, out: Path) -> list[str]:
 
 
 def write_rid_report(preset, out: Path) -> Path:
-    from dataclasses import asdict
-
     from .rid import RID_VARIANTS
 
     runs = collect(preset, out)
@@ -326,19 +322,9 @@ def write_rid_report(preset, out: Path) -> Path:
         for claim, held, numbers in variant:
             lines.append(f"- {claim}: {'**held**' if held else '**did not hold**'} ({numbers})")
     claims = claims + variant
-    lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
-    lines += ["", "## Settings", "", "```json", json.dumps(asdict(preset), indent=2), "```", ""]
-    report = out / "report.md"
-    _atomic_write(report, "\n".join(lines))
-    _atomic_write(
-        out / "summary.json",
-        json.dumps(
-            {
-                "claims": [{"claim": c, "held": h, "numbers": n} for c, h, n in claims],
-                "rows": {f"{k}|{m}": v for (k, m), v in rows.items()},
-                "paired_differences": {f"{k}|{m}": d for (k, m), d in diffs.items()},
-            },
-            indent=2,
-        ),
-    )
-    return report
+    summary = {
+        "claims": [{"claim": c, "held": h, "numbers": n} for c, h, n in claims],
+        "rows": {f"{k}|{m}": v for (k, m), v in rows.items()},
+        "paired_differences": {f"{k}|{m}": d for (k, m), d in diffs.items()},
+    }
+    return write_report(out, lines, plots, preset, summary)
