@@ -84,3 +84,25 @@ def test_missing_and_wrong_suffix(tmp_path):
         load_config(TeacherTrainConfig, tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="use a .yaml, .yml or .toml file"):
         load_config(TeacherTrainConfig, write(tmp_path, "c.json", "{}"))
+
+
+TOML = '[model]\nname = "wrn-16-2"\n[optim]\nlr = 0.1\nepochs = 3\n'
+
+
+def test_toml_on_python_3_10_reads_through_the_tomli_backport(tmp_path, monkeypatch):
+    # Python 3.10 has no tomllib: a None entry makes `import tomllib` fail as it does there.
+    monkeypatch.setitem(__import__("sys").modules, "tomllib", None)
+    t = write(tmp_path, "c.toml", TOML)
+    y = write(tmp_path, "c.yaml", "model: {name: wrn-16-2}\noptim: {lr: 0.1, epochs: 3}\n")
+    assert load_config(TeacherTrainConfig, t) == load_config(TeacherTrainConfig, y)
+    bad = write(tmp_path, "bad.toml", "[model\nname = 1\n")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load_config(TeacherTrainConfig, bad)
+
+
+def test_toml_without_tomllib_or_tomli_names_the_package_to_install(tmp_path, monkeypatch):
+    modules = __import__("sys").modules
+    monkeypatch.setitem(modules, "tomllib", None)
+    monkeypatch.setitem(modules, "tomli", None)
+    with pytest.raises(ConfigError, match="pip install tomli"):
+        load_config(TeacherTrainConfig, write(tmp_path, "c.toml", TOML))

@@ -341,6 +341,22 @@ def _check_size(data, path) -> None:
             stack.extend(node)
 
 
+def _toml_module():
+    """The standard library's TOML reader (Python >= 3.11) or its backport ``tomli`` on 3.10,
+    which has the same API and error type (a ValueError)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:
+        try:
+            import tomli as tomllib
+        except ModuleNotFoundError:
+            raise ConfigError(
+                "reading .toml configs on Python 3.10 needs the tomli package: pip install tomli "
+                "(or use a .yaml config)"
+            ) from None
+    return tomllib
+
+
 def load_config(cls, path: str | Path | None = None, overrides: list[str] = ()):
     """Read a YAML (.yaml/.yml) or TOML (.toml) file, apply ``key.sub=value`` overrides, validate."""
     import yaml
@@ -358,9 +374,7 @@ def load_config(cls, path: str | Path | None = None, overrides: list[str] = ()):
             raise ConfigError(f"cannot read config file {path} as UTF-8 text ({exc})") from None
         try:
             if path.suffix == ".toml":
-                import tomllib
-
-                data = tomllib.loads(text)
+                data = _toml_module().loads(text)
             elif path.suffix in (".yaml", ".yml"):
                 data = yaml.safe_load(text) or {}
             else:
