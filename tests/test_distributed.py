@@ -8,10 +8,13 @@ the same config run in one process (``data.batch_size`` is the global batch in b
 Tolerance: the two runs are the same optimisation, but not the same floating-point sums: DDP adds
 the ranks' gradients, BatchNorm adds the ranks' statistics and the metrics add the ranks' sums, each
 in another order than one process does (float32 rounding, ~1e-7 relative per step). Training
-carries these differences along; over three epochs of this run they stay near 1e-6 relative
-(measured), so 1e-4 relative (1e-5 absolute for weights near zero) is a margin of ~100 that still
-catches any real difference (a wrong gradient scale, a shard evaluated instead of the whole set,
-per-process BatchNorm statistics give 1e-3 and more). Counts (accuracy, agreement) are compared to
+carries these differences along. Scalars (losses, NLL, KL) are compared to 1e-4 relative (1e-5
+absolute); weight and optimiser tensors as wholes, ||a - b|| <= 1e-4 ||b|| + 1e-5 sqrt(n), because a
+momentum entry that is a sum of cancelling gradients has a rounding error relative to the summands,
+not to itself: with torch's scalar kernels (ATEN_CPU_CAPABILITY=default) one such entry differed
+by more than 1e-4 of itself, while the worst tensor used 16 % of the norm bound (measured). The
+bounds still catch any real difference (a wrong gradient scale, a shard evaluated instead of the
+whole set, per-process BatchNorm statistics give 1e-3 and more). Counts (accuracy, agreement) are compared to
 within one example, ECE (binned) to within two. Resuming under torchrun must reproduce an
 uninterrupted torchrun run exactly.
 """
@@ -92,6 +95,16 @@ def _close(a, b, key):
     assert abs(a - b) <= ATOL + RTOL * abs(b), (key, a, b)
 
 
+def _close_tensor(a, b, key):
+    """Whole-tensor closeness: ||a - b|| <= RTOL ||b|| + ATOL sqrt(n). Another float32 summation
+    order errs by a fraction of the summands' magnitude, not of the sum, so an entry that is a sum of
+    cancelling gradients (a momentum buffer near 0) can differ by far more than RTOL of itself while
+    the tensor as a whole agrees; the norm is the scale the rounding error follows."""
+    diff, ref = float((a.double() - b.double()).norm()), float(b.double().norm())
+    bound = RTOL * ref + ATOL * b.numel() ** 0.5
+    assert diff <= bound, (key, f"||a-b|| = {diff:.3g}, ||b|| = {ref:.3g}, bound {bound:.3g}")
+
+
 def test_two_processes_match_one_process(runs):
     _, single, ddp, res = runs
     one, two = read_log(single / "log.jsonl"), read_log(ddp / "log.jsonl")
@@ -122,7 +135,7 @@ def test_two_processes_match_one_process(runs):
         if k == ".rng.torch":
             continue  # the generator state: not a weight (each rank's is kept in .rng_ranks)
         if v.is_floating_point():
-            torch.testing.assert_close(wa[k], v, rtol=RTOL, atol=ATOL, msg=k)
+            _close_tensor(wa[k], v, k)
         else:
             assert torch.equal(wa[k], v), k
     # Rank 0 alone wrote and reported: one checkpoint, no temporary files, one summary line.
