@@ -70,6 +70,7 @@ _LOADED: dict = {}
 def _load_each_data_set_once(monkeypatch):
     """Every run of an experiment loads its data; generating MNIST-1D or decoding Fashion-MNIST
     each time would dominate this test. Shallow copies: a run rebinding ``x`` touches no other."""
+
     def cached(name, root=None, **kw):
         key = (name, str(root))
         if key not in _LOADED:
