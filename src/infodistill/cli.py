@@ -590,6 +590,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _overrides_after_options(extras: list[str], command: str) -> list[str]:
+    """``key=value`` overrides given after (or between) the options; argparse's positional takes
+    only those before the first option. Anything else left over is a mistake to name."""
+    for token in extras:
+        if token.startswith("-"):
+            raise CLIError(
+                f"unrecognized option {token.split('=', 1)[0]} for {command} (see {PROG} {command} --help)"
+            )
+        if "=" not in token:
+            raise CLIError(
+                f"unexpected argument {token!r} for {command}: overrides look like key.sub=value, "
+                f"e.g. optim.lr=0.01 (see {PROG} {command} --help)"
+            )
+    return extras
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit status (0 ok, 2 error or usage error, 130 interrupted).
 
@@ -597,10 +613,14 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extras = parser.parse_known_args(argv)
+        if extras and not hasattr(args, "overrides"):
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
     except SystemExit as exc:  # --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_ERROR)
     try:
+        if extras:
+            args.overrides = list(args.overrides) + _overrides_after_options(extras, args.command)
         return args.func(args, args.subparser)
     except SystemExit as exc:  # parser.error() inside a command
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_ERROR)

@@ -36,6 +36,40 @@ def run_unfinished(configs: list, run, desc: str, progress: bool) -> None:
             run(cfg, progress=False, resume=True)
 
 
+def model_for_data(model: dict, sample_shape: tuple) -> dict:
+    """A preset's model for examples of ``sample_shape``: on 1-D signals (C, L) ``cnn-small``
+    becomes ``cnn1d`` of the same width (its pool size, chosen for 28x28 images, is dropped);
+    other models are kept, and :func:`check_models_fit` refuses those that do not fit."""
+    if len(sample_shape) != 2 or model.get("name") != "cnn-small":
+        return model
+    kwargs = {k: v for k, v in model.get("kwargs", {}).items() if k in ("width", "convs_per_stage")}
+    return {"name": "cnn1d", "kwargs": kwargs} if kwargs else {"name": "cnn1d"}
+
+
+def load_full_data(name: str, root):
+    """The data set's (train, test) before any subset: shapes and sizes for the checks and reports."""
+    from ..data import load_dataset
+
+    return load_dataset(name, root)
+
+
+def check_models_fit(models: dict, train, preset_name: str) -> None:
+    """Every model of the experiment, built and run on two real examples before anything trains."""
+    from ..training.runs import _model, check_model_fits
+
+    fix = (
+        f"the {preset_name!r} preset's models do not run on these data: use --preset quick, whose "
+        "small CNNs fit any image size and become cnn1d on 1-D signals"
+    )
+    for what, cfg in models.items():
+        check_model_fits(_model(cfg, train), cfg.name, train, what, fix)
+
+
+def subset_size(request: int | None, available: int) -> int:
+    """How many examples a ``train_subset``/``test_subset`` request leaves (``prepare_data``'s rule)."""
+    return available if request is None else min(request, available)
+
+
 def mean_std(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
     """``"m ± s"`` over seeds (sample std; 0 for one seed), ``—`` for no values."""
     values = [v for v in values if v is not None]

@@ -18,12 +18,21 @@ from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ..training.config import DistillConfig, TeacherTrainConfig, load_config
+from ..training.rundir import run_directory
 from ..training.runs import distill, train_teacher
-from .common import atomic_write, overrides, run_unfinished
+from .common import (
+    atomic_write,
+    check_models_fit,
+    load_full_data,
+    model_for_data,
+    overrides,
+    run_unfinished,
+    subset_size,
+)
 
 #: seeds of the teacher members are offset so that no student starts from a member's initialisation
 MEMBER_SEED_OFFSET = 1000
@@ -188,15 +197,37 @@ def run_fidelity(preset: FidelityPreset, out_dir: str | Path, progress: bool = T
     if any(lam is not None and not 0 <= lam <= 1 for lam in preset.lambdas):
         raise ValueError(f"lambdas must lie in [0, 1], got {list(preset.lambdas)}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "preset.json", json.dumps(asdict(preset), indent=2))
+    train, test = load_full_data(preset.data, preset.data_root)
+    preset = fit_to_data(preset, train.input_shape)
     # Every config is built (and so checked) before anything trains: a bad seed or data name fails now.
     members = [teacher_config(preset, member_dir(out, i), i) for i in range(preset.n_members)]
     grid = [
         distill_config(preset, s, seed, out / run_name(s.name, seed))
         for s, seed in itertools.product(preset.settings(), preset.seeds)
     ]
-    run_unfinished(members, train_teacher, "E2 teachers", progress)
-    teacher_accuracies(preset, out)
-    run_unfinished(grid, distill, "E2 runs", progress)
-    return write_fidelity_report(preset, out)
+    check_models_fit({"model": members[0].model}, train, preset.name)
+    counts = data_counts(preset, len(train), len(test))
+    with run_directory(out):
+        atomic_write(out / "preset.json", json.dumps(asdict(preset), indent=2))
+        run_unfinished(members, train_teacher, "E2 teachers", progress)
+        teacher_accuracies(preset, out)
+        run_unfinished(grid, distill, "E2 runs", progress)
+        return write_fidelity_report(preset, out, counts)
+
+
+def fit_to_data(preset: FidelityPreset, sample_shape: tuple) -> FidelityPreset:
+    """The preset for examples of ``sample_shape``: on 1-D signals the model's 1-D counterpart
+    (``model_for_data``) and no crop-flip setting (there is no image to crop or flip)."""
+    if len(sample_shape) != 2:
+        return preset
+    return replace(
+        preset,
+        model=model_for_data(preset.model, sample_shape),
+        data_settings=tuple(d for d in preset.data_settings if d != "crop-flip"),
+    )
+
+
+def data_counts(preset: FidelityPreset, n_train: int, n_test: int) -> dict:
+    """The numbers of examples the runs use, once the preset's subsets meet the data set's size."""
+    train, test = subset_size(preset.train_subset, n_train), subset_size(preset.test_subset, n_test)
+    return {"train": train, "test": test}

@@ -206,7 +206,14 @@ def _plots(preset, rows: dict, out: Path) -> list[str]:
     return files
 
 
-def write_fidelity_report(preset, out: Path) -> Path:
+def write_fidelity_report(preset, out: Path, counts: dict | None = None) -> Path:
+    """``counts``: the examples used (``fidelity.data_counts``); read from the data set when omitted."""
+    if counts is None:
+        from .common import load_full_data
+        from .fidelity import data_counts
+
+        train, test = load_full_data(preset.data, preset.data_root)
+        counts = data_counts(preset, len(train), len(test))
     rows = summarise(collect(preset, out))
     claims = check_claims(preset, rows)
     plots = _plots(preset, rows, out)
@@ -216,9 +223,9 @@ def write_fidelity_report(preset, out: Path) -> Path:
         f"# E2 [FID]: fidelity of self-distillation and ensemble distillation (preset `{preset.name}`)",
         "",
         f"Data `{preset.data}`; teacher members and student are `{preset.model}` (self-distillation), "
-        f"trained on the same {preset.train_subset or 'full'} training examples (the distillation data); "
+        f"trained on the same {counts['train']} training examples (the distillation data); "
         f"members {preset.teacher_epochs} epochs, students {preset.student_epochs} epochs; KD with "
-        f"α = 0; seeds {list(preset.seeds)}; test set: {preset.test_subset or 'all'} examples. "
+        f"α = 0; seeds {list(preset.seeds)}; test set: {counts['test']} examples. "
         "Train agreement and KL are measured on the distillation data without augmentation.",
         "",
         "## Teachers (test accuracy)",
@@ -258,6 +265,7 @@ def write_fidelity_report(preset, out: Path) -> Path:
         verdict = "not run" if held is None else ("**held**" if held else "**did not hold**")
         lines.append(f"- {claim}: {verdict} ({numbers})")
     summary = {
+        "examples": counts,
         "teachers": teachers,
         "claims": [{"claim": c, "held": h, "numbers": n} for c, h, n in claims],
         "rows": rows,

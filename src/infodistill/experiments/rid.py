@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ..training.config import DistillConfig, TeacherTrainConfig, load_config
+from ..training.rundir import run_directory
 from ..training.runs import distill, train_teacher
-from .common import atomic_write, run_unfinished
+from .common import (
+    atomic_write,
+    check_models_fit,
+    load_full_data,
+    model_for_data,
+    run_unfinished,
+    subset_size,
+)
 from .common import overrides as _overrides
 
 TEACHER_KINDS = ("trained", "untrained", "noisy")
@@ -193,8 +201,8 @@ def run_rid(preset: RIDPreset, out_dir: str | Path, progress: bool = True) -> Pa
     from .rid_report import write_rid_report
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "preset.json", json.dumps(asdict(preset), indent=2))
+    train, test = load_full_data(preset.data, preset.data_root)
+    preset = fit_to_data(preset, train.input_shape)
     teacher_dir = out / "teacher"
     # Every config is built (and so checked) before anything trains: a bad seed or data name fails now.
     t_cfg = teacher_config(preset, teacher_dir)
@@ -202,6 +210,37 @@ def run_rid(preset: RIDPreset, out_dir: str | Path, progress: bool = True) -> Pa
         distill_config(preset, teacher_dir, kind, method, seed, out / run_name(kind, method, seed))
         for kind, method, seed in itertools.product(preset.teachers, preset.methods, preset.seeds)
     ]
-    run_unfinished([t_cfg], train_teacher, "E1 teacher", progress=False)
-    run_unfinished(grid, distill, "E1 runs", progress)
-    return write_rid_report(preset, out)
+    check_models_fit({"teacher model": t_cfg.model, "student model": grid[0].student}, train, preset.name)
+    counts = data_counts(preset, len(train), len(test))
+    if counts["pid_samples"] < preset.pid_k:
+        raise ValueError(
+            f"the PID needs at least pid_k = {preset.pid_k} test examples, but {preset.data!r} leaves "
+            f"{counts['pid_samples']}: use a larger data set"
+        )
+    with run_directory(out):
+        atomic_write(out / "preset.json", json.dumps(asdict(preset), indent=2))
+        run_unfinished([t_cfg], train_teacher, "E1 teacher", progress=False)
+        run_unfinished(grid, distill, "E1 runs", progress)
+        return write_rid_report(preset, out, counts)
+
+
+def fit_to_data(preset: RIDPreset, sample_shape: tuple) -> RIDPreset:
+    """The preset with models that run on examples of ``sample_shape`` (see ``model_for_data``)."""
+    if len(sample_shape) == 2 and preset.augment == "crop-flip":
+        raise ValueError(f"augment='crop-flip' needs image data, but {preset.data!r} holds 1-D signals")
+    return replace(
+        preset,
+        teacher_model=model_for_data(preset.teacher_model, sample_shape),
+        student_model=model_for_data(preset.student_model, sample_shape),
+    )
+
+
+def data_counts(preset: RIDPreset, n_train: int, n_test: int) -> dict:
+    """The numbers of examples the runs use, once the preset's subsets meet the data set's size."""
+    test = subset_size(preset.test_subset, n_test)
+    return {
+        "teacher_train": subset_size(preset.teacher_train_subset, n_train),
+        "student_train": subset_size(preset.student_train_subset, n_train),
+        "test": test,
+        "pid_samples": min(preset.pid_samples, test),
+    }

@@ -247,8 +247,15 @@ def _plots(preset, runs: dict, out: Path) -> list[str]:
     return files
 
 
-def write_rid_report(preset, out: Path) -> Path:
-    from .rid import RID_VARIANTS
+def write_rid_report(preset, out: Path, counts: dict | None = None) -> Path:
+    """``counts``: the examples used (``rid.data_counts``); read from the data set when omitted."""
+    from .rid import RID_VARIANTS, data_counts
+
+    if counts is None:
+        from .common import load_full_data
+
+        train, test = load_full_data(preset.data, preset.data_root)
+        counts = data_counts(preset, len(train), len(test))
 
     runs = collect(preset, out)
     rows = summarise(runs)
@@ -259,12 +266,12 @@ def write_rid_report(preset, out: Path) -> Path:
         f"# E1 [PID-KD]: distillation from trained, untrained and noisy teachers (preset `{preset.name}`)",
         "",
         f"Data `{preset.data}`; teacher `{preset.teacher_model}` trained on "
-        f"{preset.teacher_train_subset or 'all'} examples for {preset.teacher_epochs} epochs "
+        f"{counts['teacher_train']} examples for {preset.teacher_epochs} epochs "
         f"(test accuracy {100 * teacher_log[-1]['test']['accuracy']:.2f} %); "
         f"student `{preset.student_model}` "
-        f"trained on {preset.student_train_subset or 'all'} labelled examples for {preset.student_epochs} "
+        f"trained on {counts['student_train']} labelled examples for {preset.student_epochs} "
         f"epochs; layer pair {preset.pair}; seeds {list(preset.seeds)}; test set: "
-        f"{preset.test_subset or 'all'} examples. PID on {preset.pid_samples} test examples, "
+        f"{counts['test']} examples. PID on {counts['pid_samples']} test examples, "
         f"k = {preset.pid_k}.",
         "",
         "## Test accuracy (%), mean ± std over seeds",
@@ -305,8 +312,8 @@ def write_rid_report(preset, out: Path) -> Path:
         ]
         for (kind, method), d in diffs.items():
             se = sqrt(_var(d) / len(d))
-            counts = f"{sum(x > 0 for x in d)} / {sum(x == 0 for x in d)} / {sum(x < 0 for x in d)}"
-            lines.append(f"| {kind} | {method} | {100 * mean(d):+.2f} | {100 * se:.2f} | {counts} |")
+            tally = f"{sum(x > 0 for x in d)} / {sum(x == 0 for x in d)} / {sum(x < 0 for x in d)}"
+            lines.append(f"| {kind} | {method} | {100 * mean(d):+.2f} | {100 * se:.2f} | {tally} |")
     variant = check_variant(rows, preset.variant) if preset.variant else []
     if variant:
         lines += [
@@ -323,6 +330,7 @@ def write_rid_report(preset, out: Path) -> Path:
             lines.append(f"- {claim}: {'**held**' if held else '**did not hold**'} ({numbers})")
     claims = claims + variant
     summary = {
+        "examples": counts,
         "claims": [{"claim": c, "held": h, "numbers": n} for c, h, n in claims],
         "rows": {f"{k}|{m}": v for (k, m), v in rows.items()},
         "paired_differences": {f"{k}|{m}": d for (k, m), d in diffs.items()},

@@ -96,13 +96,18 @@ def save_checkpoint(directory: str | os.PathLike, name: str, state: dict) -> Pat
     tmp.mkdir()
     tensors: dict[str, torch.Tensor] = {}
     skeleton = flatten(state, "", tensors)
-    save_file(tensors, str(tmp / TENSORS))
-    _fsync(tmp / TENSORS)
-    crash_point("checkpoint-tensors-written")
-    with open(tmp / STATE, "w") as f:
-        json.dump(skeleton, f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        save_file(tensors, str(tmp / TENSORS))
+        _fsync(tmp / TENSORS)
+        crash_point("checkpoint-tensors-written")
+        with open(tmp / STATE, "w") as f:
+            json.dump(skeleton, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError:
+        # A full disk: the partial copy would only take space the next attempt needs.
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     crash_point("checkpoint-before-rename")
     final = directory / name
     if final.exists():

@@ -85,6 +85,7 @@ def _errors():
     from .checkpoint import CheckpointError
     from .config import ConfigError
     from .distributed import DistributedError
+    from .rundir import RunDirError
     from .trainer import TrainingError
 
     return (
@@ -92,10 +93,21 @@ def _errors():
         CheckpointError,
         DataError,
         DistributedError,
+        RunDirError,
         TrainingError,
         ValueError,
         OSError,  # an unreadable file, an --out that is a file, a full disk: the message names the path
     )
+
+
+def _message(exc: Exception) -> str:
+    """One line for an expected failure; an OSError names its path and reason, not ``[Errno N]``."""
+    if isinstance(exc, OSError) and exc.strerror:
+        from .rundir import os_reason
+
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{os_reason(exc)}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _require_torch(error_cls) -> None:
@@ -121,7 +133,7 @@ def _run_command(name: str, error_cls):
             cfg = load_config(cls, args.config, overrides)
             final = fn(cfg, progress=not args.quiet, resume=args.resume)
         except _errors() as exc:
-            raise error_cls(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+            raise error_cls(_message(exc)) from None
         from .distributed import is_main
 
         if not is_main():
@@ -188,7 +200,7 @@ def _evaluate_command(error_cls):
                     )
                     result["pid"][f"{s_layer}|{t_layer}"] = res.pid.as_dict()
         except _errors() as exc:
-            raise error_cls(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+            raise error_cls(_message(exc)) from None
         if args.json:
             print(json.dumps(result, indent=2))
         else:
@@ -238,7 +250,7 @@ def _reproduce(experiment: str, error_cls):
         try:
             report = run_experiment(preset, out, progress=not args.quiet)
         except _errors() as exc:
-            raise error_cls(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+            raise error_cls(_message(exc)) from None
         print(f"report: {report}")
         return 0
 

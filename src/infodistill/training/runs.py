@@ -26,7 +26,8 @@ from ..models import (
 )
 from . import distributed
 from .checkpoint import crash_point, load_checkpoint, load_model_state
-from .config import DataConfig, DistillConfig, ModelConfig, TeacherTrainConfig, to_dict
+from .config import ConfigError, DataConfig, DistillConfig, ModelConfig, TeacherTrainConfig, to_dict
+from .rundir import make_run_dir, run_directory, writing
 from .trainer import Fit, StepOutput, cross_entropy_step, epoch_generator, seed_everything
 
 #: Teacher outputs are cached for the whole training set only below this size.
@@ -70,6 +71,30 @@ def _model(cfg: ModelConfig, train, seed: int | None = None) -> nn.Module:
     return build_model(cfg.name, train.num_classes, shape[0], input_size=shape[1:], seed=seed, **cfg.kwargs)
 
 
+@torch.no_grad()
+def check_model_fits(model: nn.Module, name: str, data, what: str = "model", fix: str | None = None) -> None:
+    """A forward pass on two real examples (eval mode, so no statistic moves): a model built for
+    other data fails here, when the run is built, not at its first training step. Two, because
+    torch reads a single (C, L) example as an unbatched image and would let a 2-D CNN through."""
+    x = data.x[:2]
+    kind = "1-D signals" if x.dim() == 3 else "images"
+    hint = "cnn1d or mlp" if x.dim() == 3 else "cnn-small, wrn-D-K, resnetN or mlp"
+    was = model.training
+    model.eval()
+    try:
+        out = model(x)
+        bad = None if tuple(out.shape) == (len(x), data.num_classes) else f"output shape {tuple(out.shape)}"
+    except RuntimeError as exc:
+        bad = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    finally:
+        model.train(was)
+    if bad is not None:
+        raise ConfigError(
+            f"{what} {name!r} does not fit the data {data.name!r} ({kind} of shape "
+            f"{tuple(x.shape[1:])}): {bad}; {fix or f'choose a model for {kind} ({hint})'}"
+        )
+
+
 def load_trained(path: str, cfg: ModelConfig, train) -> nn.Module:
     """A model from a ``train-teacher`` run directory (its latest checkpoint) or a checkpoint."""
     model = _model(cfg, train)
@@ -82,6 +107,12 @@ def train_teacher(cfg: TeacherTrainConfig, progress: bool = True, resume: bool =
     distributed.init()  # a no-op unless started by torchrun
     train, test = prepare_data(cfg.data, cfg.run.seed)
     model = _model(cfg.model, train, seed=cfg.run.seed)
+    check_model_fits(model, cfg.model.name, train)
+    with run_directory(cfg.run.out_dir):
+        return _train_teacher(cfg, model, train, test, progress, resume)
+
+
+def _train_teacher(cfg, model, train, test, progress: bool, resume: bool) -> dict:
     _channels_last(cfg.run.channels_last, [model], train, test)
     fit = _fit(
         cfg,
@@ -184,20 +215,23 @@ def build_distillation(cfg: DistillConfig, progress: bool = True) -> Fit:
     train, test = prepare_data(cfg.data, cfg.run.seed)
     sample_shape = tuple(train.x.shape[1:])
     members = _teacher_members(cfg, train)
+    student = _model(cfg.student, train, seed=cfg.run.seed)
+    check_model_fits(members[0], cfg.teacher.model.name, train, "teacher model")
+    check_model_fits(student, cfg.student.name, train, "student model")
     if cfg.teacher.kind == "untrained" and distributed.is_main():
         from safetensors.torch import save_file
 
-        out.mkdir(parents=True, exist_ok=True)
+        make_run_dir(out)
         # Saved so the nuisance teacher of a run can be inspected; it is rebuilt from its seed.
         weights = {k: v.contiguous() for k, v in members[0].state_dict().items()}
         tmp = out / ".teacher-untrained.safetensors.tmp"
-        save_file(weights, str(tmp))
-        tmp.replace(out / "teacher-untrained.safetensors")
+        with writing(f"the untrained teacher in {out}", "free space or choose another --out"):
+            save_file(weights, str(tmp))
+            tmp.replace(out / "teacher-untrained.safetensors")
     progressive = cfg.method.name == "progressive"
     checkpoints = members if progressive else None
     if progressive:
         members = [_model(cfg.teacher.model, train)]
-    student = _model(cfg.student, train, seed=cfg.run.seed)
     if cfg.init_lambda is not None:  # towards the final teacher (the last checkpoint if progressive)
         interpolate_student(checkpoints[-1] if progressive else members[0], student, cfg.init_lambda)
     _channels_last(cfg.run.channels_last, [student, *members, *(checkpoints or [])], train, test)
@@ -286,7 +320,10 @@ def build_distillation(cfg: DistillConfig, progress: bool = True) -> Fit:
 
 
 def distill(cfg: DistillConfig, progress: bool = True, resume: bool = True) -> dict:
-    return build_distillation(cfg, progress).run(resume)
+    distributed.init()  # the lock below is rank 0's alone
+    # Locked before the build: it writes the untrained teacher into the directory.
+    with run_directory(cfg.run.out_dir):
+        return build_distillation(cfg, progress).run(resume)
 
 
 @torch.no_grad()

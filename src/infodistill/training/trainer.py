@@ -39,6 +39,7 @@ from .checkpoint import (
     set_rng_state,
 )
 from .config import ConfigError, DataConfig, OptimConfig, RunConfig
+from .rundir import run_directory, writing
 
 
 class TrainingError(RuntimeError):
@@ -132,12 +133,16 @@ class Fit:
         """Train to the last epoch. A run directory that already holds a checkpoint is continued
         with ``resume=True`` (its config must be the same) and refused otherwise.
 
-        Under torchrun every rank calls this and gets the same final log record."""
-        world = distributed.init()
+        Under torchrun every rank calls this and gets the same final log record. The run
+        directory is locked for the run (``rundir.run_directory``): a second writer is refused."""
+        distributed.init()
+        with run_directory(self.run_cfg.out_dir):
+            return self._run(resume)
+
+    def _run(self, resume: bool) -> dict:
+        world = distributed.world_size()
         main = distributed.is_main()
         out = Path(self.run_cfg.out_dir)
-        if main:
-            out.mkdir(parents=True, exist_ok=True)
         log_path = out / "log.jsonl"
         if world > 1:
             self._check_split(world)
@@ -159,8 +164,9 @@ class Fit:
         if main:
             # Lines of epochs after the checkpoint (or of a first epoch that never reached one)
             # were written before a crash and are redone.
-            _truncate_log(log_path, start)
-            _write_atomic(out / "config.json", json.dumps(self.config_dict, indent=2))
+            with writing(f"the log and config.json in {out}", "free space or choose another --out"):
+                _truncate_log(log_path, start)
+                _write_atomic(out / "config.json", json.dumps(self.config_dict, indent=2))
         if world > 1:
             for module in (self.student, self.extra):
                 if module is not None:
@@ -200,10 +206,17 @@ class Fit:
                 # Each rank's own generator (dropout draws per chunk), for an exact resume.
                 state["rng_ranks"] = distributed.all_gather_bytes(torch.get_rng_state())
             if main:
-                _append_log(log_path, record)
-                crash_point("epoch-logged")
-                save_checkpoint(out, f"epoch-{epoch + 1:04d}", state)
-                _prune_checkpoints(out, f"epoch-{epoch + 1:04d}", self.run_cfg.keep_every)
+                with writing(
+                    f"the epoch {epoch + 1} checkpoint in {out}",
+                    lambda: (
+                        f"the last good checkpoint ({_latest_name(out) or 'none yet'}) is kept: "
+                        "free space and rerun with --resume"
+                    ),
+                ):
+                    _append_log(log_path, record)
+                    crash_point("epoch-logged")
+                    save_checkpoint(out, f"epoch-{epoch + 1:04d}", state)
+                    _prune_checkpoints(out, f"epoch-{epoch + 1:04d}", self.run_cfg.keep_every)
             distributed.barrier()
         final = read_log(log_path)[-1] if main and log_path.exists() else {}
         return distributed.broadcast_json(final)
@@ -485,6 +498,15 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _latest_name(out: Path) -> str | None:
+    """The checkpoint ``latest.json`` names (None if there is none or it is unreadable)."""
+    try:
+        name = json.loads((out / "latest.json").read_text())["latest"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return name if isinstance(name, str) else None
 
 
 def _prune_checkpoints(out: Path, latest: str, keep_every: int | None) -> None:

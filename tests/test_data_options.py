@@ -1,0 +1,203 @@
+"""Every data set the experiments document runs with models that fit it (or is refused before
+anything trains), and the reports state the numbers of examples actually used."""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import infodistill.data
+import infodistill.training.runs
+from infodistill.cli import main
+from infodistill.data import DATASET_NAMES
+from infodistill.experiments import fidelity, rid
+from infodistill.training.trainer import read_log
+
+
+def _cifar10_bin(root: Path, n: int) -> None:
+    d = root / "cifar-10-batches-bin"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+        rows = rng.integers(0, 256, (n, 3073), dtype=np.uint8)
+        rows[:, 0] %= 10
+        (d / name).write_bytes(rows.tobytes())
+
+
+def _cifar100_bin(root: Path, n: int) -> None:
+    d = root / "cifar-100-binary"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for name, rows_n in (("train.bin", 5 * n), ("test.bin", n)):
+        rows = rng.integers(0, 256, (rows_n, 3074), dtype=np.uint8)
+        rows[:, 0] %= 20
+        rows[:, 1] %= 100
+        (d / name).write_bytes(rows.tobytes())
+
+
+def _image_folder(root: Path) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    for c in ("cat", "dog"):
+        (root / c).mkdir(parents=True)
+        for i in range(12):
+            pixels = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / c / f"{i}.png")
+
+
+@pytest.fixture(scope="module")
+def data_roots(tmp_path_factory):
+    """Tiny copies of the path-based data sets, smaller than the presets' requests below."""
+    base = tmp_path_factory.mktemp("data")
+    _cifar10_bin(base / "c10", 10)  # 50 training, 10 test images
+    _cifar100_bin(base / "c100", 10)
+    _image_folder(base / "images")  # 18 training, 6 test images
+    return {"cifar10": base / "c10", "cifar100": base / "c100", "image-folder": base / "images"}
+
+
+_load = infodistill.data.load_dataset
+_LOADED: dict = {}
+
+
+@pytest.fixture(autouse=True)
+def _load_each_data_set_once(monkeypatch):
+    """Every run of an experiment loads its data; generating MNIST-1D or decoding Fashion-MNIST
+    each time would dominate this test. Shallow copies: a run rebinding ``x`` touches no other."""
+
+    def cached(name, root=None, **kw):
+        key = (name, str(root))
+        if key not in _LOADED:
+            _LOADED[key] = _load(name, root, **kw)
+        return tuple(copy.copy(ds) for ds in _LOADED[key])
+
+    monkeypatch.setattr(infodistill.data, "load_dataset", cached)
+    monkeypatch.setattr(infodistill.training.runs, "load_dataset", cached)
+    torch.set_num_threads(1)
+
+
+# The quick presets, as the CLI's --data runs them, cut to one tiny epoch. The subset requests
+# exceed the tiny data sets, so the reports must give the smaller numbers actually used.
+E1_TINY = dict(
+    teacher_train_subset=200,
+    student_train_subset=64,
+    test_subset=100,
+    teacher_epochs=1,
+    student_epochs=1,
+    teachers=("trained",),
+    methods=("baseline", "rid"),
+    seeds=(0,),
+    batch_size=32,
+    pid_samples=60,
+    pid_k=3,
+)
+E2_TINY = dict(
+    train_subset=64,
+    test_subset=100,
+    teacher_epochs=1,
+    student_epochs=1,
+    ensembles=(1,),
+    taus=(1.0,),
+    data_settings=("crop-flip", "mixup"),
+    lambdas=(),
+    seeds=(0,),
+    batch_size=32,
+)
+
+
+@pytest.mark.parametrize("experiment", ["rid", "fidelity"])
+@pytest.mark.parametrize("data", DATASET_NAMES)
+def test_every_experiment_runs_on_every_built_in_data_set(experiment, data, data_roots, tmp_path):
+    root = data_roots.get(data)
+    full_train, full_test = infodistill.data.load_dataset(data, root)
+    out = tmp_path / "out"
+    if experiment == "rid":
+        preset = replace(rid.PRESETS["quick"], data=data, data_root=str(root) if root else None, **E1_TINY)
+        report = rid.run_rid(preset, out, progress=False)
+        expected = {
+            "teacher_train": min(200, len(full_train)),
+            "student_train": min(64, len(full_train)),
+            "test": min(100, len(full_test)),
+            "pid_samples": min(60, len(full_test)),
+        }
+        used = json.loads((out / "preset.json").read_text())
+        teacher_log = read_log(out / "teacher" / "log.jsonl")
+        student_log = read_log(out / "trained-rid-s0" / "log.jsonl")
+        # The report's numbers are those the runs saw.
+        assert teacher_log[-1]["distill_data"]["n"] == expected["teacher_train"]
+        assert student_log[-1]["distill_data"]["n"] == expected["student_train"]
+        assert student_log[-1]["test"]["n"] == expected["test"]
+        text = report.read_text()
+        assert f"trained on {expected['teacher_train']} examples" in text
+        assert f"trained on {expected['student_train']} labelled examples" in text
+        assert f"test set: {expected['test']} examples. PID on {expected['pid_samples']} test" in text
+        models = (used["teacher_model"]["name"], used["student_model"]["name"])
+    else:
+        preset = replace(
+            fidelity.PRESETS["quick"], data=data, data_root=str(root) if root else None, **E2_TINY
+        )
+        report = fidelity.run_fidelity(preset, out, progress=False)
+        expected = {"train": min(64, len(full_train)), "test": min(100, len(full_test))}
+        used = json.loads((out / "preset.json").read_text())
+        log = read_log(out / "ens1-tau1-s0" / "log.jsonl")
+        assert log[-1]["distill_data"]["n"] == expected["train"]
+        assert log[-1]["test"]["n"] == expected["test"]
+        text = report.read_text()
+        assert f"trained on the same {expected['train']} training examples" in text
+        assert f"test set: {expected['test']} examples." in text
+        models = (used["model"]["name"],)
+        # Crop-flip needs images: it is dropped on 1-D signals and run on every image data set.
+        assert ("crop-flip" in used["data_settings"]) == (data != "mnist1d")
+    assert json.loads((out / "summary.json").read_text())["examples"] == expected
+    assert set(models) == ({"cnn1d"} if data == "mnist1d" else {"cnn-small"})
+    assert not (out / ".lock").exists()
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("training started: the input should have been refused before")
+
+    monkeypatch.setattr(torch.Tensor, "backward", refuse)
+
+
+def _one_line_error(capsys, argv) -> str:
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == "" and "Traceback" not in err, (rc, out, err)
+    assert err.count("\n") == 1 and err.startswith("infodistill: error: "), err
+    return err
+
+
+@pytest.mark.parametrize(("experiment", "preset"), [("rid", "paper"), ("fidelity", "cifar100")])
+def test_a_preset_whose_models_do_not_fit_the_data_is_refused_before_training(
+    experiment, preset, tmp_path, capsys, no_training
+):
+    # WRN and ResNet are 2-D networks with no 1-D counterpart: refused, naming the fix.
+    out = tmp_path / "out"
+    argv = ["reproduce", experiment, "--preset", preset, "--data", "mnist1d", "--out", out, "--quiet"]
+    err = _one_line_error(capsys, argv)
+    assert "does not fit the data 'mnist1d'" in err and "--preset quick" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("data", ["cifar10", "cifar100", "image-folder"])
+def test_a_path_based_data_set_without_data_dir_is_refused(data, tmp_path, capsys, no_training):
+    out = tmp_path / "out"
+    err = _one_line_error(capsys, ["reproduce", "rid", "--preset", "quick", "--data", data, "--out", out])
+    assert "needs root" in err
+    assert not out.exists()
+
+
+def test_train_teacher_checks_its_model_against_the_data(tmp_path, capsys, no_training):
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text("data: {name: mnist1d}\nmodel: {name: cnn-small}\noptim: {epochs: 1}\n")
+    err = _one_line_error(capsys, ["train-teacher", cfg, "--out", tmp_path / "run", "--quiet"])
+    assert "model 'cnn-small' does not fit the data 'mnist1d'" in err and "cnn1d" in err
+    assert not (tmp_path / "run").exists()
