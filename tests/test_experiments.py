@@ -22,7 +22,7 @@ TINY = dict(
     seeds=(0, 1),
     pid_k=5,
     pid_samples=200,
-    pid_boot=5,
+    pid_boot=2,
     method_params={**paper_method_params(), "rid": {"lam": 10.0, "rounds": 1}},
 )
 
@@ -203,3 +203,123 @@ def test_paired_differences_match_seed_by_seed_and_skip_unfinished_runs(tmp_path
     assert list(d) == [("trained", "rid")]
     # Only seeds 0 and 1 have both runs finished: differences +2 and +1 points.
     assert d[("trained", "rid")] == [pytest.approx(0.02), pytest.approx(0.01)]
+
+
+def test_every_e1_preset_distils_three_stage_pairs_with_the_papers_settings(tmp_path):
+    from infodistill.experiments.rid import PRESETS, distill_config
+
+    stages = {
+        "cnn-small": "stage",
+        "cnn1d": "stage",
+        "wrn-16-2": "block",
+        "wrn-40-2": "block",
+        "wrn-16-1": "block",
+    }
+    for name, preset in PRESETS.items():
+        s, t = stages[preset.student_model["name"]], stages[preset.teacher_model["name"]]
+        three = [[f"{s}{i}", f"{t}{i}"] for i in (1, 2, 3)]
+        for method in ("vid", "rid", "ted"):
+            if method not in preset.methods:
+                continue
+            cfg = distill_config(preset, tmp_path / "t", "trained", method, 0, tmp_path / name / method)
+            assert cfg.method.pairs == three, (name, method)
+            assert cfg.pid.pairs == three and cfg.pid.k == 5 and cfg.pid.pca == 5
+            assert cfg.optim.grad_clip == 100.0 and cfg.optim.nesterov
+        if "vid" in preset.methods:
+            vid = distill_config(preset, tmp_path / "t", "trained", "vid", 0, tmp_path / "v").method.params
+            assert vid == {"lam": 100.0, "regressor": "kd-rid", "alpha_init": 5.0, "eps": 1e-3}
+            rid = distill_config(preset, tmp_path / "t", "trained", "rid", 0, tmp_path / "r").method.params
+            assert (rid["lam"], rid["rounds"], rid["phase1_fraction"]) == (10.0, 10, 0.25)
+            slim = distill_config(preset, tmp_path / "t", "trained", "vid-repdistiller", 0, tmp_path / "s")
+            assert slim.method.name == "vid" and slim.method.pairs == three[-1:]
+            assert slim.method.params == {
+                "lam": 1.0,
+                "regressor": "conv-relu-conv",
+                "alpha_init": None,
+                "eps": 1e-5,
+            }
+
+
+def test_a_diverging_run_is_reported_as_stopped_and_the_others_go_on(tmp_path):
+    torch.set_num_threads(1)
+    # lam = 1e30 without clipping: the first step's gradient throws the weights to inf/NaN
+    params = {**paper_method_params(), "vid": {"lam": 1e30}}
+    preset = RIDPreset(
+        **{**TINY, "teachers": ("trained",), "methods": ("baseline", "vid"), "seeds": (0,)},
+    )
+    preset.method_params, preset.grad_clip, preset.pid_boot = params, None, 0
+    report = run_rid(preset, tmp_path, progress=False).read_text()
+    stopped = json.loads((tmp_path / "trained-vid-s0" / "stopped.json").read_text())
+    assert stopped["epoch"] == 1 and "non-finite" in stopped["error"]
+    row = next(line for line in report.splitlines() if line.startswith("| trained | vid |"))
+    assert "seed 0: stopped at epoch 1, non-finite" in row and "| — |" in row  # no accuracy averaged in
+    assert next(line for line in report.splitlines() if line.startswith("| trained | baseline |")).endswith(
+        "| — |"
+    )
+    # a rerun does not train the stopped run again
+    mtime = (tmp_path / "trained-vid-s0" / "stopped.json").stat().st_mtime_ns
+    run_rid(preset, tmp_path, progress=False)
+    assert (tmp_path / "trained-vid-s0" / "stopped.json").stat().st_mtime_ns == mtime
+
+
+def test_set_reaches_every_preset_field_and_rejects_bad_keys(tmp_path, monkeypatch, capsys):
+    import infodistill.experiments.rid as e1
+
+    seen = []
+    monkeypatch.setattr(
+        e1, "run_rid", lambda preset, out, progress=True: seen.append(preset) or tmp_path / "r.md"
+    )
+    sets = [
+        "methods.vid.lam=1",
+        "method_params.rid.rounds=4",
+        "seeds=[0, 1, 2]",
+        "student_model.kwargs.width=16",
+        "pid_k=10",
+        "grad_clip=null",
+        "pairs=[[stage3, stage3]]",
+        "methods=[baseline, vid]",
+    ]
+    assert main(["reproduce", "rid", "--quiet", *[a for s in sets for a in ("--set", s)]]) == 0
+    (p,) = seen
+    quick = e1.PRESETS["quick"]
+    assert p.method_params["vid"] == {**quick.method_params["vid"], "lam": 1}
+    assert p.method_params["rid"]["rounds"] == 4 and quick.method_params["rid"]["rounds"] == 10
+    assert p.seeds == (0, 1, 2) and p.student_model == {"name": "cnn-small", "kwargs": {"width": 16}}
+    assert (p.pid_k, p.grad_clip, p.pairs, p.methods) == (
+        10,
+        None,
+        (("stage3", "stage3"),),
+        ("baseline", "vid"),
+    )
+    assert quick.student_model["kwargs"]["width"] == 8  # the preset itself is untouched
+    for bad, words in (
+        ("nope=1", ["unknown setting 'nope'", "valid settings:", "pid_k"]),
+        ("pid_k=ten", ["pid_k: expected int"]),
+        ("seeds=3", ["seeds: expected a list"]),
+        ("methods.vid.lamb=1", ["vid has no parameter 'lamb'", "lam"]),
+        ("methods.dino.lam=1", ["unknown method 'dino'"]),
+        ("pid_k", ["must look like key=value"]),
+    ):
+        assert main(["reproduce", "rid", "--set", bad]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("infodistill: error: ") and err.count("\n") == 1, err
+        assert all(w in err for w in words), err
+
+
+def test_pid_curves_and_cells_from_hand_made_logs():
+    from infodistill.experiments.rid_report import _pid_cell, pid_curve, summarise
+
+    def rec(epoch, red, lo, hi):
+        terms = {"redundancy": red, "unique_t": 0.0, "mi_t": 1.0, "mi_s": 1.0, "ci": {"redundancy": [lo, hi]}}
+        return {"epoch": epoch, "test": {"accuracy": 0.5}, "pid": {"a|b": terms}}
+
+    logs = {0: [rec(1, 0.2, 0.1, 0.3), {"epoch": 2, "test": {"accuracy": 0.6}}, rec(3, 0.4, 0.3, 0.6)]}
+    logs[1] = [rec(1, 0.4, 0.2, 0.5), {"epoch": 2, "test": {"accuracy": 0.7}}, rec(3, 0.6, 0.5, 0.8)]
+    curve = pid_curve(logs.values(), "a|b", "redundancy")
+    # epochs 1 and 3 measured; means of the values and of the bounds over the two seeds
+    assert [c[0] for c in curve] == [1, 3]
+    assert curve[0][1:] == pytest.approx((0.3, 0.15, 0.4)) and curve[1][1:] == pytest.approx((0.5, 0.4, 0.7))
+    row = summarise({("trained", "rid"): logs}, 3, ["a|b"])[("trained", "rid")]
+    assert row["seeds"] == [0, 1] and row["last"] == [0.5, 0.5]
+    assert _pid_cell(row, "a|b", "redundancy") == "0.500 [0.400, 0.700]"
+    assert _pid_cell(row, "a|b", "unique_t") == "0.000"  # no interval logged for it
