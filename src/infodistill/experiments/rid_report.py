@@ -42,7 +42,8 @@ def collect_stopped(preset, out: Path) -> dict:
 
 def pair_keys(preset) -> list[str]:
     """The PID tracker's keys of the preset's layer pairs ("student|teacher"), the last one last."""
-    return [f"{s}|{t}" for s, t in preset.layer_pairs()]
+    pairs = [f"{s}|{t}" for s, t in preset.layer_pairs()]
+    return pairs if getattr(preset, "pid_layers", "all") == "all" else pairs[-1:]
 
 
 def _final_pid(log: list[dict], key: str, pair: str | None = None):
@@ -295,7 +296,7 @@ def _plots(preset, runs: dict, out: Path) -> list[str]:
         axes[0][0].legend(fontsize=8)
         fig.suptitle(pid_caption(preset), fontsize=9)
         files.append(
-            save_figure(fig, out, "pid.png" if idx == len(preset.layer_pairs()) else f"pid-layer{idx}.png")
+            save_figure(fig, out, "pid.png" if idx == len(pair_keys(preset)) else f"pid-layer{idx}.png")
         )
     return files
 
