@@ -305,6 +305,8 @@ def test_set_reaches_every_preset_field_and_rejects_bad_keys(tmp_path, monkeypat
         err = capsys.readouterr().err
         assert err.startswith("infodistill: error: ") and err.count("\n") == 1, err
         assert all(w in err for w in words), err
+    assert main(["reproduce", "fidelity", "--set", "nope=1"]) == 2  # E2's presets take --set too
+    assert "unknown setting 'nope'" in capsys.readouterr().err
 
 
 def test_pid_curves_and_cells_from_hand_made_logs():
