@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from infodistill.cli import main
-from infodistill.experiments.rid import RIDPreset, run_rid
+from infodistill.experiments.rid import RIDPreset, paper_method_params, run_rid
 from infodistill.experiments.rid_report import check_claims
 
 TINY = dict(
@@ -22,7 +22,8 @@ TINY = dict(
     seeds=(0, 1),
     pid_k=5,
     pid_samples=200,
-    method_params={"vid": {"lam": 1.0}, "rid": {"lam": 10.0, "rounds": 1}, "ted": {"lam": 10.0}},
+    pid_boot=2,
+    method_params={**paper_method_params(), "rid": {"lam": 10.0, "rounds": 1}},
 )
 
 
@@ -32,10 +33,15 @@ def test_run_rid_writes_a_report_and_resumes(tmp_path):
     text = report.read_text()
     assert (tmp_path / "accuracy.png").stat().st_size > 0 and (tmp_path / "pid.png").stat().st_size > 0
     for kind in ("trained", "untrained", "noisy"):
-        for method in ("baseline", "vid", "rid", "ted"):
+        for method in ("baseline", "vid", "vid-repdistiller", "rid", "ted"):
             assert f"| {kind} | {method} |" in text
+            for layer in ("stage1", "stage2", "stage3"):
+                assert f"| {kind} | {method} | {layer}|{layer} |" in text
+    for png in ("pid-layer1.png", "pid-layer2.png"):
+        assert (tmp_path / png).stat().st_size > 0
+    assert "PCA 5, k-means k = 5" in text and "more than 2 standard errors" in text
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert len(summary["claims"]) == 6 + 3 and all(c["held"] in (True, False) for c in summary["claims"])
+    assert len(summary["claims"]) == 7 + 3 and all(c["held"] in (True, False) for c in summary["claims"])
     assert "## Difference from the baseline (pt), paired by seed" in text
     rows, paired = summary["rows"], summary["paired_differences"]
     for key, diffs in paired.items():  # the same seeds, in order, as the accuracy table's lists
@@ -49,37 +55,45 @@ def test_run_rid_writes_a_report_and_resumes(tmp_path):
     assert before == {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/log.jsonl")}
 
 
-def test_claims_are_computed_from_the_numbers():
-    def row(acc, **pid):
-        base = {"last": [acc], "best": [acc], "agreement": [0.5]}
-        base.update({k: [v] for k, v in pid.items()})
-        return base
+def _row(seeds, last, **pid):
+    return {"seeds": list(seeds), "last": list(last), **{k: list(v) for k, v in pid.items()}}
 
-    pid = dict(redundancy=0.0, unique_t=0.5, mi_t=0.01, mi_s=1.0)
+
+def test_claims_need_the_paired_difference_beyond_two_standard_errors():
+    seeds = (0, 1, 2)
+    flat = dict(redundancy=[0.0] * 3, unique_t=[0.5] * 3, mi_t=[0.01] * 3, mi_s=[1.0] * 3)
     rows = {
-        ("untrained", "baseline"): row(0.80, **pid),
-        ("untrained", "vid"): row(0.60, **pid),
-        ("untrained", "rid"): row(0.78, **pid),
-        ("trained", "baseline"): row(0.80, redundancy=1.0, unique_t=0.5, mi_t=2.0, mi_s=1.5),
-        ("trained", "vid"): row(0.82, redundancy=1.2, unique_t=0.4, mi_t=2.0, mi_s=1.6),
-        ("trained", "rid"): row(0.83, redundancy=1.5, unique_t=0.2, mi_t=2.0, mi_s=1.7),
+        ("untrained", "baseline"): _row(seeds, [0.80, 0.70, 0.75], **flat),
+        # VID - baseline: -0.20, -0.19, -0.21: mean -0.20, se 0.0058
+        ("untrained", "vid"): _row(seeds, [0.60, 0.51, 0.54], **flat),
+        ("untrained", "rid"): _row(seeds, [0.79, 0.69, 0.74], **flat),
+        ("trained", "baseline"): _row(
+            seeds, [0.80, 0.70, 0.75], redundancy=[1.0] * 3, unique_t=[0.5, 0.6, 0.4], mi_t=[2.0] * 3
+        ),
+        ("trained", "vid"): _row(seeds, [0.82, 0.72, 0.78], unique_t=[0.4, 0.5, 0.35]),
+        ("trained", "rid"): _row(seeds, [0.83, 0.73, 0.77], unique_t=[0.2, 0.3, 0.1]),
     }
-    held = {c: h for c, h, _ in check_claims(rows)}
-    assert all(held.values()), held
-    rows[("trained", "rid")] = row(0.70, redundancy=0.9, unique_t=0.9, mi_t=2.0, mi_s=1.0)
+    claims = {c: (h, n) for c, h, n in check_claims(rows)}
+    assert all(h for h, _ in claims.values()), claims
+    assert len(claims) == 7
+    assert (
+        "paired difference -20.00 pt, standard error 0.58 pt, 3 seeds"
+        in claims["VID falls below the baseline with an untrained teacher"][1]
+    )
+    # The same +2 pt mean, but one seed of three worse: differences +5, +4, -3 pt,
+    # se = sd(5, 4, -3) / sqrt(3) = 4.36 / 1.73 = 2.52 pt > 2 / 2: did not hold.
+    rows[("trained", "vid")]["last"] = [0.85, 0.74, 0.72]
+    held, numbers = dict((c, (h, n)) for c, h, n in check_claims(rows))[
+        "VID beats the baseline with a trained teacher"
+    ]
+    assert not held and "+2.00 pt, standard error 2.52 pt" in numbers
+    # RID's Uni above TED's (missing here) is not needed; above the baseline's on one seed is enough to fail
+    rows[("trained", "rid")]["unique_t"] = [0.2, 0.7, 0.1]
     held = {c: h for c, h, _ in check_claims(rows)}
     assert not held["RID ends with the lowest Uni(Y:T\\S) (trained teacher)"]
-    assert not held[
-        "RID beats the baseline with a trained teacher (by more than the standard error of the difference)"
-    ]
-    # +2 pt on average, but the standard error of the difference is sqrt(8e-4/2 + 2e-4/2) = 2.24 pt
-    rows[("trained", "baseline")]["last"] = [0.79, 0.81]
-    rows[("trained", "vid")]["last"] = [0.80, 0.84]
-    claims = {c: (h, n) for c, h, n in check_claims(rows)}
-    held, numbers = claims[
-        "VID beats the baseline with a trained teacher (by more than the standard error of the difference)"
-    ]
-    assert not held and "standard error 2.24 pt" in numbers
+    # One seed: no standard error, so no verdict
+    one = {k: _row(r["seeds"][:1], r["last"][:1]) for k, r in rows.items()}
+    assert {h for _, h, _ in check_claims(one)} == {None}
 
 
 def test_reproduce_cli(tmp_path, capsys):
@@ -121,25 +135,23 @@ def test_rid_variants_run_as_rid_with_their_switch(tmp_path):
     assert published.method.params == preset.method_params["rid"]
 
 
-def test_variant_claims_use_the_standard_error_of_the_difference():
+def test_variant_claims_use_the_paired_standard_error():
     from infodistill.experiments.rid_report import check_variant
 
-    def row(*accs):
-        return {"last": list(accs)}
-
-    # baseline 0.80 ± 0.01, variant 0.795 ± 0.01 over 3 seeds: d = -0.5 pt, se = sqrt(2 * 1e-4 / 3) = 0.816 pt
+    seeds = (0, 1, 2)
+    # variant - baseline = -0.5, -1.5, +0.5 pt: mean -0.5, se = 1.0 / sqrt(3) = 0.577 pt: not below
     rows = {
-        ("untrained", "baseline"): row(0.79, 0.80, 0.81),
-        ("untrained", "v"): row(0.785, 0.795, 0.805),
-        ("untrained", "rid"): row(0.70, 0.71, 0.72),
-        ("trained", "rid"): row(0.81, 0.82, 0.83),
-        ("trained", "v"): row(0.82, 0.83, 0.84),
+        ("untrained", "baseline"): _row(seeds, [0.79, 0.80, 0.81]),
+        ("untrained", "v"): _row(seeds, [0.785, 0.785, 0.815]),
+        ("trained", "rid"): _row(seeds, [0.81, 0.82, 0.83]),
+        ("trained", "v"): _row(seeds, [0.82, 0.83, 0.84]),
     }
     claims = check_variant(rows, "v")
     assert [h for _, h, _ in claims] == [True, True]
-    assert "difference -0.50 pt, standard error 0.82 pt" in claims[0][2]
-    rows[("untrained", "v")] = row(0.775, 0.785, 0.795)  # d = -1.5 pt > se below
-    rows[("trained", "v")] = row(0.80, 0.81, 0.82)
+    assert "paired difference -0.50 pt, standard error 0.58 pt, 3 seeds" in claims[0][2]
+    # -1.5, -1.4, -1.6 pt: mean -1.5, se 0.058 pt: below by far more than 2 se
+    rows[("untrained", "v")] = _row(seeds, [0.775, 0.786, 0.794])
+    rows[("trained", "v")] = _row(seeds, [0.80, 0.81, 0.82])
     assert [h for _, h, _ in check_variant(rows, "v")] == [False, False]
 
 
@@ -191,3 +203,126 @@ def test_paired_differences_match_seed_by_seed_and_skip_unfinished_runs(tmp_path
     assert list(d) == [("trained", "rid")]
     # Only seeds 0 and 1 have both runs finished: differences +2 and +1 points.
     assert d[("trained", "rid")] == [pytest.approx(0.02), pytest.approx(0.01)]
+
+
+def test_every_e1_preset_distils_three_stage_pairs_with_the_papers_settings(tmp_path):
+    from infodistill.experiments.rid import PRESETS, distill_config
+
+    stages = {
+        "cnn-small": "stage",
+        "cnn1d": "stage",
+        "wrn-16-2": "block",
+        "wrn-40-2": "block",
+        "wrn-16-1": "block",
+    }
+    for name, preset in PRESETS.items():
+        s, t = stages[preset.student_model["name"]], stages[preset.teacher_model["name"]]
+        three = [[f"{s}{i}", f"{t}{i}"] for i in (1, 2, 3)]
+        for method in ("vid", "rid", "ted"):
+            if method not in preset.methods:
+                continue
+            cfg = distill_config(preset, tmp_path / "t", "trained", method, 0, tmp_path / name / method)
+            assert cfg.method.pairs == three, (name, method)
+            assert cfg.pid.pairs == (three if preset.pid_layers == "all" else three[-1:])
+            assert cfg.pid.k == 5 and cfg.pid.pca == 5
+            assert cfg.optim.grad_clip == 100.0 and cfg.optim.nesterov
+        if "vid" in preset.methods:
+            vid = distill_config(preset, tmp_path / "t", "trained", "vid", 0, tmp_path / "v").method.params
+            assert vid == {"lam": 100.0, "regressor": "kd-rid", "alpha_init": 5.0, "eps": 1e-3}
+            rid = distill_config(preset, tmp_path / "t", "trained", "rid", 0, tmp_path / "r").method.params
+            assert (rid["lam"], rid["rounds"], rid["phase1_fraction"]) == (10.0, 10, 0.25)
+            slim = distill_config(preset, tmp_path / "t", "trained", "vid-repdistiller", 0, tmp_path / "s")
+            assert slim.method.name == "vid" and slim.method.pairs == three[-1:]
+            assert slim.method.params == {
+                "lam": 1.0,
+                "regressor": "conv-relu-conv",
+                "alpha_init": None,
+                "eps": 1e-5,
+            }
+
+
+def test_a_diverging_run_is_reported_as_stopped_and_the_others_go_on(tmp_path):
+    torch.set_num_threads(1)
+    # lam = 1e30 without clipping: the first step's gradient throws the weights to inf/NaN
+    params = {**paper_method_params(), "vid": {"lam": 1e30}}
+    preset = RIDPreset(
+        **{**TINY, "teachers": ("trained",), "methods": ("baseline", "vid"), "seeds": (0,)},
+    )
+    preset.method_params, preset.grad_clip, preset.pid_boot = params, None, 0
+    report = run_rid(preset, tmp_path, progress=False).read_text()
+    stopped = json.loads((tmp_path / "trained-vid-s0" / "stopped.json").read_text())
+    assert stopped["epoch"] == 1 and "non-finite" in stopped["error"]
+    row = next(line for line in report.splitlines() if line.startswith("| trained | vid |"))
+    assert "seed 0: stopped at epoch 1, non-finite" in row and "| — |" in row  # no accuracy averaged in
+    assert next(line for line in report.splitlines() if line.startswith("| trained | baseline |")).endswith(
+        "| — |"
+    )
+    # a rerun does not train the stopped run again
+    mtime = (tmp_path / "trained-vid-s0" / "stopped.json").stat().st_mtime_ns
+    run_rid(preset, tmp_path, progress=False)
+    assert (tmp_path / "trained-vid-s0" / "stopped.json").stat().st_mtime_ns == mtime
+
+
+def test_set_reaches_every_preset_field_and_rejects_bad_keys(tmp_path, monkeypatch, capsys):
+    import infodistill.experiments.rid as e1
+
+    seen = []
+    monkeypatch.setattr(
+        e1, "run_rid", lambda preset, out, progress=True: seen.append(preset) or tmp_path / "r.md"
+    )
+    sets = [
+        "methods.vid.lam=1",
+        "method_params.rid.rounds=4",
+        "seeds=[0, 1, 2]",
+        "student_model.kwargs.width=16",
+        "pid_k=10",
+        "grad_clip=null",
+        "pairs=[[stage3, stage3]]",
+        "methods=[baseline, vid]",
+    ]
+    assert main(["reproduce", "rid", "--quiet", *[a for s in sets for a in ("--set", s)]]) == 0
+    (p,) = seen
+    quick = e1.PRESETS["quick"]
+    assert p.method_params["vid"] == {**quick.method_params["vid"], "lam": 1}
+    assert p.method_params["rid"]["rounds"] == 4 and quick.method_params["rid"]["rounds"] == 10
+    assert p.seeds == (0, 1, 2) and p.student_model == {"name": "cnn-small", "kwargs": {"width": 16}}
+    assert (p.pid_k, p.grad_clip, p.pairs, p.methods) == (
+        10,
+        None,
+        (("stage3", "stage3"),),
+        ("baseline", "vid"),
+    )
+    assert quick.student_model["kwargs"]["width"] == 8  # the preset itself is untouched
+    for bad, words in (
+        ("nope=1", ["unknown setting 'nope'", "valid settings:", "pid_k"]),
+        ("pid_k=ten", ["pid_k: expected int"]),
+        ("seeds=3", ["seeds: expected a list"]),
+        ("methods.vid.lamb=1", ["vid has no parameter 'lamb'", "lam"]),
+        ("methods.dino.lam=1", ["unknown method 'dino'"]),
+        ("pid_k", ["must look like key=value"]),
+    ):
+        assert main(["reproduce", "rid", "--set", bad]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("infodistill: error: ") and err.count("\n") == 1, err
+        assert all(w in err for w in words), err
+    assert main(["reproduce", "fidelity", "--set", "nope=1"]) == 2  # E2's presets take --set too
+    assert "unknown setting 'nope'" in capsys.readouterr().err
+
+
+def test_pid_curves_and_cells_from_hand_made_logs():
+    from infodistill.experiments.rid_report import _pid_cell, pid_curve, summarise
+
+    def rec(epoch, red, lo, hi):
+        terms = {"redundancy": red, "unique_t": 0.0, "mi_t": 1.0, "mi_s": 1.0, "ci": {"redundancy": [lo, hi]}}
+        return {"epoch": epoch, "test": {"accuracy": 0.5}, "pid": {"a|b": terms}}
+
+    logs = {0: [rec(1, 0.2, 0.1, 0.3), {"epoch": 2, "test": {"accuracy": 0.6}}, rec(3, 0.4, 0.3, 0.6)]}
+    logs[1] = [rec(1, 0.4, 0.2, 0.5), {"epoch": 2, "test": {"accuracy": 0.7}}, rec(3, 0.6, 0.5, 0.8)]
+    curve = pid_curve(logs.values(), "a|b", "redundancy")
+    # epochs 1 and 3 measured; means of the values and of the bounds over the two seeds
+    assert [c[0] for c in curve] == [1, 3]
+    assert curve[0][1:] == pytest.approx((0.3, 0.15, 0.4)) and curve[1][1:] == pytest.approx((0.5, 0.4, 0.7))
+    row = summarise({("trained", "rid"): logs}, 3, ["a|b"])[("trained", "rid")]
+    assert row["seeds"] == [0, 1] and row["last"] == [0.5, 0.5]
+    assert _pid_cell(row, "a|b", "redundancy") == "0.500 [0.400, 0.700]"
+    assert _pid_cell(row, "a|b", "unique_t") == "0.000"  # no interval logged for it

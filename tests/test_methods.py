@@ -195,6 +195,58 @@ def test_vid_variances_reach_the_optimizer():
     assert not torch.equal(before, vid.alphas[0].detach())
 
 
+def test_kd_rid_regressor_architecture_and_parameter_count():
+    vid = VID(**FEATURE_KW, regressor="kd-rid", alpha_init=5.0, eps=1e-3)
+    convs = [m for m in vid.regressors[0].modules() if isinstance(m, nn.Conv2d)]
+    # C_s = 3 -> 2C_t = 10 -> 10 -> C_t = 5, 1x1 kernels, no biases
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.bias) for c in convs] == [
+        (3, 10, (1, 1), None),
+        (10, 10, (1, 1), None),
+        (10, 5, (1, 1), None),
+    ]
+    kinds = [type(m).__name__ for m in vid.regressors[0]]
+    assert kinds == ["Conv2d", "BatchNorm2d", "ReLU", "Conv2d", "BatchNorm2d", "ReLU", "Conv2d"]
+    # hand count: convs 3*10 + 10*10 + 10*5 = 180, two BNs 2*(10+10) = 40, alphas 5
+    assert sum(p.numel() for p in vid.parameters()) == 180 + 40 + 5
+
+
+def test_kd_rid_variance_starts_at_softplus_5_plus_1e3():
+    vid = VID(**FEATURE_KW, regressor="kd-rid", alpha_init=5.0, eps=1e-3)
+    (var,) = vid.variances()
+    # softplus(5) = log(1 + e^5) = 5.0067153..., so sigma^2 = 5.0077153..., not 5
+    np.testing.assert_allclose(t2n(var), math.log(1 + math.exp(5.0)) + 1e-3, rtol=1e-6)
+    assert abs(float(var[0]) - 5.0077) < 1e-4
+
+
+def test_kd_rid_vid_loss_by_hand():
+    """The regressor's forward (BN in training mode: batch statistics, biased variance) and the
+    Gaussian NLL written out in numpy."""
+    student = TinyStudent()
+    b = make_batch(student)
+    vid = VID(**FEATURE_KW, lam=100.0, regressor="kd-rid", alpha_init=5.0, eps=1e-3)
+    out = vid(b)
+    w = [t2n(c.weight)[:, :, 0, 0] for c in vid.regressors[0] if isinstance(c, nn.Conv2d)]
+
+    def conv(x, weight):
+        return np.einsum("oc,bchw->bohw", weight, x)
+
+    def bn(x):
+        m, v = x.mean((0, 2, 3), keepdims=True), x.var((0, 2, 3), keepdims=True)
+        return (x - m) / np.sqrt(v + 1e-5)
+
+    s = t2n(pool2(b.student_feats["s1"]))
+    mu = conv(np.maximum(bn(conv(np.maximum(bn(conv(s, w[0])), 0), w[1])), 0), w[2])
+    var = (np.log1p(np.exp(5.0)) + 1e-3) * np.ones(C_T)
+    t, v = t2n(b.teacher_feats["t1"]), var[None, :, None, None]
+    nll = 0.5 * (np.log(v) + (t - mu) ** 2 / v)
+    assert out["vid"].item() == pytest.approx(100.0 * nll.mean(), rel=1e-5)
+
+
+def test_vid_rejects_an_unknown_regressor():
+    with pytest.raises(ValueError, match="regressor must be one of"):
+        VID(**FEATURE_KW, regressor="mlp")
+
+
 # --- RID ------------------------------------------------------------------------------------------
 
 

@@ -109,3 +109,92 @@ def write_report(out: Path, lines: list[str], plots: list[str], preset, summary:
     atomic_write(report, "\n".join(lines))
     atomic_write(out / "summary.json", json.dumps(summary, indent=2))
     return report
+
+
+def _coerce_setting(value, tp, key: str):
+    """``value`` (as YAML read it) checked against the preset field's type hint ``tp``."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is not type(None):
+                try:
+                    return _coerce_setting(value, arg, key)
+                except ValueError as exc:
+                    errors.append(str(exc))
+        raise ValueError(errors[0])
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"--set {key}: expected a list like [a, b], got {value!r}")
+        items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
+        if len(items) != len(value):
+            raise ValueError(f"--set {key}: expected {len(items)} items, got {value!r}")
+        return tuple(
+            _coerce_setting(v, t, f"{key}[{i}]") for i, (v, t) in enumerate(zip(value, items, strict=True))
+        )
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"--set {key}: expected a mapping like {{a: 1}}, got {value!r}")
+        return value
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) and tp is not bool or not isinstance(value, tp):
+        raise ValueError(f"--set {key}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+    return value
+
+
+#: ``--set methods.vid.lam=1`` is read as ``method_params.vid.lam`` (``methods`` alone is the list)
+SETTING_ALIASES = {"methods": "method_params"}
+
+
+def apply_settings(preset, items: list[str], check_method=None):
+    """A copy of the preset dataclass with ``key=value`` settings applied. ``key`` is a field, or a
+    dotted path into a dict field (``method_params.vid.lam``, ``student_model.kwargs.width``); the
+    value is read as YAML (``[0, 1, 2]``, ``1e-3``, ``null``). ``check_method(method, param)``, if
+    given, vets keys under ``method_params``. Bad keys or types raise ValueError naming the key."""
+    import dataclasses
+    import typing
+
+    import yaml
+
+    hints = typing.get_type_hints(type(preset))
+    names = [f.name for f in dataclasses.fields(preset)]
+    changes: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r} must look like key=value (e.g. seeds=[0,1,2])")
+        key, text = (x.strip() for x in item.split("=", 1))
+        try:
+            value = yaml.safe_load(text) if text else None
+        except yaml.YAMLError:
+            raise ValueError(f"--set {key}: {text!r} is not a YAML value") from None
+        parts = key.split(".")
+        if len(parts) > 1 and parts[0] in SETTING_ALIASES:
+            parts[0] = SETTING_ALIASES[parts[0]]
+        top = parts[0]
+        if top not in names:
+            raise ValueError(f"--set {key}: unknown setting {top!r}; valid settings: {', '.join(names)}")
+        if len(parts) == 1:
+            changes[top] = _coerce_setting(value, hints[top], top)
+            continue
+        current = changes.get(top, getattr(preset, top))
+        if not isinstance(current, dict):
+            raise ValueError(f"--set {key}: {top!r} is not a mapping, set it whole ({top}=...)")
+        new = json.loads(json.dumps(current))  # a deep copy: the preset's defaults stay untouched
+        node = new
+        for p in parts[1:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"--set {key}: {p!r} is not a mapping")
+        if top == "method_params" and check_method is not None:
+            if len(parts) != 3:
+                raise ValueError(f"--set {key}: use method_params.METHOD.PARAM=value")
+            check_method(parts[1], parts[2], key)
+        node[parts[-1]] = value
+        changes[top] = new
+    return dataclasses.replace(preset, **changes)

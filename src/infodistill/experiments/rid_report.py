@@ -26,11 +26,33 @@ def collect(preset, out: Path) -> dict:
     return runs
 
 
-def _final_pid(log: list[dict], key: str):
+def collect_stopped(preset, out: Path) -> dict:
+    """{(teacher, method): {seed: {"epoch", "error"}}} for the runs that stopped on a non-finite value."""
+    from .rid import read_stopped, run_name
+
+    stopped = {}
+    for kind in preset.teachers:
+        for method in preset.methods:
+            recs = {s: read_stopped(out / run_name(kind, method, s)) for s in preset.seeds}
+            recs = {s: {"epoch": r["epoch"], "error": r["error"]} for s, r in recs.items() if r}
+            if recs:
+                stopped[(kind, method)] = recs
+    return stopped
+
+
+def pair_keys(preset) -> list[str]:
+    """The PID tracker's keys of the preset's layer pairs ("student|teacher"), the last one last."""
+    pairs = [f"{s}|{t}" for s, t in preset.layer_pairs()]
+    return pairs if getattr(preset, "pid_layers", "all") == "all" else pairs[-1:]
+
+
+def _final_pid(log: list[dict], key: str, pair: str | None = None):
+    """(value, [lo, hi] or None) of a PID term at the last epoch that measured it."""
     for rec in reversed(log):
         if rec.get("pid"):
-            return next(iter(rec["pid"].values()))[key]
-    return None
+            terms = rec["pid"][pair] if pair else next(iter(rec["pid"].values()))
+            return terms[key], terms.get("ci", {}).get(key)
+    return None, None
 
 
 def paired_differences(runs: dict, epochs: int) -> dict:
@@ -55,125 +77,156 @@ def paired_differences(runs: dict, epochs: int) -> dict:
     return diffs
 
 
-def summarise(runs: dict) -> dict:
-    """Per (teacher, method): last/best test accuracy and final PID terms over seeds."""
+def summarise(runs: dict, epochs: int, pairs: list[str] | None = None, stopped: dict | None = None) -> dict:
+    """Per (teacher, method): seeds that finished, their last/best test accuracy and final PID terms
+    per layer pair (with bootstrap intervals when logged), and the runs that stopped. A stopped run's
+    numbers are not averaged in (its last epoch is not the run's), but its row is kept."""
+    stopped = stopped or {}
     rows = {}
-    for (kind, method), by_seed in runs.items():
-        logs = list(by_seed.values())
-        if not logs:
+    for key in dict.fromkeys([*runs, *stopped]):
+        logs = {s: log for s, log in runs.get(key, {}).items() if logged_last_epoch(log, epochs)}
+        if not logs and key not in stopped:
             continue
-        last = [log[-1]["test"]["accuracy"] for log in logs]
-        best = [max(r["test"]["accuracy"] for r in log if "test" in r) for log in logs]
-        row = {"last": last, "best": best, "agreement": [log[-1]["test"].get("agreement") for log in logs]}
-        for key, _ in PID_KEYS:
-            vals = [_final_pid(log, key) for log in logs]
-            row[key] = [v for v in vals if v is not None]
-        rows[(kind, method)] = row
+        seeds = list(logs)
+        row = {
+            "seeds": seeds,
+            "last": [logs[s][-1]["test"]["accuracy"] for s in seeds],
+            "best": [max(r["test"]["accuracy"] for r in logs[s] if "test" in r) for s in seeds],
+            "agreement": [logs[s][-1]["test"].get("agreement") for s in seeds],
+            "stopped": {str(s): r for s, r in stopped.get(key, {}).items()},
+            "pid": {},
+        }
+        for pair in pairs or [None]:
+            terms = {}
+            for k, _ in PID_KEYS:
+                vals = [_final_pid(logs[s], k, pair) for s in seeds]
+                terms[k] = [v for v, _ in vals if v is not None]
+                terms[k + "_ci"] = [ci for v, ci in vals if v is not None and ci is not None]
+            row["pid"][pair or "first"] = terms
+        last = (pairs or ["first"])[-1]
+        row.update({k: row["pid"][last][k] for k, _ in PID_KEYS})
+        rows[key] = row
     return rows
 
 
+#: a claim holds when the mean paired difference lies beyond this many standard errors
+SE_RULE = 2.0
+
+
+def verdict(d: list[float], direction: int) -> bool | None:
+    """Whether mean(d) lies beyond SE_RULE standard errors (sd of d / sqrt(n)) in ``direction``
+    (+1: above 0, -1: below 0); None with fewer than 2 seeds (no standard error)."""
+    if len(d) < 2:
+        return None
+    se = sqrt(variance(d) / len(d))
+    return direction * mean(d) > SE_RULE * se
+
+
+def _diff_text(d: list[float], scale: float = 100.0, unit: str = "pt") -> str:
+    if not d:
+        return "no seed finished both runs"
+    se = sqrt(variance(d) / len(d)) if len(d) > 1 else float("nan")
+    digits = 2 if unit == "pt" else 3
+    return (
+        f"paired difference {scale * mean(d):+.{digits}f} {unit}, standard error "
+        f"{scale * se:.{digits}f} {unit}, {len(d)} seeds"
+    )
+
+
+def _by_seed(rows: dict, kind: str, method: str, key: str = "last") -> dict:
+    r = rows.get((kind, method))
+    if not r or not r.get(key):
+        return {}
+    return dict(zip(r["seeds"], r[key], strict=False))
+
+
+def _paired(a: dict, b: dict) -> list[float]:
+    return [a[s] - b[s] for s in a if s in b]
+
+
 def check_claims(rows: dict) -> list[tuple[str, bool | None, str]]:
-    """The [PID-KD] claims, each (claim, held?, the numbers behind the verdict); None = not run."""
-
-    def acc(kind, method):
-        r = rows.get((kind, method))
-        return mean(r["last"]) if r else None
-
-    def pid(kind, method, key):
-        r = rows.get((kind, method))
-        return mean(r[key]) if r and r[key] else None
-
+    """The [PID-KD] claims, each (claim, held?, the numbers behind the verdict); held? is None when
+    it cannot be decided (one seed). Every verdict is on differences paired by seed: held needs the
+    mean difference beyond 2 standard errors in the claimed direction (:func:`verdict`)."""
     out = []
-    b_u, v_u, r_u = acc("untrained", "baseline"), acc("untrained", "vid"), acc("untrained", "rid")
-    if None not in (b_u, v_u):
-        out.append(
-            (
-                "VID falls below the baseline with an untrained teacher",
-                v_u < b_u - 0.01,
-                f"VID {100 * v_u:.2f} % vs baseline {100 * b_u:.2f} %",
-            )
+
+    def claim(text, d, direction, numbers):
+        if d:
+            out.append((text, verdict(d, direction), numbers))
+
+    acc = {(k, m): _by_seed(rows, k, m) for k, m in rows}
+    base_u, base_t = acc.get(("untrained", "baseline"), {}), acc.get(("trained", "baseline"), {})
+    vid_u, rid_u = acc.get(("untrained", "vid"), {}), acc.get(("untrained", "rid"), {})
+    d = _paired(vid_u, base_u)
+    claim("VID falls below the baseline with an untrained teacher", d, -1, f"VID − baseline: {_diff_text(d)}")
+    # per seed: how much further from the baseline VID lands than RID
+    gap = {
+        s: abs(vid_u[s] - base_u[s]) - abs(rid_u[s] - base_u[s]) for s in vid_u if s in rid_u and s in base_u
+    }
+    d = list(gap.values())
+    claim(
+        "RID stays closer to the baseline than VID with an untrained teacher",
+        d,
+        +1,
+        f"|VID − baseline| − |RID − baseline|: {_diff_text(d)}",
+    )
+    for key, label in (("mi_t", "I(Y;T)"), ("redundancy", "Red")):
+        un = _by_seed(rows, "untrained", "baseline", key)
+        tr = _by_seed(rows, "trained", "baseline", "mi_t")
+        d = [0.1 * tr[s] - un[s] for s in un if s in tr]
+        claim(
+            f"{label} ≈ 0 for the untrained teacher (below 10 % of the trained teacher's I(Y;T))",
+            d,
+            +1,
+            f"0.1·I(Y;T) trained − {label} untrained: {_diff_text(d, 1.0, 'bits')}",
         )
-    if None not in (b_u, v_u, r_u):
-        out.append(
-            (
-                "RID stays closer to the baseline than VID with an untrained teacher",
-                abs(b_u - r_u) < abs(b_u - v_u),
-                f"RID {100 * r_u:.2f} %, VID {100 * v_u:.2f} %, baseline {100 * b_u:.2f} %",
-            )
-        )
-    it_u, it_t = pid("untrained", "baseline", "mi_t"), pid("trained", "baseline", "mi_t")
-    red_u = pid("untrained", "baseline", "redundancy")
-    if None not in (it_u, it_t, red_u):
-        out.append(
-            (
-                "I(Y;T) and Red ≈ 0 for the untrained teacher (below 10 % of the trained teacher's I(Y;T))",
-                it_u < 0.1 * it_t and red_u < 0.1 * it_t,
-                f"untrained I(Y;T) {it_u:.3f}, Red {red_u:.3f} bits; trained I(Y;T) {it_t:.3f} bits",
-            )
-        )
-    uni = {m: pid("trained", m, "unique_t") for m in ("baseline", "vid", "rid", "ted")}
-    uni = {m: v for m, v in uni.items() if v is not None}
-    if "rid" in uni and len(uni) > 1:
-        lowest = min(uni, key=uni.get)
+    uni_rid = _by_seed(rows, "trained", "rid", "unique_t")
+    others = {m: _by_seed(rows, "trained", m, "unique_t") for m in ("baseline", "vid", "ted")}
+    diffs = {m: _paired(v, uni_rid) for m, v in others.items() if _paired(v, uni_rid)}
+    if diffs:
+        held = [verdict(d, +1) for d in diffs.values()]
         out.append(
             (
                 "RID ends with the lowest Uni(Y:T\\S) (trained teacher)",
-                lowest == "rid",
-                ", ".join(f"{m} {v:.3f}" for m, v in uni.items()) + " bits",
+                None if None in held else all(held),
+                "; ".join(f"{m} − RID: {_diff_text(d, 1.0, 'bits')}" for m, d in diffs.items()),
             )
         )
-    b_t = acc("trained", "baseline")
     for m in ("vid", "rid"):
-        a = acc("trained", m)
-        if None not in (a, b_t):
-            se = _se_diff(rows[("trained", m)]["last"], rows[("trained", "baseline")]["last"])
-            out.append(
-                (
-                    f"{m.upper()} beats the baseline with a trained teacher (by more than the standard "
-                    "error of the difference)",
-                    a - b_t > se,
-                    f"{m.upper()} {100 * a:.2f} % vs baseline {100 * b_t:.2f} %, "
-                    f"standard error {100 * se:.2f} pt",
-                )
-            )
+        d = _paired(acc.get(("trained", m), {}), base_t)
+        claim(
+            f"{m.upper()} beats the baseline with a trained teacher",
+            d,
+            +1,
+            f"{m.upper()} − baseline: {_diff_text(d)}",
+        )
     return out
-
-
-def _se_diff(a: list[float], b: list[float]) -> float:
-    """Standard error of the difference of two means over seeds (0 with one seed each)."""
-    return sqrt(_var(a) / len(a) + _var(b) / len(b))
 
 
 def check_variant(rows: dict, variant: str) -> list[tuple[str, bool | None, str]]:
     """Beyond the paper: does ``variant`` (a RID variant) never fall below the baseline with an
-    uninformative teacher, and keep RID's result with a trained one? "Below" means by more than the
-    standard error of the difference of the two means over seeds (seed noise is not a loss)."""
+    uninformative teacher, and keep RID's result with a trained one? "Below" means a paired
+    difference more than 2 standard errors under 0 (seed noise is not a loss)."""
     out = []
     for kind in ("untrained", "noisy"):
-        v, b = rows.get((kind, variant)), rows.get((kind, "baseline"))
-        if not v or not b:
-            continue
-        d = mean(v["last"]) - mean(b["last"])
-        se = _se_diff(v["last"], b["last"])
-        p = rows.get((kind, "rid"))
-        published = f"; published RID {100 * mean(p['last']):.2f} %" if p else ""
-        out.append(
-            (
-                f"{variant} does not fall below the baseline with the {kind} teacher",
-                d >= -se,
-                f"{variant} {100 * mean(v['last']):.2f} % vs baseline {100 * mean(b['last']):.2f} %: "
-                f"difference {100 * d:+.2f} pt, standard error {100 * se:.2f} pt{published}",
+        d = _paired(_by_seed(rows, kind, variant), _by_seed(rows, kind, "baseline"))
+        if d:
+            v = verdict(d, -1)
+            out.append(
+                (
+                    f"{variant} does not fall below the baseline with the {kind} teacher",
+                    None if v is None else not v,
+                    f"{variant} − baseline: {_diff_text(d)}",
+                )
             )
-        )
-    v, r, b = rows.get(("trained", variant)), rows.get(("trained", "rid")), rows.get(("trained", "baseline"))
-    if v and r:
-        base = f", baseline {100 * mean(b['last']):.2f} %" if b else ""
+    d = _paired(_by_seed(rows, "trained", variant), _by_seed(rows, "trained", "rid"))
+    if d:
+        v = verdict(d, -1)
         out.append(
             (
-                f"{variant} keeps published RID's result with the trained teacher (at least as accurate)",
-                mean(v["last"]) >= mean(r["last"]),
-                f"{variant} {100 * mean(v['last']):.2f} % vs published RID "
-                f"{100 * mean(r['last']):.2f} %{base}",
+                f"{variant} keeps published RID's result with the trained teacher (not below it)",
+                None if v is None else not v,
+                f"{variant} − published RID: {_diff_text(d)}",
             )
         )
     return out
@@ -210,41 +263,92 @@ def _plots(preset, runs: dict, out: Path) -> list[str]:
     axes[0][0].legend()
     files.append(save_figure(fig, out, "accuracy.png"))
 
-    fig, axes = plt.subplots(
-        len(preset.teachers), len(PID_KEYS), figsize=(13, 2.8 * len(preset.teachers)), squeeze=False
-    )
-    for i, kind in enumerate(preset.teachers):
-        for j, (key, label) in enumerate(PID_KEYS):
-            ax = axes[i][j]
-            for method in preset.methods:
-                logs = runs.get((kind, method), {}).values()
-                # (epoch, value) of the epochs that measured the PID (every pid_every-th and the last)
-                series = [
-                    [(r["epoch"], next(iter(r["pid"].values()))[key]) for r in log if r.get("pid")]
-                    for log in logs
-                ]
-                if not series or not series[0]:
-                    continue
-                n = min(len(s) for s in series)
-                ax.plot(
-                    [e for e, _ in series[0][:n]],
-                    [mean(s[k][1] for s in series) for k in range(n)],
-                    marker="o",
-                    ms=3,
-                    label=method,
-                )
-            ax.ticklabel_format(axis="y", useOffset=False)
-            lo, hi = ax.dataLim.intervaly
-            if hi - lo < 1e-3:  # a constant term (I(Y;T) of a fixed teacher): a readable band around it
-                ax.set_ylim(lo - 0.05, hi + 0.05)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.set_title(f"{label}, {kind} teacher", fontsize=9)
-            ax.set_xlabel("epoch")
-            ax.set_ylabel("bits")
-            ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    files.append(save_figure(fig, out, "pid.png"))
+    for idx, pair in enumerate(pair_keys(preset), start=1):
+        fig, axes = plt.subplots(
+            len(preset.teachers), len(PID_KEYS), figsize=(13, 2.8 * len(preset.teachers)), squeeze=False
+        )
+        for i, kind in enumerate(preset.teachers):
+            for j, (key, label) in enumerate(PID_KEYS):
+                ax = axes[i][j]
+                for method in preset.methods:
+                    curve = pid_curve(runs.get((kind, method), {}).values(), pair, key)
+                    if not curve:
+                        continue
+                    epochs = [c[0] for c in curve]
+                    (line,) = ax.plot(epochs, [c[1] for c in curve], marker="o", ms=3, label=method)
+                    if all(c[2] is not None for c in curve):
+                        ax.fill_between(
+                            epochs,
+                            [c[2] for c in curve],
+                            [c[3] for c in curve],
+                            color=line.get_color(),
+                            alpha=0.15,
+                        )
+                ax.ticklabel_format(axis="y", useOffset=False)
+                lo, hi = ax.dataLim.intervaly
+                if hi - lo < 1e-3:  # a constant term (I(Y;T) of a fixed teacher): a readable band around it
+                    ax.set_ylim(lo - 0.05, hi + 0.05)
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+                ax.set_title(f"{label}, {kind} teacher, {pair}", fontsize=9)
+                ax.set_xlabel("epoch")
+                ax.set_ylabel("bits")
+                ax.grid(alpha=0.3)
+        axes[0][0].legend(fontsize=8)
+        fig.suptitle(pid_caption(preset), fontsize=9)
+        files.append(
+            save_figure(fig, out, "pid.png" if idx == len(pair_keys(preset)) else f"pid-layer{idx}.png")
+        )
     return files
+
+
+def pid_curve(logs, pair: str, key: str) -> list[tuple]:
+    """[(epoch, mean over seeds, mean lower bound, mean upper bound)] of a PID term over the epochs
+    that measured it in every log (bounds None without bootstrap intervals)."""
+    series = [{r["epoch"]: r["pid"][pair] for r in log if r.get("pid") and pair in r["pid"]} for log in logs]
+    if not series:
+        return []
+    curve = []
+    for e in sorted(set.intersection(*(set(s) for s in series))):
+        terms = [s[e] for s in series]
+        cis = [t.get("ci", {}).get(key) for t in terms]
+        lo = mean(c[0] for c in cis) if all(cis) else None
+        hi = mean(c[1] for c in cis) if all(cis) else None
+        curve.append((e, mean(t[key] for t in terms), lo, hi))
+    return curve
+
+
+def pid_caption(preset, n_samples: int | None = None) -> str:
+    """The estimator's settings; ``n_samples``: the PID samples actually used (default: requested)."""
+    band = (
+        f"bands: {preset.pid_boot}-resample bootstrap 95 % interval, mean over seeds"
+        if preset.pid_boot
+        else "no bootstrap"
+    )
+    return (
+        f"PID (bits) on {n_samples or preset.pid_samples} test examples: flatten, L2-normalise, "
+        f"PCA {preset.pid_pca}, k-means k = {preset.pid_k}; {band}"
+    )
+
+
+def _pid_cell(r: dict, pair: str, key: str) -> str:
+    terms = r["pid"].get(pair, {})
+    vals, cis = terms.get(key, []), terms.get(key + "_ci", [])
+    if not vals:
+        return "—"
+    cell = f"{mean(vals):.3f}"
+    if cis and len(cis) == len(vals):
+        cell += f" [{mean(c[0] for c in cis):.3f}, {mean(c[1] for c in cis):.3f}]"
+    return cell
+
+
+def _stopped_cell(r: dict) -> str:
+    if not r["stopped"]:
+        return "—"
+    return "; ".join(
+        f"seed {s}: stopped at epoch {rec['epoch']}, non-finite "
+        + ("weights" if "weights" in rec["error"] else "loss")
+        for s, rec in r["stopped"].items()
+    )
 
 
 def write_rid_report(preset, out: Path, counts: dict | None = None) -> Path:
@@ -258,10 +362,12 @@ def write_rid_report(preset, out: Path, counts: dict | None = None) -> Path:
         counts = data_counts(preset, len(train), len(test))
 
     runs = collect(preset, out)
-    rows = summarise(runs)
+    pairs = pair_keys(preset)
+    rows = summarise(runs, preset.student_epochs, pairs, collect_stopped(preset, out))
     claims = check_claims(rows)
     plots = _plots(preset, runs, out)
     teacher_log = read_log(out / "teacher" / "log.jsonl")
+    last = pairs[-1]
     lines = [
         f"# E1 [PID-KD]: distillation from trained, untrained and noisy teachers (preset `{preset.name}`)",
         "",
@@ -270,34 +376,57 @@ def write_rid_report(preset, out: Path, counts: dict | None = None) -> Path:
         f"(test accuracy {100 * teacher_log[-1]['test']['accuracy']:.2f} %); "
         f"student `{preset.student_model}` "
         f"trained on {counts['student_train']} labelled examples for {preset.student_epochs} "
-        f"epochs; layer pair {preset.pair}; seeds {list(preset.seeds)}; test set: "
-        f"{counts['test']} examples. PID on {counts['pid_samples']} test examples, "
-        f"k = {preset.pid_k}.",
+        f"epochs; layer pairs {[list(p) for p in preset.layer_pairs()]} (VID, RID, TED distil all of "
+        f"them; `vid-repdistiller` the last); seeds {list(preset.seeds)}; test set: "
+        f"{counts['test']} examples. {pid_caption(preset, counts['pid_samples'])}.",
         "",
-        "## Test accuracy (%), mean ± std over seeds",
+        "## Test accuracy (%), mean ± std over the seeds that finished",
+        "",
+        f"PID terms (bits) at the last epoch on the last pair `{last}`, mean over seeds "
+        "[mean of the per-seed bootstrap interval bounds]. A run that stopped on a non-finite loss is "
+        "listed under *stopped* and left out of the means.",
         "",
         "| teacher | method | last epoch | best epoch | agreement (last) | Red | Uni(Y:T\\S) | I(Y;T) "
-        "| I(Y;S) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| I(Y;S) | stopped |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (kind, method), r in rows.items():
-        pid_cells = [f"{mean(r[k]):.3f}" if r[k] else "—" for k, _ in PID_KEYS]
+        pid_cells = [_pid_cell(r, last, k) for k, _ in PID_KEYS]
         agree = [a for a in r["agreement"] if a is not None]
         lines.append(
             f"| {kind} | {method} | {_ms(r['last'])} | {_ms(r['best'])} | {_ms(agree)} | "
             + " | ".join(pid_cells)
-            + " |"
+            + f" | {_stopped_cell(r)} |"
         )
     lines += [
         "",
-        "PID terms (bits) are those of the last epoch, averaged over seeds.",
+        "## PID at the last epoch, every layer pair (bits)",
+        "",
+        "| teacher | method | pair | Red | Uni(Y:T\\S) | I(Y;T) | I(Y;S) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (kind, method), r in rows.items():
+        for pair in pairs:
+            lines.append(
+                f"| {kind} | {method} | {pair} | "
+                + " | ".join(_pid_cell(r, pair, k) for k, _ in PID_KEYS)
+                + " |"
+            )
+    lines += [
         "",
         "## The paper's qualitative claims, checked on this run",
         "",
+        f"Rule: a claim **held** when the mean of its per-seed paired difference lies more than "
+        f"{SE_RULE:g} standard errors (sd of the differences / √n) beyond 0 in the claimed direction; "
+        "otherwise it **did not hold**; with one seed there is no standard error (*undecided*).",
+        "",
     ]
+
+    def word(held):
+        return "**undecided** (one seed)" if held is None else "**held**" if held else "**did not hold**"
+
     for claim, held, numbers in claims:
-        verdict = "**held**" if held else "**did not hold**"
-        lines.append(f"- {claim}: {verdict} ({numbers})")
+        lines.append(f"- {claim}: {word(held)} ({numbers})")
     diffs = paired_differences(runs, preset.student_epochs)
     if diffs:
         lines += [
@@ -323,16 +452,18 @@ def write_rid_report(preset, out: Path, counts: dict | None = None) -> Path:
             f"RID with the switches {RID_VARIANTS.get(preset.variant, {})} on top of the published "
             "method (`student_in_phase1`: the student also trains with cross-entropy in the filter "
             "phases, where the published schedule freezes it; see the README, *Why RID falls below "
-            "the baseline*).",
+            "the baseline*). Same rule: *did not hold* means more than 2 standard errors below.",
             "",
         ]
         for claim, held, numbers in variant:
-            lines.append(f"- {claim}: {'**held**' if held else '**did not hold**'} ({numbers})")
+            lines.append(f"- {claim}: {word(held)} ({numbers})")
     claims = claims + variant
     summary = {
         "examples": counts,
         "claims": [{"claim": c, "held": h, "numbers": n} for c, h, n in claims],
+        "rule": f"held iff mean paired difference > {SE_RULE:g} standard errors in the claimed direction",
         "rows": {f"{k}|{m}": v for (k, m), v in rows.items()},
         "paired_differences": {f"{k}|{m}": d for (k, m), d in diffs.items()},
     }
+    lines += ["", f"Plots: {pid_caption(preset)}."]
     return write_report(out, lines, plots, preset, summary)

@@ -12,6 +12,8 @@ from torch import Tensor
 from .base import Batch, DistillMethod, cross_entropy, upcast
 from .layers import conv1x1
 
+REGRESSORS = ("conv-relu-conv", "kd-rid")
+
 
 class VID(DistillMethod):
     """VID: maximise a variational lower bound of I(T; S) with a Gaussian q(t | s).
@@ -22,17 +24,20 @@ class VID(DistillMethod):
 
         L = CE(z_s, y) + lam * sum_k mean_{b,c,h,w} (1/2)[log sigma^2_kc + (t - mu_k(s))^2 / sigma^2_kc]
 
-    mu_k is 1x1 conv (C_s->H) -> ReLU -> 1x1 conv (H->C_t) (``regressor_layers=2``, the paper's
-    conv-ReLU-conv regressor; hidden width H = ``hidden``, default C_s: the paper leaves it open, and
-    C_s keeps the adapter cheap next to a small student — with H = C_t it cost twice the student's
-    own step in ``bench/train_step.py``) or a single 1x1 conv (``regressor_layers=1``).
-    alpha is initialised so that sigma^2 = ``init_var`` (5, SPEC §3), i.e.
-    alpha = log(exp(init_var - eps) - 1). The alphas are registered parameters, so they reach the
+    Regressor mu_k (``regressor``):
+    - "conv-relu-conv" (default, the RepDistiller-style slim adapter): 1x1 conv (C_s->H) -> ReLU ->
+      1x1 conv (H->C_t) with ``regressor_layers=2`` (hidden width H = ``hidden``, default C_s: the
+      paper leaves it open, and C_s keeps the adapter cheap next to a small student), or a single
+      1x1 conv with ``regressor_layers=1``;
+    - "kd-rid" ([PID-KD]'s code, its E1 setting): 1x1 conv C_s->2C_t, BN, ReLU, 1x1 conv 2C_t->2C_t,
+      BN, ReLU, 1x1 conv 2C_t->C_t, all without biases.
+    The variance starts at sigma^2 = ``init_var`` (5, SPEC §3), i.e. alpha = log(exp(init_var - eps) - 1),
+    or, with ``alpha_init`` given, at alpha = alpha_init (kd-rid: alpha = 5, eps = 1e-3, so
+    sigma^2 = softplus(5) + 1e-3 = 5.0077). The alphas are registered parameters, so they reach the
     optimizer and the checkpoint (the bug to avoid, SPEC §3).
 
     Deviations/choices: a spatial mismatch is bridged by average-pooling both maps to the smaller one
-    before mu (SPEC §3); lam defaults to 1 (SPEC §5: lam = 100 made training from an untrained
-    teacher diverge; the variances, trained at lam * lr, collapse).
+    before mu (SPEC §3); lam defaults to 1 (the class default; E1 runs the paper's lam = 100).
     """
 
     name = "vid"
@@ -47,26 +52,37 @@ class VID(DistillMethod):
         teacher_shapes=None,
         lam: float = 1.0,
         init_var: float = 5.0,
+        alpha_init: float | None = None,
         eps: float = 1e-5,
+        regressor: str = "conv-relu-conv",
         regressor_layers: int = 2,
         hidden: int | None = None,
     ):
         super().__init__(
             num_classes=num_classes, pairs=pairs, student_shapes=student_shapes, teacher_shapes=teacher_shapes
         )
+        if regressor not in REGRESSORS:
+            raise ValueError(f"regressor must be one of {REGRESSORS}, got {regressor!r}")
         if regressor_layers not in (1, 2):
             raise ValueError(f"regressor_layers must be 1 or 2, got {regressor_layers}")
-        if not eps > 0 or not init_var > eps:
+        if not eps > 0 or (alpha_init is None and not init_var > eps):
             raise ValueError(f"need init_var > eps > 0, got init_var={init_var}, eps={eps}")
         self.lam, self.eps = float(lam), float(eps)
         self.regressors = nn.ModuleList(
-            self._regressor(p.c_s, p.c_t, regressor_layers, hidden or p.c_s) for p in self.pairs
+            self._regressor(p.c_s, p.c_t, regressor, regressor_layers, hidden or p.c_s) for p in self.pairs
         )
-        alpha0 = math.log(math.expm1(init_var - eps))  # inverse softplus
+        alpha0 = math.log(math.expm1(init_var - eps)) if alpha_init is None else float(alpha_init)
         self.alphas = nn.ParameterList(nn.Parameter(torch.full((p.c_t,), alpha0)) for p in self.pairs)
 
     @staticmethod
-    def _regressor(c_s: int, c_t: int, layers: int, hidden: int) -> nn.Module:
+    def _regressor(c_s: int, c_t: int, kind: str, layers: int, hidden: int) -> nn.Module:
+        if kind == "kd-rid":
+            h = 2 * c_t
+            return nn.Sequential(
+                conv1x1(c_s, h, bias=False), nn.BatchNorm2d(h), nn.ReLU(),
+                conv1x1(h, h, bias=False), nn.BatchNorm2d(h), nn.ReLU(),
+                conv1x1(h, c_t, bias=False),
+            )  # fmt: skip
         if layers == 1:
             return conv1x1(c_s, c_t)
         return nn.Sequential(conv1x1(c_s, hidden), nn.ReLU(), conv1x1(hidden, c_t))

@@ -73,6 +73,14 @@ def add_commands(sub, error_cls) -> None:
         rp.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the preset's)")
         rp.add_argument("--epochs", type=int, help="student epochs (default: the preset's)")
         rp.add_argument("--teacher-epochs", type=int, help="teacher epochs (default: the preset's)")
+        rp.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="any preset setting, repeatable, value read as YAML: seeds=[0,1,2], pid_k=10, "
+            "method_params.vid.lam=1 (or methods.vid.lam=1), student_model.kwargs.width=16",
+        )
         rp.add_argument("--quiet", action="store_true", help="no progress bar")
         rp.set_defaults(func=_reproduce(name, error_cls), subparser=rp)
     from .audit import add_audit_command
@@ -221,9 +229,14 @@ def _reproduce(experiment: str, error_cls):
         _require_torch(error_cls)
         import dataclasses
 
+        from ..experiments.common import apply_settings
+
+        check_method = None
         if experiment == "rid":
-            from ..experiments.rid import PRESETS
+            from ..experiments.rid import PRESETS, check_method_param
             from ..experiments.rid import run_rid as run_experiment
+
+            check_method = check_method_param
         else:
             from ..experiments.fidelity import PRESETS
             from ..experiments.fidelity import run_fidelity as run_experiment
@@ -246,6 +259,10 @@ def _reproduce(experiment: str, error_cls):
             "seeds": tuple(args.seeds) if args.seeds else None,
         }
         preset = dataclasses.replace(preset, **{k: v for k, v in changes.items() if v is not None})
+        try:  # after the flags: --set is the most specific
+            preset = apply_settings(preset, args.set, check_method)
+        except ValueError as exc:
+            raise error_cls(str(exc)) from None
         out = args.out or f"runs/reproduce-{experiment}-{args.preset}"
         try:
             report = run_experiment(preset, out, progress=not args.quiet)
