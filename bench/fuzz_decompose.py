@@ -13,7 +13,9 @@ count histograms (``counts=True``) and very skewed masses (cell weights spread o
 of magnitude). Each result is checked against quantities computed here independently of the
 solver (mutual informations from the marginals of p, the marginals of the returned Q):
 
-* no exception, no warning, ``gap <= tol`` (the default tolerance) and ``gap >= 0``;
+* no exception, no warning, ``gap <= tol`` (the default tolerance) and ``gap >= 0``; a result above
+  the tolerance that ``decompose`` reports with its RuntimeWarning is counted apart as
+  "uncertified" (and must still pass the checks below within its gap);
 * every term ``>= -gap``; Red ≤ min(I(Y;T), I(Y;S)) + gap;
 * I(Y;T) = Red + Uni_T, I(Y;S) = Red + Uni_S, I(Y;T,S) = Red + Uni_T + Uni_S + Syn, to within the
   gap plus the rounding of the mutual informations (``slack`` below);
@@ -90,17 +92,26 @@ def _mi(p2: np.ndarray) -> float:
 
 
 def check(p: np.ndarray, counts: bool, symmetry: bool) -> tuple[list[str], float, float]:
-    """Decompose p and check the result; returns (problems, gap in bits, seconds)."""
+    """Decompose p and check the result; returns (problems, gap in bits, seconds).
+
+    A result above the tolerance is a problem unless ``decompose`` said so with its RuntimeWarning;
+    such a result must still pass every other check within the gap it reports."""
     tol = DEFAULT_TOL_BITS
     problems: list[str] = []
     t0 = time.perf_counter()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             r = decompose(p, counts=counts)
     except Exception as exc:  # the sweep reports every kind of failure
         return [f"{type(exc).__name__}: {exc}"], float("nan"), time.perf_counter() - t0
     seconds = time.perf_counter() - t0
+    warned = False
+    for w in caught:
+        if issubclass(w.category, RuntimeWarning) and "certified a gap of" in str(w.message):
+            warned = True  # an honest report of an uncertified result: counted, then checked below
+        else:
+            problems.append(f"{w.category.__name__}: {w.message}")
     pn = p / p.sum()
     Y, T, S = pn.shape
     mi_t, mi_s = _mi(pn.sum(axis=2)), _mi(pn.sum(axis=1))
@@ -109,8 +120,10 @@ def check(p: np.ndarray, counts: bool, symmetry: bool) -> tuple[list[str], float
     # The three mutual informations above and the solver's are sums of up to Y·T·S terms of size
     # at most -p log p: their rounding is bounded by a few ulps of that many terms.
     slack = gap + 64 * np.finfo(float).eps * max(1.0, np.log2(pn.size + 1)) * (1 + pn.size) ** 0.5
-    if not (0.0 <= gap <= tol):
-        problems.append(f"gap {gap:.3g} bits not in [0, tol={tol:.3g}]")
+    if not 0.0 <= gap:
+        problems.append(f"negative gap {gap!r}")
+    if not np.isfinite(gap) or gap > tol and not warned:
+        problems.append(f"gap {gap:.3g} bits above tol={tol:.3g} without a warning")
     terms = dict(red=r.redundancy, uni_t=r.unique_t, uni_s=r.unique_s, syn=r.synergy)
     for name, v in terms.items():
         if not v >= -gap:
@@ -139,7 +152,11 @@ def check(p: np.ndarray, counts: bool, symmetry: bool) -> tuple[list[str], float
     if symmetry:
         try:
             with warnings.catch_warnings():
+                # the swapped problem may be uncertified too (then said so): its gap enters below
                 warnings.simplefilter("error")
+                warnings.filterwarnings(
+                    "ignore", message="BROJA solver certified a gap", category=RuntimeWarning
+                )
                 rs = decompose(p.transpose(0, 2, 1), counts=counts)
         except Exception as exc:
             problems.append(f"swapped T, S: {type(exc).__name__}: {exc}")
@@ -158,7 +175,7 @@ def check(p: np.ndarray, counts: bool, symmetry: bool) -> tuple[list[str], float
 
 def sweep(n: int, seed: int = 0, start: int = 0, symmetry_every: int = 10, out=sys.stdout) -> dict:
     """Run joints start..start+n-1 of ``seed``; returns the summary (and prints failures)."""
-    failures = []
+    failures, uncertified = [], []
     certified = 0
     max_gap, worst = 0.0, (0.0, None)
     t0 = time.perf_counter()
@@ -167,6 +184,14 @@ def sweep(n: int, seed: int = 0, start: int = 0, symmetry_every: int = 10, out=s
         problems, gap, seconds = check(p, counts, symmetry_every > 0 and i % symmetry_every == 0)
         if gap == gap and 0 <= gap <= DEFAULT_TOL_BITS:
             certified += 1
+        elif not problems:
+            uncertified.append(dict(seed=seed, index=i, shape=list(p.shape), kind=kind, gap_bits=gap))
+            if out is not None:
+                print(
+                    f"UNCERTIFIED (warned) seed={seed} index={i} shape={p.shape} kind={kind}: "
+                    f"gap {gap:.3g} bits",
+                    file=out,
+                )
         if gap == gap:
             max_gap = max(max_gap, gap)
         if seconds > worst[0]:
@@ -182,6 +207,7 @@ def sweep(n: int, seed: int = 0, start: int = 0, symmetry_every: int = 10, out=s
         seed=seed,
         start=start,
         certified=certified,
+        uncertified=len(uncertified),
         failures=len(failures),
         max_gap_bits=max_gap,
         worst_seconds=worst[0],
@@ -189,6 +215,7 @@ def sweep(n: int, seed: int = 0, start: int = 0, symmetry_every: int = 10, out=s
         total_seconds=time.perf_counter() - t0,
         machine=f"{platform.machine()} {platform.processor() or ''}".strip(),
         failed=failures,
+        uncertified_cases=uncertified,
     )
     return summary
 
@@ -204,7 +231,8 @@ def main(argv=None) -> int:
     s = sweep(args.n, args.seed, args.start, args.symmetry_every)
     print(
         f"{s['n']} joints (seed {s['seed']}, from {s['start']}): {s['certified']} certified, "
-        f"{s['failures']} failed; max gap {s['max_gap_bits']:.3g} bits; slowest {s['worst_seconds']:.2f} s "
+        f"{s['uncertified']} uncertified (with a warning), {s['failures']} failed; "
+        f"max gap {s['max_gap_bits']:.3g} bits; slowest {s['worst_seconds']:.2f} s "
         f"{s['worst_case']}; total {s['total_seconds']:.0f} s on {s['machine']}"
     )
     if args.json:

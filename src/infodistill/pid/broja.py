@@ -36,6 +36,7 @@ import numpy as np
 from scipy import linalg
 from scipy.linalg import lapack
 
+from .limits import check_bytes
 from .threads import blas_threads
 
 __all__ = ["solve_broja"]
@@ -674,6 +675,24 @@ def _pair_space(prob: _Problem) -> bool:
     return pair_cost < PAIR_SPACE_ADVANTAGE * schur_cost
 
 
+def solver_bytes(prob: _Problem) -> float:
+    """Peak bytes of the Newton systems of this problem's route, beyond the Y·T·S arrays (those are
+    checked in ``decompose``), counted on the code: Schur route, the label blocks A_t, L_t⁻¹, A_t⁻¹
+    (T·Y² each), C (S·Y²), B, R and A⁻¹B ((T·Y)×(S·Y) each) and two (S·Y)² matrices; sparse route,
+    the label blocks and a few copies of B's nonzeros (sparse LU fill is not modelled); pair space,
+    D, D⁻¹ and their copies (Y·(T+S)² each), the products X of ``_pair_gram`` ((T+S)·Y·P) and the
+    P×P system with its factor."""
+    Y, T = prob.p_yt.shape
+    S = prob.p_ys.shape[1]
+    if prob.pair_space:
+        n, P = T + S, prob.n_pairs
+        return 8.0 * (4 * Y * n * n + n * Y * P + 2 * P * P)
+    blocks = 3 * T * Y * Y + S * Y * Y
+    if _NewtonSystem.is_sparse(prob):
+        return 8.0 * (blocks + 6 * _NewtonSystem._nnz(prob))
+    return 8.0 * (blocks + 3 * T * S * Y * Y + 2 * (S * Y) ** 2)
+
+
 def _newton_system(prob: _Problem, pi, u, W, level: int = 0) -> _NewtonBase:
     """The cheaper factorisation of the Newton matrix for this problem's shape (same matrix).
 
@@ -940,7 +959,10 @@ def active_set_newton(prob: _Problem, lam, mu, r, active, max_steps: int = 4):
         h = np.einsum("ykl,yl->yk", Dinv, g)
         v = (pp * (h[:, tp] + h[:, T + sp])).sum(axis=0) + c_a
         fac = _Factor(K)
-        r_new = fac.solve(v)
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            r_new = fac.solve(v)
+        if not np.all(np.isfinite(r_new)):
+            return None  # the restricted system is singular in working precision (skewed masses)
         u = np.zeros((Y, T, S))
         u[:, tp, sp] = pp * r_new
         step = h - np.einsum("ykl,yl->yk", Dinv, np.concatenate([u.sum(axis=2), u.sum(axis=1)], axis=1))
@@ -1093,6 +1115,9 @@ def solve_broja(
     """See ``_solve_broja``; runs it with the BLAS thread count chosen for the size of the Newton
     system it factorises (S·Y, or the number of pairs in pair space)."""
     prob = _Problem(p_yt, p_ys)
+    (Y, T), S = p_yt.shape, p_ys.shape[1]
+    route = "pair space" if prob.pair_space else ("sparse" if _NewtonSystem.is_sparse(prob) else "Schur")
+    check_bytes(solver_bytes(prob), f"the BROJA solver's Newton system for a {Y} x {T} x {S} joint ({route})")
     n = prob.n_pairs if prob.pair_space else p_ys.size
     with blas_threads(1 if n <= SINGLE_THREAD_MAX_N else None):
         return _solve_broja(prob, tol, max_iter)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .broja import solve_broja
+from .limits import check_joint
 from .measures import LN2, _check_unit, _h, as_joint, convert_units
 
 #: Default certified tolerance on the optimum, in bits.
@@ -74,6 +75,8 @@ def decompose(p, unit: str = "bits", counts: bool = False, tol: float | None = N
     negative number.
     """
     _check_unit(unit)
+    if np.ndim(p) == 3:
+        check_joint(np.shape(p))
     p = as_joint(p, ndim=3, counts=counts)
     tol_nats = DEFAULT_TOL_BITS * LN2 if tol is None else convert_units(float(tol), unit, "nats")
     if not 0 < tol_nats < np.inf:
