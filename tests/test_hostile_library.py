@@ -856,3 +856,27 @@ def test_a_corrupt_rng_state_is_refused(rng):
     with pytest.raises(CheckpointError, match="RNG state"):
         set_rng_state(rng)
     assert torch.equal(torch.get_rng_state(), before)
+
+
+# ---------------------------------------------------------------- memory budget (issue 11)
+
+
+def test_decompose_refuses_a_joint_beyond_the_memory_budget():
+    """Sized before any copy: a broadcast view costs nothing, its 16 float64 copies would not."""
+    p = np.broadcast_to(np.float64(1.0 / 3000**3), (3000, 3000, 3000))
+    with pytest.raises(ValueError, match=r"memory budget.*fewer labels or fewer clusters"):
+        decompose(p)
+
+
+def test_solver_system_beyond_the_budget_is_refused(monkeypatch):
+    """200 labels x 30 x 30 (pair space: D blocks, X = D^-1 U and the 900 x 900 system) needs
+    about 8·(4·200·60² + 60·200·900 + 2·900²) = 122 MiB; a 0.05 GiB budget refuses it, 1 GiB not."""
+    rng = np.random.default_rng(0)
+    p = rng.random((200, 30, 30))
+    p /= p.sum()
+    monkeypatch.setenv("INFODISTILL_PID_MEMORY_GB", "0.05")
+    with pytest.raises(ValueError, match=r"Newton system for a 200 x 30 x 30 joint"):
+        decompose(p)
+    monkeypatch.setenv("INFODISTILL_PID_MEMORY_GB", "lots")
+    with pytest.raises(ValueError, match="INFODISTILL_PID_MEMORY_GB"):
+        decompose(p)

@@ -36,6 +36,7 @@ import numpy as np
 from scipy import linalg
 from scipy.linalg import lapack
 
+from .limits import check_bytes
 from .threads import blas_threads
 
 __all__ = ["solve_broja"]
@@ -45,11 +46,33 @@ class SolverInfo(dict):
     """Diagnostics of one solve: iterations, converged, gap, and which garbling certified it."""
 
 
+EPS = float(np.finfo(np.float64).eps)
+
+
+def sum_error_factor(n: int) -> float:
+    """γ with |fl(Σ x_i) − Σ x_i| ≤ γ·Σ|x_i| for numpy's sum of n float64 terms, generously.
+
+    numpy sums a contiguous array pairwise in blocks of 128 (8 interleaved accumulators, then a
+    binary tree), whose error is at most (16 + log2 n)·u·Σ|x_i| to first order (u = eps/2); twice
+    that plus a constant leaves room for the per-term rounding (a product and a log: a few ulps of
+    each term) and for second-order terms.
+    """
+    return (2 * np.ceil(np.log2(max(n, 2))) + 40) * EPS
+
+
 def objective(q: np.ndarray) -> float:
     """f(Q) = Σ Q log Q(y|t,s) = −H_Q(Y | T, S) in nats."""
+    return objective_bound(q)[0]
+
+
+def objective_bound(q: np.ndarray) -> tuple[float, float]:
+    """f(Q) and a bound on its rounding error: γ_n·Σ|terms| (``sum_error_factor``) plus eps·ΣQ for
+    the rounding of each Q/r inside its log (an absolute error of about eps in the log)."""
     r = q.sum(axis=0, keepdims=True)
     mask = q > 0
-    return float((q[mask] * np.log((q / np.where(r > 0, r, 1.0))[mask])).sum())
+    terms = q[mask] * np.log((q / np.where(r > 0, r, 1.0))[mask])
+    err = sum_error_factor(terms.size) * float(np.abs(terms).sum()) + 4 * EPS * float(q.sum())
+    return float(terms.sum()), err
 
 
 def round_to_feasible(q: np.ndarray, p_yt: np.ndarray, p_ys: np.ndarray) -> np.ndarray:
@@ -158,6 +181,18 @@ class _Problem:
 
     def linear(self, lam, mu) -> float:
         return float((self.p_yt * lam).sum() + (self.p_ys * mu).sum())
+
+    def lower_bound(self, lam, mu, c) -> float:
+        """The certified dual bound D(λ, μ) − max c, less the rounding error of evaluating it: the
+        two sums (γ_n·Σ|P·λ|, ``sum_error_factor``) and max c, a log-sum-exp whose error is a few
+        ulps of |max z| + log(terms) (z = λ + μ)."""
+        a, b = self.p_yt * lam, self.p_ys * mu
+        c_max = float(c[self.pairs].max())
+        n = a.size + b.size
+        err = sum_error_factor(n) * float(np.abs(a).sum() + np.abs(b).sum() + abs(c_max))
+        z_big = float(np.abs(lam[self.m_yt]).max(initial=0.0) + np.abs(mu[self.m_ys]).max(initial=0.0))
+        err += 8 * EPS * (z_big + np.log(self.p_yt.shape[0]) + 1.0)
+        return float(a.sum() + b.sum()) - c_max - err
 
 
 def _block_diagonal(blocks: np.ndarray):
@@ -640,6 +675,24 @@ def _pair_space(prob: _Problem) -> bool:
     return pair_cost < PAIR_SPACE_ADVANTAGE * schur_cost
 
 
+def solver_bytes(prob: _Problem) -> float:
+    """Peak bytes of the Newton systems of this problem's route, beyond the Y·T·S arrays (those are
+    checked in ``decompose``), counted on the code: Schur route, the label blocks A_t, L_t⁻¹, A_t⁻¹
+    (T·Y² each), C (S·Y²), B, R and A⁻¹B ((T·Y)×(S·Y) each) and two (S·Y)² matrices; sparse route,
+    the label blocks and a few copies of B's nonzeros (sparse LU fill is not modelled); pair space,
+    D, D⁻¹ and their copies (Y·(T+S)² each), the products X of ``_pair_gram`` ((T+S)·Y·P) and the
+    P×P system with its factor."""
+    Y, T = prob.p_yt.shape
+    S = prob.p_ys.shape[1]
+    if prob.pair_space:
+        n, P = T + S, prob.n_pairs
+        return 8.0 * (4 * Y * n * n + n * Y * P + 2 * P * P)
+    blocks = 3 * T * Y * Y + S * Y * Y
+    if _NewtonSystem.is_sparse(prob):
+        return 8.0 * (blocks + 6 * _NewtonSystem._nnz(prob))
+    return 8.0 * (blocks + 3 * T * S * Y * Y + 2 * (S * Y) ** 2)
+
+
 def _newton_system(prob: _Problem, pi, u, W, level: int = 0) -> _NewtonBase:
     """The cheaper factorisation of the Newton matrix for this problem's shape (same matrix).
 
@@ -652,6 +705,9 @@ def _newton_system(prob: _Problem, pi, u, W, level: int = 0) -> _NewtonBase:
     single = level == 0 and prob.p_ys.size >= SINGLE_MIN_N
     return _NewtonSystem(prob, pi, u, W, single=single, syrk=level < 2)
 
+
+#: Largest change of any λ or μ in one step (nats).
+MAX_DUAL_MOVE = 20.0
 
 #: Dense Schur complements at least this large are assembled and factorised in single precision
 #: (with refinement in double) until a refined solve misses ``SINGLE_MAX_RESIDUAL``: float32 halves
@@ -680,6 +736,15 @@ class _InteriorPoint:
         self.lam = np.where(prob.m_yt, log_yt - np.log(p_y)[:, None] + kappa, 0.0)
         self.mu = np.where(prob.m_ys, log_ys, 0.0)
         self.c, self.pi = prob.evaluate(self.lam, self.mu)
+        # Weighted central path r·s = μ̄·w with w ∝ Q0(t,s) (mean 1 over the pairs). With the plain
+        # path r·s = μ̄, a pair whose mass is orders of magnitude below the rest (skewed joints,
+        # symbols of mass 1e-10) needs a slack −c ≈ μ̄/r in the thousands; the iteration drives c
+        # there by moving λ(·,t) unevenly over y, π of that pair collapses onto one label (1e-33),
+        # its λ block loses all curvature and the next direction is garbage (steps of 1e28, no
+        # progress: seen on a 9×2×23 joint). Weighting by the starting mass keeps every slack O(1)
+        # and the start (r·s = Q0·(1 + log(max Q0/Q0))) close to the path; the optimum is the same.
+        q0 = np.where(prob.pairs, self.r, 0.0)
+        self.weight = np.where(prob.pairs, q0 / max(float(q0[prob.pairs].mean()), 1e-300), 0.0)
 
     @property
     def slack(self) -> np.ndarray:
@@ -709,6 +774,9 @@ class _InteriorPoint:
         """
         pairs = self.prob.pairs
         alpha = 0.99 * self.max_step(d_r)
+        big = max(float(np.abs(d_lam).max()), float(np.abs(d_mu).max()))
+        if big * alpha > MAX_DUAL_MOVE:
+            alpha = MAX_DUAL_MOVE / big
         rising = pairs & (dc > 0)
         if rising.any():
             alpha = min(alpha, float(np.min(-0.99 * self.c[rising] / dc[rising])))
@@ -730,8 +798,21 @@ class _InteriorPoint:
         prob, r, s = self.prob, self.r, self.slack
         w = np.where(prob.pairs, 1.0 / s, 0.0)
         while True:
-            system = _newton_system(prob, self.pi, r, r * (w - 1.0), self.level)
-            d_lam, d_mu, dc, d_r = self._direction(system)
+            try:
+                system = _newton_system(prob, self.pi, r, r * (w - 1.0), self.level)
+                d_lam, d_mu, dc, d_r = self._direction(system)
+            except (np.linalg.LinAlgError, RuntimeError, ValueError):
+                # Singular to working precision (splu, inv): the iterate is as far as this
+                # factorisation gets; the caller certifies what it has.
+                if self.level >= 2:
+                    return False
+                self.level = 2
+                continue
+            if not (np.all(np.isfinite(d_lam)) and np.all(np.isfinite(d_mu)) and np.all(np.isfinite(d_r))):
+                if self.level >= 2:
+                    return False
+                self.level = 2
+                continue
             if system.accurate or self.level >= 2:
                 self.single_steps += system.single
                 break
@@ -763,7 +844,8 @@ class _InteriorPoint:
             ok = pairs & np.isfinite(c_aff)
             kappa[ok] = np.maximum((c_aff[ok] - self.c[ok] - a_aff * dc_a[ok]) / a_aff**2, 0.0)
         second = dr_a * (dc_a + kappa) + r * kappa
-        target = np.where(pairs, np.maximum(sigma * gap_mu + second, 0.1 * sigma * gap_mu), 0.0)
+        w = self.weight
+        target = np.where(pairs, np.maximum(sigma * gap_mu * w + second, 0.1 * sigma * gap_mu * w), 0.0)
         return self.direction(system, target)
 
 
@@ -877,7 +959,10 @@ def active_set_newton(prob: _Problem, lam, mu, r, active, max_steps: int = 4):
         h = np.einsum("ykl,yl->yk", Dinv, g)
         v = (pp * (h[:, tp] + h[:, T + sp])).sum(axis=0) + c_a
         fac = _Factor(K)
-        r_new = fac.solve(v)
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            r_new = fac.solve(v)
+        if not np.all(np.isfinite(r_new)):
+            return None  # the restricted system is singular in working precision (skewed masses)
         u = np.zeros((Y, T, S))
         u[:, tp, sp] = pp * r_new
         step = h - np.einsum("ykl,yl->yk", Dinv, np.concatenate([u.sum(axis=2), u.sum(axis=1)], axis=1))
@@ -982,8 +1067,7 @@ def scaling_polish(prob: _Problem, lam, mu, r, sweeps: int = 30):
     with np.errstate(divide="ignore"):
         la, lb = np.where(prob.m_yt, np.log(a), 0.0), np.where(prob.m_ys, np.log(b), 0.0)
         c, _ = prob.evaluate(la, lb)
-    bound = prob.linear(la, lb) - float(c[prob.pairs].max())
-    return q, bound
+    return q, prob.lower_bound(la, lb, c)
 
 
 def _conditional_entropy(p: np.ndarray) -> float:
@@ -1031,6 +1115,9 @@ def solve_broja(
     """See ``_solve_broja``; runs it with the BLAS thread count chosen for the size of the Newton
     system it factorises (S·Y, or the number of pairs in pair space)."""
     prob = _Problem(p_yt, p_ys)
+    (Y, T), S = p_yt.shape, p_ys.shape[1]
+    route = "pair space" if prob.pair_space else ("sparse" if _NewtonSystem.is_sparse(prob) else "Schur")
+    check_bytes(solver_bytes(prob), f"the BROJA solver's Newton system for a {Y} x {T} x {S} joint ({route})")
     n = prob.n_pairs if prob.pair_space else p_ys.size
     with blas_threads(1 if n <= SINGLE_THREAD_MAX_N else None):
         return _solve_broja(prob, tol, max_iter)
@@ -1051,8 +1138,10 @@ def _solve_broja(prob: _Problem, tol: float, max_iter: int) -> tuple[np.ndarray,
     factorisation: "schur", "pair" or "sparse"), single_precision_steps, finish_attempts, and
     finished_by when the active-set finish closed the gap.
 
-    Returns (q, f_upper, d_lower, info): an exactly feasible q with f(q) = f_upper, and a dual
-    bound d_lower ≤ min f, so the optimum lies in [d_lower, f_upper]; tol is in nats.
+    Returns (q, f_upper, d_lower, info): an exactly feasible q with f(q) ≤ f_upper and a dual
+    bound d_lower ≤ min f, both including a bound on their own rounding error (``objective_bound``,
+    ``_Problem.lower_bound``), so the optimum lies in [d_lower, f_upper] and f_upper ≥ d_lower
+    holds in floating point too; tol is in nats.
     """
     p_yt, p_ys = prob.p_yt, prob.p_ys
     ipm = _InteriorPoint(prob)
@@ -1061,7 +1150,10 @@ def _solve_broja(prob: _Problem, tol: float, max_iter: int) -> tuple[np.ndarray,
 
     def offer(q: np.ndarray) -> bool:
         q = round_to_feasible(q, p_yt, p_ys)
-        f = objective(q)
+        f, err = objective_bound(q)
+        # An upper bound on the optimum must cover the rounding of f(q) itself; q's marginals
+        # match P to a few ulps (round_to_feasible), a perturbation far below that of f.
+        f += err
         if f < best[1]:
             best[:] = [q, f]
             return True
@@ -1070,7 +1162,7 @@ def _solve_broja(prob: _Problem, tol: float, max_iter: int) -> tuple[np.ndarray,
     # I_Q(Y;T,S) ≥ max(I(Y;T), I(Y;S)) on Δ_P, i.e. f ≥ −min(H(Y|T), H(Y|S)): tight exactly when
     # one source is a garbling of the other.
     h_t, h_s = _conditional_entropy(p_yt), _conditional_entropy(p_ys)
-    d_low = -min(h_t, h_s)
+    d_low = -min(h_t, h_s) * (1 + sum_error_factor(p_yt.size + p_ys.size)) - 4 * EPS
     gaps: list[float] = []
     tried_garbling = False
     next_finish = np.inf
@@ -1082,12 +1174,15 @@ def _solve_broja(prob: _Problem, tol: float, max_iter: int) -> tuple[np.ndarray,
         bound = -np.inf
         for lam, mu, r_new, c, pi, _ in active_set_rounds(prob, ipm.lam, ipm.mu, ipm.r, active):
             offer(np.maximum(r_new, 0.0)[None] * pi)
-            bound = max(bound, prob.linear(lam, mu) - float(c[prob.pairs].max()))
+            bound = max(bound, prob.lower_bound(lam, mu, c))
             if best[1] - bound <= tol:
                 info["finished_by"] = "active-set Newton"
                 break
         return bound
 
+    # The start Q0 = P(y,t)P(y,s)/P(y) is in Δ_P: even if no step succeeds, a certified pair of
+    # bounds (possibly loose, then reported as such) is returned instead of nothing.
+    offer(ipm.r[None] * ipm.pi)
     working = None
     for it in range(max_iter + 1):
         info["iterations"] = it
@@ -1105,7 +1200,7 @@ def _solve_broja(prob: _Problem, tol: float, max_iter: int) -> tuple[np.ndarray,
         offer(ipm.r[None] * ipm.pi)
         # Valid lower bound: (λ, μ) shifted by max c (λ − max c is feasible, D falls by max c ≤ 0).
         # Near the end the iterates lose accuracy to round-off, so keep the best bounds seen.
-        d_low = max(d_low, prob.linear(ipm.lam, ipm.mu) - float(ipm.c[prob.pairs].max()))
+        d_low = max(d_low, prob.lower_bound(ipm.lam, ipm.mu, ipm.c))
         if best[1] - d_low < POLISH_BELOW * max(tol, 1e-9):
             q_pol, bound = scaling_polish(prob, ipm.lam, ipm.mu, ipm.r)
             offer(q_pol)

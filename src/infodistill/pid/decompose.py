@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .broja import solve_broja
+from .limits import check_joint
 from .measures import LN2, _check_unit, _h, as_joint, convert_units
 
 #: Default certified tolerance on the optimum, in bits.
@@ -74,7 +75,11 @@ def decompose(p, unit: str = "bits", counts: bool = False, tol: float | None = N
     negative number.
     """
     _check_unit(unit)
+    # Sized before as_joint's float64 copy; anything not yet an array is validated there first.
+    if isinstance(p, np.ndarray) and p.ndim == 3:
+        check_joint(p.shape)
     p = as_joint(p, ndim=3, counts=counts)
+    check_joint(p.shape)
     tol_nats = DEFAULT_TOL_BITS * LN2 if tol is None else convert_units(float(tol), unit, "nats")
     if not 0 < tol_nats < np.inf:
         raise ValueError(f"tol must be a positive finite number, got {tol}")

@@ -27,6 +27,7 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 
 from .decompose import DEFAULT_TOL_BITS, PIDResult, decompose
+from .limits import check_joint
 from .measures import UNITS, convert_units
 
 __all__ = ["EstimateResult", "SweepResult", "estimate", "sweep"]
@@ -506,6 +507,10 @@ def _resampled_terms(counts: np.ndarray, opts: _Options, tol: float) -> np.ndarr
 
 
 def _estimate_prepared(prep: _Prepared, opts: _Options) -> EstimateResult:
+    # Sized before k-means and the histogram: too many labels or clusters is refused up front.
+    kt = prep.t.dim if prep.t.mode == "argmax" else opts.k_t
+    ks = prep.s.dim if prep.s.mode == "argmax" else opts.k_s
+    check_joint((prep.n_classes, kt, ks))
     ct, kt = _discretize(prep.t, opts.k_t, opts)
     cs, ks = _discretize(prep.s, opts.k_s, opts)
     y = prep.y
