@@ -497,3 +497,28 @@ def test_real_process_exit_status_and_stderr(tmp_path):
         lines = proc.stderr.splitlines()
         assert len(lines) == 1 and lines[0].startswith("infodistill: error: ") and needle in lines[0]
     assert not marker.exists()
+
+
+def test_pid_inputs_too_large_for_the_memory_budget_are_one_line_errors(tmp_path, capsys, monkeypatch):
+    # The budget (pid/limits.py) sized down so that small files stand for huge ones: the same check
+    # refuses 200 000 distinct labels at the default 4 GiB.
+    monkeypatch.setenv("INFODISTILL_PID_MEMORY_GB", "0.001")  # ~1 MiB
+    rng = np.random.default_rng(0)
+    n = 3000
+    labels = save(tmp_path / "y.npy", np.arange(n))  # 3000 distinct labels
+    feats = save(tmp_path / "t.npy", rng.normal(size=(n, 4)).astype(np.float32))
+    # 3000 labels x 10 x 10 clusters, 16 float64 copies: 38 MB
+    err = assert_error(
+        capsys, "pid", "--labels", labels, "--teacher", feats, "--student", feats, "--pca", "0",
+        needles=("memory budget", "3000 x 10 x 10", "fewer labels"),
+    )
+    assert "INFODISTILL_PID_MEMORY_GB" in err
+    # more clusters than the budget allows, with few labels
+    few = save(tmp_path / "y2.npy", np.arange(n) % 3)
+    assert_error(
+        capsys, "pid", "--labels", few, "--teacher", feats, "--student", feats, "--k", "200", "--pca", "0",
+        needles=("memory budget", "--k"),
+    )
+    # a joint file whose solver arrays exceed the budget
+    joint = save(tmp_path / "p.npy", np.full((40, 40, 40), 1 / 64000))
+    assert_error(capsys, "pid", joint, needles=("memory budget", "40 x 40 x 40"))
