@@ -14,20 +14,11 @@ import torch
 
 import infodistill.data
 import infodistill.training.runs
+from datafiles import write_cifar10_bin
 from infodistill.cli import main
 from infodistill.data import DATASET_NAMES
 from infodistill.experiments import fidelity, rid
 from infodistill.training.trainer import read_log
-
-
-def _cifar10_bin(root: Path, n: int) -> None:
-    d = root / "cifar-10-batches-bin"
-    d.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
-        rows = rng.integers(0, 256, (n, 3073), dtype=np.uint8)
-        rows[:, 0] %= 10
-        (d / name).write_bytes(rows.tobytes())
 
 
 def _cifar100_bin(root: Path, n: int) -> None:
@@ -56,7 +47,7 @@ def _image_folder(root: Path) -> None:
 def data_roots(tmp_path_factory):
     """Tiny copies of the path-based data sets, smaller than the presets' requests below."""
     base = tmp_path_factory.mktemp("data")
-    _cifar10_bin(base / "c10", 10)  # 50 training, 10 test images
+    write_cifar10_bin(base / "c10", 10)  # 50 training, 10 test images
     _cifar100_bin(base / "c100", 10)
     _image_folder(base / "images")  # 18 training, 6 test images
     return {"cifar10": base / "c10", "cifar100": base / "c100", "image-folder": base / "images"}

@@ -28,6 +28,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from datafiles import write_cifar10_bin
 from gates import AND_RED, and_counts
 from infodistill.data import (
     DataError,
@@ -666,22 +667,12 @@ def test_fashion_mnist_inconsistent_directories(tmp_path, case, message):
         load_fashion_mnist(root)
 
 
-def _cifar_bin(root: Path, n=3) -> Path:
-    d = root / "cifar-10-batches-bin"
-    d.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
-        rows = rng.integers(0, 256, (n, 3073), dtype=np.uint8)
-        rows[:, 0] %= 10
-        (d / name).write_bytes(rows.tobytes())
-    return d
-
 
 @SHORT
 @given(cut=st.integers(1, 3 * 3073 - 1).filter(lambda c: c % 3073))
 def test_cifar_binary_truncated_is_a_data_error(tmp_path_factory, cut):
     root = tmp_path_factory.mktemp("cifar")
-    d = _cifar_bin(root)
+    d = write_cifar10_bin(root, 3)
     raw = (d / "data_batch_3.bin").read_bytes()
     (d / "data_batch_3.bin").write_bytes(raw[: len(raw) - cut])
     with pytest.raises(DataError, match="data_batch_3.bin: .* not a positive multiple of the 3073-byte"):
