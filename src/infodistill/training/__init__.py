@@ -3,7 +3,7 @@
 ``train_teacher(cfg)`` and ``distill(cfg)`` run what the CLI's ``train-teacher`` and ``distill`` run;
 ``build_distillation(cfg)`` returns the validated ``Fit`` without running it.
 
-Names are imported on first use, so the CLI (which registers its training commands from here)
+Names are imported on first use, so the CLI (which registers its training commands without them)
 starts without importing torch; the PID commands work on an installation without it.
 """
 

@@ -43,7 +43,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 __all__ = [
     "NOTHING_MARGIN_BITS",
@@ -52,8 +51,8 @@ __all__ = [
     "TRANSFERRED_FRACTION",
     "AuditResult",
     "AuditRow",
-    "add_audit_command",
     "audit",
+    "run_audit",
 ]
 
 #: "nothing to distill": a teacher layer is uninformative when the lower end of its (bias-centred)
@@ -424,56 +423,11 @@ def _verdict(rows: list) -> tuple[str, str, str]:
 
 
 # --------------------------------------------------------------------------------------------------
-# Command line
+# From run directories (what `infodistill audit` runs)
 
 
+#: the teacher/student argument for a randomly initialised model
 UNTRAINED = "untrained"
-
-
-def add_audit_command(sub, error_cls) -> None:
-    """Register ``infodistill audit`` on the CLI's subparsers; expected failures become ``error_cls``."""
-    import argparse
-
-    p = sub.add_parser(
-        "audit",
-        help="before distilling: what the teacher knows (I(Y;T) per layer) and what is left (Uni(Y:T\\S))",
-        description="Audit a teacher against a student on the first N test examples: per teacher layer\n"
-        "I(Y;T), Red, Uni(Y:T\\S), Uni(Y:S\\T), Syn (bits, bootstrap CIs, label-permutation bias),\n"
-        "both models' accuracy, and one verdict: nothing to distill / already transferred /\n"
-        "worth distilling. A run directory's config.json supplies the model (and data) when\n"
-        "--teacher-model / --student-model (--data) are omitted.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--teacher", required=True, metavar="RUN_DIR|CKPT|untrained", help="the teacher")
-    p.add_argument("--teacher-model", metavar="NAME", help="teacher architecture (e.g. wrn-16-2)")
-    p.add_argument("--teacher-kwargs", metavar="YAML", help='architecture options, e.g. "{width: 16}"')
-    p.add_argument(
-        "--student",
-        required=True,
-        metavar="RUN_DIR|CKPT|untrained",
-        help="the student ('untrained': random init from --seed)",
-    )
-    p.add_argument("--student-model", metavar="NAME", help="student architecture (e.g. cnn-small)")
-    p.add_argument("--student-kwargs", metavar="YAML", help='architecture options, e.g. "{width: 8}"')
-    p.add_argument("--data", metavar="NAME", help="data set (default: the teacher run's data.name)")
-    p.add_argument("--data-root", metavar="DIR", help="data directory (cifar10/100, image-folder)")
-    p.add_argument("--layers-t", metavar="A,B,C", help="teacher layers (default: all its stages)")
-    p.add_argument("--layers-s", metavar="X", help="student layer (default: its last stage)")
-    p.add_argument("--n", type=int, default=2000, help="test examples audited (default 2000)")
-    p.add_argument("--k", type=int, default=10, help="k-means clusters (default 10)")
-    p.add_argument("--pca", type=int, default=5, help="PCA dimensions, 0 for none (default 5)")
-    p.add_argument("--boot", type=int, default=100, help="bootstrap resamples (default 100)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the estimate and untrained inits")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=_audit_command(error_cls), subparser=p)
-
-
-def _errors() -> tuple:
-    import yaml
-
-    from .commands import _errors as command_errors
-
-    return (*command_errors(), TypeError, yaml.YAMLError)
 
 
 def _run_config(path: Path) -> dict | None:
@@ -539,30 +493,6 @@ def _resolve(role: str, path: str, model: str | None, kwargs_text: str | None) -
     return {"path": str(p), "untrained": False, "name": model, "kwargs": kwargs or {}, "run": raw}
 
 
-def _audit_command(error_cls):
-    def run(args, parser) -> int:
-        from .commands import _require_torch
-
-        _require_torch(error_cls)  # without torch: one line naming the install command
-        try:
-            result = _run_audit(args)
-        except _errors() as exc:
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise error_cls(msg) from None
-        print(json.dumps(result.as_dict(), indent=2, default=_json_default) if args.json else result.table())
-        return 0
-
-    return run
-
-
-def _json_default(obj: Any):
-    if hasattr(obj, "item"):
-        return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    raise TypeError(f"cannot serialise {type(obj).__name__}")
-
-
 def _split_layers(text: str | None, flag: str) -> list | None:
     if text is None:
         return None
@@ -572,22 +502,42 @@ def _split_layers(text: str | None, flag: str) -> list | None:
     return layers
 
 
-def _run_audit(args) -> AuditResult:
+def run_audit(
+    teacher: str,
+    student: str,
+    *,
+    teacher_model: str | None = None,
+    teacher_kwargs: str | None = None,
+    student_model: str | None = None,
+    student_kwargs: str | None = None,
+    data: str | None = None,
+    data_root: str | None = None,
+    layers_t: str | None = None,
+    layers_s: str | None = None,
+    n: int = 2000,
+    k: int = 10,
+    pca: int = 5,
+    boot: int = 100,
+    seed: int = 0,
+) -> AuditResult:
+    """:func:`audit` of a teacher and a student given as run directories, checkpoint directories or
+    ``untrained`` (with a model name), on the first ``n`` test examples of their data set; the
+    arguments are those of ``infodistill audit`` (errors name its flags)."""
     # --k 1: one cluster carries no information, and the verdict would read "nothing to distill".
-    for flag, value, minimum in (("--n", args.n, 1), ("--k", args.k, 2), ("--pca", args.pca, 0)):
+    for flag, value, minimum in (("--n", n, 1), ("--k", k, 2), ("--pca", pca, 0)):
         if value < minimum:
             raise ValueError(f"{flag} must be >= {minimum}, got {value}")
-    if args.boot < 1:
-        raise ValueError(f"--boot must be >= 1 (the verdict needs intervals), got {args.boot}")
-    if not 0 <= args.seed < 2**32:
-        raise ValueError(f"--seed must be in [0, 2**32), got {args.seed}")
-    teacher = _resolve("teacher", args.teacher, args.teacher_model, args.teacher_kwargs)
-    student = _resolve("student", args.student, args.student_model, args.student_kwargs)
-    t_layers = _split_layers(args.layers_t, "--layers-t")
-    s_layers = _split_layers(args.layers_s, "--layers-s")
+    if boot < 1:
+        raise ValueError(f"--boot must be >= 1 (the verdict needs intervals), got {boot}")
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"--seed must be in [0, 2**32), got {seed}")
+    teacher = _resolve("teacher", teacher, teacher_model, teacher_kwargs)
+    student = _resolve("student", student, student_model, student_kwargs)
+    t_layers = _split_layers(layers_t, "--layers-t")
+    s_layers = _split_layers(layers_s, "--layers-s")
     if s_layers is not None and len(s_layers) != 1:
         raise ValueError(f"--layers-s takes one student layer, got {len(s_layers)}: {','.join(s_layers)}")
-    data, root = args.data, args.data_root
+    root = data_root
     if data is None:
         for side in (teacher, student):
             run_data = (side["run"] or {}).get("data")
@@ -613,8 +563,8 @@ def _run_audit(args) -> AuditResult:
         return model, f"{name} ({side['path']})"
 
     # Distinct seeds so that an untrained teacher and student of one architecture are not identical.
-    t_model, t_name = build(teacher, "teacher", args.seed + 1)
-    s_model, s_name = build(student, "student", args.seed)
+    t_model, t_name = build(teacher, "teacher", seed + 1)
+    s_model, s_name = build(student, "student", seed)
     for model, layers in ((t_model, t_layers), (s_model, s_layers)):
         if layers is not None:
             from ..models.hooks import validate_layers
@@ -627,10 +577,10 @@ def _run_audit(args) -> AuditResult:
         test.y,
         teacher_layers=t_layers,
         student_layer=None if s_layers is None else s_layers[0],
-        n=args.n,
-        k=args.k,
-        pca=args.pca or None,
-        n_boot=args.boot,
-        seed=args.seed,
+        n=n,
+        k=k,
+        pca=pca or None,
+        n_boot=boot,
+        seed=seed,
         names=(t_name, s_name),
     )

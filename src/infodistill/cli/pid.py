@@ -1,38 +1,28 @@
-"""Command-line interface: ``infodistill pid`` and ``infodistill demo``.
+"""``infodistill pid`` and ``infodistill demo``.
 
-    infodistill pid JOINT.npy [--unit bits|nats] [--counts] [--tol X] [--json]
-    infodistill pid --labels Y.npy --teacher T.npy --student S.npy [--k N] [--k-t N] [--k-s N]
-                    [--pca N] [--no-normalize] [--pool flatten|avg] [--discretize kmeans|argmax]
-                    [--fit-fraction F] [--boot N] [--ci C] [--perm N] [--seed N]
-                    [--unit bits|nats] [--tol X] [--json]
-    infodistill demo [--boot N]
-    infodistill --version
-
-Only the standard library is imported at module level, so ``infodistill --help`` is fast; numpy and
-:mod:`infodistill.pid` are imported inside the command functions. torch is never imported.
-
-Every expected failure (missing or unreadable file, pickled or non-numeric array, wrong shape,
-mismatched lengths, a ``ValueError`` from the library) is reported as one line
-``infodistill: error: <message>`` on stderr with exit status 2; argparse usage errors also exit 2;
-Ctrl-C exits 130.
+Only the standard library is imported at module level; numpy and :mod:`infodistill.pid` are imported
+inside the command functions. torch is never imported.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import sys
 
-from . import __version__
-
-PROG = "infodistill"
-
-EXIT_OK = 0
-EXIT_ERROR = 2
-EXIT_INTERRUPTED = 130
-EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for e.g. `yes | head`
+from .common import (
+    EXIT_OK,
+    PROG,
+    CLIError,
+    _check_features,
+    _check_labels,
+    _float,
+    _fmt,
+    _int_at_least,
+    _one_line,
+    _print_json,
+    load_array,
+)
 
 #: (PIDResult field, label, meaning) in display order.
 PID_ROWS = (
@@ -54,138 +44,6 @@ terms of the BROJA partial information decomposition of I(Y; T, S)
   Syn(Y:T,S)   information available only from T and S together
   I(Y;T) = Red + Uni(Y:T\\S),  I(Y;S) = Red + Uni(Y:S\\T),  I(Y;T,S) = Red + both Uni + Syn
 """
-
-
-class CLIError(Exception):
-    """An expected failure, reported as one line on stderr with exit status 2."""
-
-
-# --------------------------------------------------------------------------------------------------
-# helpers
-
-
-def _one_line(msg: object) -> str:
-    return " ".join(str(msg).split())
-
-
-def _fmt(x: float) -> str:
-    return f"{float(x) + 0.0:.6f}"  # + 0.0 turns -0.0 into 0.0
-
-
-def _json_default(obj):
-    """JSON encoder fallback for numpy scalars and arrays (imported lazily: numpy is loaded by then)."""
-    import numpy as np
-
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
-def _print_json(obj) -> None:
-    print(json.dumps(obj, indent=2, default=_json_default))
-
-
-_DTYPE_KINDS = {
-    "c": "complex numbers",
-    "U": "strings",
-    "S": "byte strings",
-    "O": "Python objects",
-    "V": "structured/void records",
-    "M": "datetimes",
-    "m": "timedeltas",
-}
-
-
-def load_array(path: str, what: str):
-    """Load one real numeric array from a .npy file or a .npz file holding exactly one array.
-
-    Never unpickles (``allow_pickle=False``). Raises CLIError with a one-line message naming the file.
-    """
-    try:
-        with open(path, "rb") as fh:
-            magic = fh.read(6)
-    except FileNotFoundError:
-        raise CLIError(f"{what} file not found: {path}") from None
-    except IsADirectoryError:
-        raise CLIError(f"{what} path is a directory, not a .npy/.npz file: {path}") from None
-    except OSError as exc:
-        raise CLIError(f"cannot read {what} file {path}: {exc.strerror or exc}") from None
-
-    import zipfile
-
-    import numpy as np
-
-    try:
-        if magic.startswith(b"\x93NUMPY"):
-            arr = np.load(path, allow_pickle=False)
-        elif magic.startswith(b"PK"):
-            with np.load(path, allow_pickle=False) as npz:
-                names = list(npz.files)
-                if len(names) != 1:
-                    listed = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-                    raise CLIError(
-                        f"{what} file {path} holds {len(names)} arrays ({listed or 'none'}); "
-                        "expected exactly one"
-                    )
-                arr = npz[names[0]]
-        elif magic[:1] == b"\x80":
-            raise CLIError(
-                f"{what} file {path} is a pickle; infodistill never unpickles files "
-                "(save a numeric array with numpy.save instead)"
-            )
-        elif not magic:
-            raise CLIError(f"{what} file {path} is empty")
-        else:
-            raise CLIError(f"{what} file {path} is not a NumPy .npy or .npz file")
-    except CLIError:
-        raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        msg = _one_line(exc)
-        if "allow_pickle" in msg:
-            msg = "it holds Python objects, which would need unpickling (infodistill never unpickles files)"
-        raise CLIError(f"cannot load {what} file {path}: {msg}") from None
-
-    kind = arr.dtype.kind
-    if kind not in "biuf":
-        desc = _DTYPE_KINDS.get(kind, "non-numeric values")
-        raise CLIError(f"{what} file {path} has dtype {arr.dtype} ({desc}); expected a real numeric array")
-    return arr
-
-
-def _check_features(arr, what: str, path: str):
-    import numpy as np
-
-    if arr.ndim == 0:
-        raise CLIError(f"{what} file {path} holds a scalar; expected an array (n_samples, ...)")
-    if arr.ndim == 1:
-        arr = arr.reshape(-1, 1)
-    if arr.shape[0] == 0 or arr.size == 0:
-        raise CLIError(f"{what} file {path} is an empty array (shape {arr.shape})")
-    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-        raise CLIError(f"{what} file {path} contains NaN or infinite values")
-    return arr
-
-
-def _check_labels(arr, path: str):
-    import numpy as np
-
-    if arr.ndim == 2 and arr.shape[1] == 1:
-        arr = arr[:, 0]
-    if arr.ndim != 1:
-        raise CLIError(f"labels file {path} must be a 1-D array of class ids, got shape {arr.shape}")
-    if arr.size == 0:
-        raise CLIError(f"labels file {path} is an empty array")
-    if arr.dtype.kind == "f":
-        if not np.all(np.isfinite(arr)):
-            raise CLIError(f"labels file {path} contains NaN or infinite values")
-        if not np.all(arr == np.round(arr)):
-            raise CLIError(f"labels file {path} holds non-integer values; expected integer class ids")
-        return arr  # whole-number floats; a cast to int64 would merge classes beyond 2**63
-    return arr.astype(np.int64)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -214,7 +72,7 @@ def pid_table(res, title: str | None = None) -> str:
 
 
 def _pid_joint(args) -> int:
-    from .pid import decompose
+    from ..pid import decompose
 
     p = load_array(args.joint, "joint")
     try:
@@ -264,7 +122,7 @@ def _pid_estimate(args) -> int:
         )
 
     try:
-        from .pid import estimate
+        from ..pid import estimate
     except ImportError as exc:
         raise CLIError(f"the estimator is not available in this installation ({_one_line(exc)})") from None
 
@@ -359,7 +217,7 @@ GATES = {
 
 
 def gates_table() -> str:
-    from .pid import decompose
+    from ..pid import decompose
 
     fields = ("redundancy", "unique_t", "unique_s", "synergy")
     head = ("gate", "Y = f(T, S)", "Red(Y:T,S)", "Uni(Y:T\\S)", "Uni(Y:S\\T)", "Syn(Y:T,S)", "gap")
@@ -403,7 +261,7 @@ def cmd_demo(args, parser: argparse.ArgumentParser) -> int:
     print(gates_table())
     print()
     try:
-        from .pid import estimate
+        from ..pid import estimate
     except ImportError as exc:
         print(
             f"{PROG}: representation example skipped: estimator not available ({_one_line(exc)})",
@@ -440,45 +298,8 @@ def cmd_demo(args, parser: argparse.ArgumentParser) -> int:
     return EXIT_OK
 
 
-# --------------------------------------------------------------------------------------------------
-# argument parsing
-
-
-def _int_at_least(lo: int):
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid integer: {text!r}") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {v}")
-        return v
-
-    parse.__name__ = "int"
-    return parse
-
-
-def _float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
-    if not math.isfinite(v):
-        raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
-    return v
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Knowledge distillation you can measure: partial information decomposition\n"
-        "(BROJA) of what a teacher and a student representation know about the labels.",
-        epilog=TERMS_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
+def add_commands(sub) -> None:
+    """Register ``pid`` and ``demo`` on the CLI's subparsers."""
     pid = sub.add_parser(
         "pid",
         help="decompose a joint array p[y,t,s], or estimate the PID from labels and features",
@@ -583,58 +404,3 @@ def build_parser() -> argparse.ArgumentParser:
         "--boot", type=_int_at_least(0), default=50, metavar="N", help="bootstrap resamples (default 50)"
     )
     demo.set_defaults(func=cmd_demo, subparser=demo)
-
-    from .training.commands import add_commands
-
-    add_commands(sub, CLIError)
-    return parser
-
-
-def _overrides_after_options(extras: list[str], command: str) -> list[str]:
-    """``key=value`` overrides given after (or between) the options; argparse's positional takes
-    only those before the first option. Anything else left over is a mistake to name."""
-    for token in extras:
-        if token.startswith("-"):
-            raise CLIError(
-                f"unrecognized option {token.split('=', 1)[0]} for {command} (see {PROG} {command} --help)"
-            )
-        if "=" not in token:
-            raise CLIError(
-                f"unexpected argument {token!r} for {command}: overrides look like key.sub=value, "
-                f"e.g. optim.lr=0.01 (see {PROG} {command} --help)"
-            )
-    return extras
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; return the exit status (0 ok, 2 error or usage error, 130 interrupted).
-
-    ``argv`` defaults to ``sys.argv[1:]``. The console script calls ``sys.exit(main())``.
-    """
-    parser = build_parser()
-    try:
-        args, extras = parser.parse_known_args(argv)
-        if extras and not hasattr(args, "overrides"):
-            parser.error(f"unrecognized arguments: {' '.join(extras)}")
-    except SystemExit as exc:  # --help, --version, usage errors
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_ERROR)
-    try:
-        if extras:
-            args.overrides = list(args.overrides) + _overrides_after_options(extras, args.command)
-        return args.func(args, args.subparser)
-    except SystemExit as exc:  # parser.error() inside a command
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_ERROR)
-    except CLIError as exc:
-        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        # Output piped into e.g. `head`, which exited: stop quietly.
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        except (OSError, ValueError):
-            pass
-        return EXIT_BROKEN_PIPE

@@ -1,0 +1,88 @@
+"""``infodistill audit``: before distilling, what the teacher knows and what is left (see
+:mod:`infodistill.training.audit`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .common import CLIError, errors, require_torch
+
+
+def add_commands(sub) -> None:
+    """Register ``infodistill audit`` on the CLI's subparsers."""
+    p = sub.add_parser(
+        "audit",
+        help="before distilling: what the teacher knows (I(Y;T) per layer) and what is left (Uni(Y:T\\S))",
+        description="Audit a teacher against a student on the first N test examples: per teacher layer\n"
+        "I(Y;T), Red, Uni(Y:T\\S), Uni(Y:S\\T), Syn (bits, bootstrap CIs, label-permutation bias),\n"
+        "both models' accuracy, and one verdict: nothing to distill / already transferred /\n"
+        "worth distilling. A run directory's config.json supplies the model (and data) when\n"
+        "--teacher-model / --student-model (--data) are omitted.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--teacher", required=True, metavar="RUN_DIR|CKPT|untrained", help="the teacher")
+    p.add_argument("--teacher-model", metavar="NAME", help="teacher architecture (e.g. wrn-16-2)")
+    p.add_argument("--teacher-kwargs", metavar="YAML", help='architecture options, e.g. "{width: 16}"')
+    p.add_argument(
+        "--student",
+        required=True,
+        metavar="RUN_DIR|CKPT|untrained",
+        help="the student ('untrained': random init from --seed)",
+    )
+    p.add_argument("--student-model", metavar="NAME", help="student architecture (e.g. cnn-small)")
+    p.add_argument("--student-kwargs", metavar="YAML", help='architecture options, e.g. "{width: 8}"')
+    p.add_argument("--data", metavar="NAME", help="data set (default: the teacher run's data.name)")
+    p.add_argument("--data-root", metavar="DIR", help="data directory (cifar10/100, image-folder)")
+    p.add_argument("--layers-t", metavar="A,B,C", help="teacher layers (default: all its stages)")
+    p.add_argument("--layers-s", metavar="X", help="student layer (default: its last stage)")
+    p.add_argument("--n", type=int, default=2000, help="test examples audited (default 2000)")
+    p.add_argument("--k", type=int, default=10, help="k-means clusters (default 10)")
+    p.add_argument("--pca", type=int, default=5, help="PCA dimensions, 0 for none (default 5)")
+    p.add_argument("--boot", type=int, default=100, help="bootstrap resamples (default 100)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the estimate and untrained inits")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_audit, subparser=p)
+
+
+def _errors() -> tuple:
+    import yaml
+
+    return (*errors(), TypeError, yaml.YAMLError)
+
+
+def _json_default(obj):
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+
+def cmd_audit(args, parser) -> int:
+    require_torch()  # without torch: one line naming the install command
+    from ..training.audit import run_audit
+
+    try:
+        result = run_audit(
+            args.teacher,
+            args.student,
+            teacher_model=args.teacher_model,
+            teacher_kwargs=args.teacher_kwargs,
+            student_model=args.student_model,
+            student_kwargs=args.student_kwargs,
+            data=args.data,
+            data_root=args.data_root,
+            layers_t=args.layers_t,
+            layers_s=args.layers_s,
+            n=args.n,
+            k=args.k,
+            pca=args.pca,
+            boot=args.boot,
+            seed=args.seed,
+        )
+    except _errors() as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CLIError(msg) from None
+    print(json.dumps(result.as_dict(), indent=2, default=_json_default) if args.json else result.table())
+    return 0

@@ -1,0 +1,49 @@
+"""Evaluate a run directory's latest checkpoint: what ``infodistill evaluate`` prints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def evaluate_run(run_dir: str | Path, pid_pairs: list[str] | None = None) -> dict:
+    """``{"test": {...}}`` (accuracy, NLL, ECE, and against the teacher agreement and KL) of the
+    latest checkpoint in ``run_dir`` on its test set, plus ``"pid"`` per ``student:teacher`` layer
+    pair (``pid_pairs``, default the config's ``pid.pairs``) for a distillation run with a teacher."""
+    from ..models import collect_features
+    from ..pid import estimate
+    from .checkpoint import load_checkpoint, load_model_state
+    from .config import DistillConfig, TeacherTrainConfig, from_dict
+    from .runs import Teacher, _model, _teacher_members, prepare_data
+    from .trainer import evaluate_model
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
+    try:
+        raw = json.loads((run_dir / "config.json").read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{run_dir / 'config.json'} is not valid JSON ({exc})") from None
+    is_distill = "student" in raw
+    cfg = from_dict(DistillConfig if is_distill else TeacherTrainConfig, raw)
+    train, test = prepare_data(cfg.data, cfg.run.seed)
+    model = _model(cfg.student if is_distill else cfg.model, train)
+    load_model_state(model, load_checkpoint(run_dir)["student"], "student")
+    teacher = None
+    if is_distill and cfg.method.name != "progressive":
+        teacher = Teacher(_teacher_members(cfg, train), [])
+    t_logits = None if teacher is None else (lambda x: teacher(x)[0])
+    result = {"test": evaluate_model(model, test.x, test.y, cfg.data.eval_batch_size, t_logits)}
+    pairs = [p.split(":") for p in pid_pairs] if pid_pairs else (cfg.pid.pairs if is_distill else [])
+    if pairs and teacher is not None:
+        result["pid"] = {}
+        n = min(cfg.pid.n_samples or len(test), len(test))
+        bs = cfg.data.eval_batch_size
+        for s_layer, t_layer in pairs:
+            s_feat = collect_features(model, [s_layer], test.x[:n], bs)[1][s_layer].numpy()
+            t_feat = collect_features(teacher.members[0], [t_layer], test.x[:n], bs)[1][t_layer].numpy()
+            res = estimate(
+                test.y[:n].numpy(), t_feat, s_feat, k=cfg.pid.k, pca=cfg.pid.pca, seed=cfg.run.seed
+            )
+            result["pid"][f"{s_layer}|{t_layer}"] = res.pid.as_dict()
+    return result
