@@ -7,8 +7,8 @@ import torch
 from threadpoolctl import threadpool_limits
 from torch import nn
 
+from infodistill.audit import NOTHING, TRANSFERRED, WORTH, audit
 from infodistill.cli import main
-from infodistill.training.audit import NOTHING, TRANSFERRED, WORTH, audit
 from infodistill.training.config import DataConfig, ModelConfig, TeacherTrainConfig, load_config
 from infodistill.training.runs import _model, load_trained, prepare_data, train_teacher
 

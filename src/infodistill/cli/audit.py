@@ -1,5 +1,5 @@
 """``infodistill audit``: before distilling, what the teacher knows and what is left (see
-:mod:`infodistill.training.audit`)."""
+:mod:`infodistill.audit`)."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def _json_default(obj):
 
 def cmd_audit(args, parser) -> int:
     require_torch()  # without torch: one line naming the install command
-    from ..training.audit import run_audit
+    from ..audit import run_audit
 
     try:
         result = run_audit(

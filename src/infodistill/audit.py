@@ -270,9 +270,9 @@ def audit(
     import numpy as np
     import torch
 
-    from ..models import collect_features
-    from ..pid import estimate
-    from ..pid.threads import blas_threads
+    from .models import collect_features
+    from .pid import estimate
+    from .pid.threads import blas_threads
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
@@ -547,9 +547,9 @@ def run_audit(
     if data is None:
         raise ValueError("--data is required (no run directory's config.json names the data set)")
 
-    from .checkpoint import load_checkpoint, load_model_state
-    from .config import DataConfig, ModelConfig
-    from .runs import _model, prepare_data
+    from .training.checkpoint import load_checkpoint, load_model_state
+    from .training.config import DataConfig, ModelConfig
+    from .training.runs import _model, prepare_data
 
     _, test = prepare_data(DataConfig(name=data, root=root), 0)
     train_like = test  # _model needs only the sample shape and the number of classes
@@ -567,7 +567,7 @@ def run_audit(
     s_model, s_name = build(student, "student", seed)
     for model, layers in ((t_model, t_layers), (s_model, s_layers)):
         if layers is not None:
-            from ..models.hooks import validate_layers
+            from .models.hooks import validate_layers
 
             validate_layers(model, layers)
     return audit(
