@@ -27,7 +27,7 @@ COLUMNS = (
 
 def collect(preset, out: Path) -> dict:
     """{setting name: [log of each seed that exists]}."""
-    from .fidelity import run_name
+    from .fidelity_presets import run_name
 
     runs = {}
     for s in preset.settings():
@@ -210,7 +210,7 @@ def write_fidelity_report(preset, out: Path, counts: dict | None = None) -> Path
     """``counts``: the examples used (``fidelity.data_counts``); read from the data set when omitted."""
     if counts is None:
         from .common import load_full_data
-        from .fidelity import data_counts
+        from .fidelity_presets import data_counts
 
         train, test = load_full_data(preset.data, preset.data_root)
         counts = data_counts(preset, len(train), len(test))

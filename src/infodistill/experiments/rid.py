@@ -4,322 +4,71 @@
 its own run directory (finished runs are skipped, interrupted ones resumed), then writes the report
 (`report.md`, plots) from the logs. The qualitative claims of the paper are checked from the
 numbers of this run, not asserted.
+
+The presets and configs are defined in :mod:`.rid_presets` and re-exported here.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict
 from pathlib import Path
 
-from ..training.config import DistillConfig, TeacherTrainConfig, load_config
+from ..training.config import DistillConfig
 from ..training.rundir import run_directory
 from ..training.runs import distill, train_teacher
 from .common import (
     atomic_write,
     check_models_fit,
     load_full_data,
-    model_for_data,
     run_unfinished,
-    subset_size,
 )
-from .common import overrides as _overrides
+from .rid_presets import (
+    LAST_PAIR_ONLY,
+    LOGIT_METHODS,
+    METHODS,
+    PRESETS,
+    RID_VARIANTS,
+    STAGES,
+    STOPPED,
+    TEACHER_KINDS,
+    VID_VARIANTS,
+    RIDPreset,
+    check_method_param,
+    data_counts,
+    distill_config,
+    fit_to_data,
+    paper_method_params,
+    read_stopped,
+    run_name,
+    stage_pairs,
+    teacher_config,
+)
 
-TEACHER_KINDS = ("trained", "untrained", "noisy")
-METHODS = ("baseline", "kd", "vid", "vid-repdistiller", "rid", "rid-nofreeze", "ted")
-#: methods without a feature pair (KD is a reference row: does the teacher's knowledge help at all?)
-LOGIT_METHODS = ("baseline", "kd")
-
-#: RID with one switch each (see ``infodistill.methods.RID``), run as methods of their own by the
-#: ``rid-ablation`` preset to find out what makes RID fall below the baseline. The measured cause is
-#: the frozen student of the filter phases; ``rid-nofreeze`` (this project's variant, run by every
-#: preset next to the published RID) trains the student with cross-entropy in those epochs too.
-RID_VARIANTS = {
-    "rid-nofreeze": {"student_in_phase1": True},
-    "rid-lam1": {"lam": 1.0},
-    "rid-fixvar": {"learn_variance": False},
-    "rid-gate-chance": {"gate": "chance"},
-    "rid-gate-student": {"gate": "student"},
-}
-#: VID as RepDistiller runs it (a milder method than [PID-KD]'s): lam = 1, the slim
-#: conv-ReLU-conv regressor, sigma^2 = 5 exactly, on the last layer pair only.
-VID_VARIANTS = {
-    "vid-repdistiller": {"lam": 1.0, "regressor": "conv-relu-conv", "alpha_init": None, "eps": 1e-5},
-}
-#: variants distilled on the last pair only (the others use every pair of the preset)
-LAST_PAIR_ONLY = ("vid-repdistiller",)
-
-#: the paper's three stage pairs (outputs of the three residual groups) per model family
-STAGES = {
-    "cnn-small": ("stage1", "stage2", "stage3"),
-    "cnn1d": ("stage1", "stage2", "stage3"),
-    "wrn": ("block1", "block2", "block3"),
-    "resnet": ("layer1", "layer2", "layer3"),
-}
-
-
-def stage_pairs(student: str, teacher: str) -> tuple[tuple[str, str], ...]:
-    """The K = 3 (student stage, teacher stage) pairs of [PID-KD] for two model names."""
-    from ..models import parse_model_spec
-
-    def stages(name):
-        family = parse_model_spec(name)[0]
-        if family not in STAGES:
-            raise ValueError(f"no stage names known for model {name!r} (known families: {sorted(STAGES)})")
-        return STAGES[family]
-
-    return tuple(zip(stages(student), stages(teacher), strict=True))
-
-
-def paper_method_params() -> dict:
-    """[PID-KD]'s method settings (its kd-rid code, CIFAR-10 main run; SPEC §5)."""
-    return {
-        "kd": {"tau": 4.0, "alpha": 0.1},
-        "vid": {"lam": 100.0, "regressor": "kd-rid", "alpha_init": 5.0, "eps": 1e-3},
-        "rid": {"lam": 10.0, "rounds": 10, "phase1_fraction": 0.25},
-        "ted": {"lam": 10.0},
-    }
-
-
-@dataclass
-class RIDPreset:
-    """Everything an E1 run depends on (recorded in the report)."""
-
-    name: str
-    data: str = "fashion-mnist"
-    data_root: str | None = None
-    teacher_model: dict = field(default_factory=lambda: {"name": "cnn-small", "kwargs": {"width": 32}})
-    teacher_train_subset: int | None = 20000
-    teacher_epochs: int = 2
-    student_model: dict = field(default_factory=lambda: {"name": "cnn-small", "kwargs": {"width": 8}})
-    #: the student learns from few labelled examples, where a teacher's knowledge matters (measured:
-    #: KD from this teacher adds ~6 points over the baseline)
-    student_train_subset: int | None = 500
-    student_epochs: int = 12
-    test_subset: int | None = 2000
-    batch_size: int = 64
-    lr: float = 0.05
-    nesterov: bool = True
-    #: per optimiser in [PID-KD]; here the student's and the method's gradients are each clipped
-    grad_clip: float | None = 100.0
-    #: (student layer, teacher layer) pairs distilled by VID/RID/TED and measured by the PID; None:
-    #: the three stages of the two models (:func:`stage_pairs`). The claims use the last pair.
-    pairs: tuple[tuple[str, str], ...] | None = None
-    methods: tuple[str, ...] = METHODS
-    teachers: tuple[str, ...] = TEACHER_KINDS
-    seeds: tuple[int, ...] = (0, 1, 2)
-    noise: dict = field(
-        default_factory=lambda: {"noise_sigma": 2.0, "noise_fraction": 1.0, "noise_mode": "add"}
-    )
-    method_params: dict = field(default_factory=paper_method_params)
-    #: the RID variant of this project, reported next to the published RID (None: not run)
-    variant: str | None = "rid-nofreeze"
-    pid_k: int = 5
-    pid_pca: int = 5
-    pid_samples: int = 1000
-    #: bootstrap resamples per PID estimate (the bands of the plots; 0: none)
-    pid_boot: int = 20
-    #: PID of "all" layer pairs or only the "last" (the paper's layer 3): stage 1's flattened maps
-    #: (25 088 dimensions for the w32 teacher) make one estimate ~5 s on a shared 2-core CPU
-    pid_layers: str = "all"
-    #: PID every n-th epoch (and the last)
-    pid_every: int = 2
-    augment: str = "none"
-
-    def __post_init__(self):
-        if self.pid_layers not in ("all", "last"):
-            raise ValueError(f"pid_layers must be 'all' or 'last', got {self.pid_layers!r}")
-
-    def layer_pairs(self) -> tuple[tuple[str, str], ...]:
-        if self.pairs is not None:
-            return tuple(tuple(p) for p in self.pairs)
-        return stage_pairs(self.student_model["name"], self.teacher_model["name"])
-
-
-PRESETS = {
-    # trained and untrained teacher only: with the noisy teacher too, 3 seeds do not fit ~10 minutes
-    "quick": RIDPreset(name="quick", teachers=("trained", "untrained"), pid_layers="last", pid_every=4),
-    "standard": RIDPreset(
-        name="standard",
-        student_train_subset=1000,
-        student_epochs=20,
-        test_subset=5000,
-        seeds=(0, 1, 2, 3, 4),
-    ),
-    "quick-mnist1d": RIDPreset(
-        name="quick-mnist1d",
-        data="mnist1d",
-        teacher_model={"name": "cnn1d", "kwargs": {"width": 64}},
-        teacher_train_subset=None,
-        teacher_epochs=5,
-        student_model={"name": "cnn1d", "kwargs": {"width": 8}},
-        student_train_subset=500,
-        student_epochs=12,
-        test_subset=None,
-        teachers=("trained", "untrained"),
-        pid_layers="last",
-        pid_every=4,
-    ),
-    "standard-mnist1d": RIDPreset(
-        name="standard-mnist1d",
-        data="mnist1d",
-        teacher_model={"name": "cnn1d", "kwargs": {"width": 64}},
-        teacher_train_subset=None,
-        teacher_epochs=10,
-        student_model={"name": "cnn1d", "kwargs": {"width": 8}},
-        student_train_subset=1000,
-        student_epochs=20,
-        test_subset=None,
-        seeds=(0, 1, 2, 3, 4),
-    ),
-    "paper": RIDPreset(
-        name="paper",
-        teacher_model={"name": "wrn-16-2"},
-        teacher_train_subset=None,
-        teacher_epochs=30,
-        student_model={"name": "cnn-small", "kwargs": {"width": 8}},
-        student_train_subset=10000,
-        student_epochs=40,
-        test_subset=None,
-        batch_size=128,
-        seeds=(0, 1, 2, 3, 4),
-    ),
-    # What makes RID fall below the baseline: one switch at a time, in the regime it was measured
-    # in (the measurement in the README predates the paper defaults: one pair, clipping at 5, k = 10).
-    "rid-ablation": RIDPreset(
-        name="rid-ablation",
-        teacher_train_subset=10000,
-        teacher_epochs=3,
-        student_model={"name": "cnn-small", "kwargs": {"width": 4}},
-        student_train_subset=1000,
-        student_epochs=8,
-        pid_every=1,
-        methods=("baseline", "kd", "rid", *RID_VARIANTS),
-        # six seeds: the baseline's first three sat 1.1 pt above its next three
-        seeds=(0, 1, 2, 3, 4, 5),
-    ),
-    # The [PID-KD] CIFAR-10 setting (needs --data cifar10 --data-dir DIR).
-    "cifar10": RIDPreset(
-        name="cifar10",
-        data="cifar10",
-        teacher_model={"name": "wrn-40-2"},
-        teacher_train_subset=None,
-        teacher_epochs=200,
-        student_model={"name": "wrn-16-1"},
-        student_train_subset=None,
-        student_epochs=200,
-        test_subset=None,
-        batch_size=128,
-        seeds=(0, 1, 2),
-    ),
-}
-
-
-def teacher_config(p: RIDPreset, out: Path) -> TeacherTrainConfig:
-    return load_config(
-        TeacherTrainConfig,
-        None,
-        [
-            f"data.name={p.data}",
-            f"data.root={json.dumps(p.data_root)}",
-            f"data.train_subset={json.dumps(p.teacher_train_subset)}",
-            f"data.test_subset={json.dumps(p.test_subset)}",
-            f"data.batch_size={p.batch_size}",
-            *_overrides(p.teacher_model, "model"),
-            f"optim.epochs={p.teacher_epochs}",
-            f"optim.lr={p.lr}",
-            f"optim.nesterov={json.dumps(p.nesterov)}",
-            f"run.out_dir={out}",
-        ],
-    )
-
-
-def distill_config(
-    p: RIDPreset, teacher_dir: Path, kind: str, method: str, seed: int, out: Path
-) -> DistillConfig:
-    pairs = [list(q) for q in p.layer_pairs()]
-    distilled = pairs[-1:] if method in LAST_PAIR_ONLY else pairs
-    ov = [
-        f"data.name={p.data}",
-        f"data.root={json.dumps(p.data_root)}",
-        f"data.train_subset={json.dumps(p.student_train_subset)}",
-        f"data.test_subset={json.dumps(p.test_subset)}",
-        f"data.batch_size={p.batch_size}",
-        f"data.augment={p.augment}",
-        *_overrides(p.student_model, "student"),
-        *_overrides(p.teacher_model, "teacher.model"),
-        f"teacher.kind={kind}",
-        f"teacher.seed={seed}",
-        f"teacher.checkpoints={json.dumps([] if kind == 'untrained' else [str(teacher_dir)])}",
-        *_method_overrides(p, method),
-        f"method.pairs={json.dumps([] if method in LOGIT_METHODS else distilled)}",
-        f"optim.epochs={p.student_epochs}",
-        f"optim.lr={p.lr}",
-        f"optim.nesterov={json.dumps(p.nesterov)}",
-        f"optim.grad_clip={json.dumps(p.grad_clip)}",
-        f"pid.pairs={json.dumps(pairs if p.pid_layers == 'all' else pairs[-1:])}",
-        f"pid.k={p.pid_k}",
-        f"pid.pca={p.pid_pca}",
-        f"pid.n_boot={p.pid_boot}",
-        f"pid.n_samples={p.pid_samples}",
-        f"pid.every={p.pid_every}",
-        f"run.seed={seed}",
-        f"run.out_dir={out}",
-    ]
-    if kind == "noisy":
-        ov += _overrides(p.noise, "teacher")
-    return load_config(DistillConfig, None, ov)
-
-
-def _method_overrides(p: RIDPreset, method: str) -> list[str]:
-    params = dict(p.method_params.get(method, {}))
-    for base, variants in (("rid", RID_VARIANTS), ("vid", VID_VARIANTS)):
-        if method in variants:
-            params = {**p.method_params.get(base, {}), **variants[method], **params}
-            method = base
-    return [f"method.name={method}", f"method.params={_flow(params)}"]
-
-
-def _flow(v) -> str:
-    """JSON text that YAML 1.1 reads back with the same types: it takes 1e-05 (no dot) for a string."""
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{json.dumps(str(k))}: {_flow(x)}" for k, x in v.items()) + "}"
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_flow(x) for x in v) + "]"
-    if isinstance(v, float) and "e" in repr(v) and "." not in repr(v).split("e")[0]:
-        return repr(v).replace("e", ".0e")
-    return json.dumps(v)
-
-
-def run_name(kind: str, method: str, seed: int) -> str:
-    return f"{kind}-{method}-s{seed}"
-
-
-def check_method_param(method: str, param: str, key: str) -> None:
-    """For ``--set method_params.METHOD.PARAM``: METHOD a method of E1 (or a variant), PARAM one of
-    its keyword arguments."""
-    from ..methods import method_hparams
-
-    base = {**{m: m for m in METHODS}, **{v: "rid" for v in RID_VARIANTS}, **{v: "vid" for v in VID_VARIANTS}}
-    if method not in base:
-        raise ValueError(f"--set {key}: unknown method {method!r}; valid methods: {', '.join(base)}")
-    valid = [
-        k
-        for k in method_hparams(base[method])
-        if k not in ("num_classes", "pairs", "student_shapes", "teacher_shapes")
-    ]
-    if param not in valid:
-        raise ValueError(f"--set {key}: {base[method]} has no parameter {param!r}; valid: {', '.join(valid)}")
-
-
-STOPPED = "stopped.json"
-
-
-def read_stopped(run_dir: Path) -> dict | None:
-    """The record of a run that stopped on a non-finite loss or weights ({"epoch", "error"}), or None."""
-    path = Path(run_dir) / STOPPED
-    return json.loads(path.read_text()) if path.exists() else None
+__all__ = [
+    "LAST_PAIR_ONLY",
+    "LOGIT_METHODS",
+    "METHODS",
+    "PRESETS",
+    "RIDPreset",
+    "RID_VARIANTS",
+    "STAGES",
+    "STOPPED",
+    "TEACHER_KINDS",
+    "VID_VARIANTS",
+    "check_method_param",
+    "data_counts",
+    "distill_config",
+    "distill_or_record",
+    "fit_to_data",
+    "paper_method_params",
+    "read_stopped",
+    "run_name",
+    "run_rid",
+    "stage_pairs",
+    "teacher_config",
+]
 
 
 def distill_or_record(cfg: DistillConfig, progress: bool = False, resume: bool = True) -> None:
@@ -370,25 +119,3 @@ def run_rid(preset: RIDPreset, out_dir: str | Path, progress: bool = True) -> Pa
         run_unfinished([t_cfg], train_teacher, "E1 teacher", progress=False)
         run_unfinished(grid, distill_or_record, "E1 runs", progress)
         return write_rid_report(preset, out, counts)
-
-
-def fit_to_data(preset: RIDPreset, sample_shape: tuple) -> RIDPreset:
-    """The preset with models that run on examples of ``sample_shape`` (see ``model_for_data``)."""
-    if len(sample_shape) == 2 and preset.augment == "crop-flip":
-        raise ValueError(f"augment='crop-flip' needs image data, but {preset.data!r} holds 1-D signals")
-    return replace(
-        preset,
-        teacher_model=model_for_data(preset.teacher_model, sample_shape),
-        student_model=model_for_data(preset.student_model, sample_shape),
-    )
-
-
-def data_counts(preset: RIDPreset, n_train: int, n_test: int) -> dict:
-    """The numbers of examples the runs use, once the preset's subsets meet the data set's size."""
-    test = subset_size(preset.test_subset, n_test)
-    return {
-        "teacher_train": subset_size(preset.teacher_train_subset, n_train),
-        "student_train": subset_size(preset.student_train_subset, n_train),
-        "test": test,
-        "pid_samples": min(preset.pid_samples, test),
-    }

@@ -16,7 +16,7 @@ PID_KEYS = (("redundancy", "Red(Y:T,S)"), ("unique_t", "Uni(Y:T\\S)"), ("mi_t", 
 
 def collect(preset, out: Path) -> dict:
     """{(teacher, method): {seed: log}} for the runs that exist."""
-    from .rid import run_name
+    from .rid_presets import run_name
 
     runs = {}
     for kind in preset.teachers:
@@ -28,7 +28,7 @@ def collect(preset, out: Path) -> dict:
 
 def collect_stopped(preset, out: Path) -> dict:
     """{(teacher, method): {seed: {"epoch", "error"}}} for the runs that stopped on a non-finite value."""
-    from .rid import read_stopped, run_name
+    from .rid_presets import read_stopped, run_name
 
     stopped = {}
     for kind in preset.teachers:
@@ -353,7 +353,7 @@ def _stopped_cell(r: dict) -> str:
 
 def write_rid_report(preset, out: Path, counts: dict | None = None) -> Path:
     """``counts``: the examples used (``rid.data_counts``); read from the data set when omitted."""
-    from .rid import RID_VARIANTS, data_counts
+    from .rid_presets import RID_VARIANTS, data_counts
 
     if counts is None:
         from .common import load_full_data
