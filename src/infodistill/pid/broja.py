@@ -36,7 +36,7 @@ import numpy as np
 from scipy import linalg
 from scipy.linalg import lapack
 
-from .limits import check_bytes
+from .limits import check_bytes, memory_budget
 from .threads import blas_threads
 
 __all__ = ["solve_broja"]
@@ -706,8 +706,9 @@ def _newton_system(prob: _Problem, pi, u, W, level: int = 0) -> _NewtonBase:
     return _NewtonSystem(prob, pi, u, W, single=single, syrk=level < 2)
 
 
-#: Largest change of any λ or μ in one step (nats).
+#: Largest change of any λ or μ in one step (nats); the cautious restart's (``_solve_broja``).
 MAX_DUAL_MOVE = 20.0
+CAUTIOUS_DUAL_MOVE = 5.0
 
 #: Dense Schur complements at least this large are assembled and factorised in single precision
 #: (with refinement in double) until a refined solve misses ``SINGLE_MAX_RESIDUAL``: float32 halves
@@ -722,8 +723,9 @@ PAIR_SPACE_ADVANTAGE = 0.7
 class _InteriorPoint:
     """State of the primal-dual iteration: dual (λ, μ), pair masses r, and c, π at (λ, μ)."""
 
-    def __init__(self, prob: _Problem, path: str = "weighted"):
+    def __init__(self, prob: _Problem, path: str = "weighted", max_move: float | None = None):
         self.prob = prob
+        self.max_move = MAX_DUAL_MOVE if max_move is None else max_move
         p_yt, p_ys = prob.p_yt, prob.p_ys
         # Start from the conditionally independent coupling Q0 = P(y,t) P(y,s) / P(y), which lies
         # in Δ_P with the right support: λ + μ = log Q0 + κ gives softmax_y = Q0(y|t,s) and
@@ -780,8 +782,8 @@ class _InteriorPoint:
         pairs = self.prob.pairs
         alpha = 0.99 * self.max_step(d_r)
         big = max(float(np.abs(d_lam).max()), float(np.abs(d_mu).max()))
-        if big * alpha > MAX_DUAL_MOVE:
-            alpha = MAX_DUAL_MOVE / big
+        if big * alpha > self.max_move:
+            alpha = self.max_move / big
         rising = pairs & (dc > 0)
         if rising.any():
             alpha = min(alpha, float(np.min(-0.99 * self.c[rising] / dc[rising])))
@@ -1163,10 +1165,26 @@ def _solve_broja(prob: _Problem, tol: float, max_iter: int) -> tuple[np.ndarray,
                 info["finished_by"] = "active-set Newton"
                 return
 
-    for path in RESTART_PATHS:
-        q, f, d, more = _solve_path(prob, tol, max_iter, path)
+    runs = [(prob, path, None) for path in RESTART_PATHS]
+    # On the weighted path with steps of at most CAUTIOUS_DUAL_MOVE nats in λ, μ: one long step
+    # (18 nats) can collapse the π of a pair of tiny mass onto one label, after which the Newton
+    # directions are near-null gauge moves of 1e6..1e12 and no step is accepted (seed-0 joints
+    # 1546, 1793); shorter steps stay clear of it.
+    runs.insert(1, (prob, RESTART_PATHS[0], CAUTIOUS_DUAL_MOVE))
+    if prob.pair_space:
+        # Pair space (Woodbury) forms D⁻¹ of the label blocks explicitly; with masses of 1e-14 its
+        # cancellation leaves directions the refinement cannot repair (steps of 1e7, none
+        # accepted: seed-0 joints 403, 436, 1713), where the Schur complement converges. Its
+        # restart comes first, if its Newton systems fit the memory budget.
+        schur = _Problem(prob.p_yt, prob.p_ys)
+        schur._pair_space = False
+        if solver_bytes(schur) <= memory_budget():
+            runs.insert(1, (schur, RESTART_PATHS[0], None))
+    for run_prob, path, move in runs:
+        q, f, d, more = _solve_path(run_prob, tol, max_iter, path, move)
         ipm = more.pop("_ipm")
-        paths.append(path)
+        route = f" ({more['newton']})" if run_prob is not prob else ""
+        paths.append(path + route + (" cautious" if move else ""))
         iterations += more["iterations"]
         if info is None:
             info = more
@@ -1192,7 +1210,7 @@ def _solve_broja(prob: _Problem, tol: float, max_iter: int) -> tuple[np.ndarray,
 
 
 def _solve_path(
-    prob: _Problem, tol: float, max_iter: int, path: str = "weighted"
+    prob: _Problem, tol: float, max_iter: int, path: str = "weighted", max_move: float | None = None
 ) -> tuple[np.ndarray, float, float, SolverInfo]:
     """Minimise f(Q) = −H_Q(Y|T,S) over Δ_P given the pairwise marginals (all symbols used).
 
@@ -1214,7 +1232,7 @@ def _solve_path(
     holds in floating point too; tol is in nats.
     """
     p_yt, p_ys = prob.p_yt, prob.p_ys
-    ipm = _InteriorPoint(prob, path)
+    ipm = _InteriorPoint(prob, path, max_move)
     info = SolverInfo(iterations=0, converged=False, garbling=None)
     best = [None, np.inf]  # exactly feasible q with the lowest f seen, and that f
 
@@ -1292,6 +1310,14 @@ def _solve_path(
             info["converged"] = True
             break
         stalled = gaps[-1] < 1e-4 and len(gaps) > 4 and gaps[-1] >= 0.5 * gaps[-5]
+        if stalled and tried_garbling and compl > tol and it < max_iter:
+            # The certified gap stalled but the iterate's own complementarity gap Σ r·(−c) is still
+            # above the tolerance: not the limit of double precision yet. Skewed joints (masses
+            # 1e-9) pass a stretch of short steps and then converge (seed-0 joint 1365: 4 slow
+            # iterations at Σ r·(−c) ≈ 5e-5, then 1e-10 in 6 more).
+            if not ipm.step():
+                break
+            continue
         if stalled and not tried_garbling:
             # Slow progress near the optimum is the signature of a degenerate problem: try the
             # garbling couplings, which are optimal (and exact) when one source is a garbling.
