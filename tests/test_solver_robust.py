@@ -86,9 +86,10 @@ def test_sweep_regressions_are_certified(fuzz, index):
 #: 1546 (4e-5), 1793 (1.2e-7), where one long step collapsed the iterate and no step was accepted;
 #: 403 (1.8e-4), 436 (3.2e-6), 1713 (1.6e-6) and seed-1 273 (5.1e-7), pair-space problems whose
 #: Woodbury solves lost all accuracy; 1365 (3x3x4, 4.3e-7), stopped as "stalled" with Σ r·(−c) still
-#: at 5e-5; count histograms 323, 401, 1436 (1.5e-7 to 8.5e-7: the sparse route stalled near 1e-6).
+#: at 5e-5; count histograms 323, 401, 1436, 3542 (1.5e-7 to 8.5e-7: the sparse route stalled near
+#: Σ r·(−c) ≈ 1e-6).
 UNCERTIFIED_REGRESSIONS = [
-    (0, i) for i in (199, 1062, 1546, 1793, 403, 436, 1713, 1365, 323, 401, 1436)
+    (0, i) for i in (199, 1062, 1546, 1793, 403, 436, 1713, 1365, 323, 401, 1436, 3542)
 ] + [(1, 273)]
 
 

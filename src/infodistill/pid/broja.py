@@ -110,6 +110,8 @@ class _Problem:
         self._coupling_pattern = None
         self._cells = None
         self._pair_space = None
+        #: Never the sparse Schur complement (a restart's route, see ``_solve_broja``).
+        self.dense_only = False
 
     @property
     def pair_space(self) -> bool:
@@ -342,6 +344,8 @@ class _NewtonSystem(_NewtonBase):
 
     @classmethod
     def is_sparse(cls, prob: _Problem) -> bool:
+        if prob.dense_only:
+            return False
         Y, T = prob.p_yt.shape
         S = prob.p_ys.shape[1]
         return cls._nnz(prob) < cls.SPARSE_MAX_DENSITY * (T * Y) * (S * Y)
@@ -1145,6 +1149,10 @@ def solve_broja(
 #: certified on the full problem, so the best primal and the best dual bound of all runs combine.
 RESTART_PATHS = ("weighted", "plain", "sqrt")
 
+#: The dense Schur-complement restart of a pair-space or sparse problem is tried up to this size
+#: S·Y of its Newton system (100×32×32: 3200, ~0.5 s a step on 2 cores).
+RESTART_DENSE_MAX_N = 3200
+
 
 def _solve_broja(prob: _Problem, tol: float, max_iter: int) -> tuple[np.ndarray, float, float, SolverInfo]:
     """``_solve_path`` on the weighted central path; if its certified gap is above ``tol``, again
@@ -1177,14 +1185,15 @@ def _solve_broja(prob: _Problem, tol: float, max_iter: int) -> tuple[np.ndarray,
     # directions are near-null gauge moves of 1e6..1e12 and no step is accepted (seed-0 joints
     # 1546, 1793); shorter steps stay clear of it.
     runs.insert(1, (prob, RESTART_PATHS[0], CAUTIOUS_DUAL_MOVE))
-    if prob.pair_space:
+    if prob.pair_space or _NewtonSystem.is_sparse(prob):
         # Pair space (Woodbury) forms D⁻¹ of the label blocks explicitly; with masses of 1e-14 its
         # cancellation leaves directions the refinement cannot repair (steps of 1e7, none
-        # accepted: seed-0 joints 403, 436, 1713), where the Schur complement converges. Its
-        # restart comes first, if its Newton systems fit the memory budget.
+        # accepted: seed-0 joints 403, 436, 1713), where the Schur complement converges; the
+        # sparse route's splu stalls count histograms at Σ r·(−c) ≈ 1e-6 (3542), where the dense
+        # one does not. The dense Schur restart comes first, if its Newton systems fit the budget.
         schur = _Problem(prob.p_yt, prob.p_ys)
-        schur._pair_space = False
-        if solver_bytes(schur) <= memory_budget():
+        schur._pair_space, schur.dense_only = False, True
+        if prob.p_ys.size <= RESTART_DENSE_MAX_N and solver_bytes(schur) <= memory_budget():
             runs.insert(1, (schur, RESTART_PATHS[0], None))
     for run_prob, path, move in runs:
         q, f, d, more = _solve_path(run_prob, tol, max_iter, path, move)
