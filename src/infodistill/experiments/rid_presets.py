@@ -64,7 +64,7 @@ def stage_pairs(student: str, teacher: str) -> tuple[tuple[str, str], ...]:
 
 
 def paper_method_params() -> dict:
-    """[PID-KD]'s method settings (its kd-rid code, CIFAR-10 main run; SPEC §5)."""
+    """[PID-KD]'s method settings (its kd-rid code, CIFAR-10 main run; README, *Reproducing the papers*)."""
     return {
         "kd": {"tau": 4.0, "alpha": 0.1},
         "vid": {"lam": 100.0, "regressor": "kd-rid", "alpha_init": 5.0, "eps": 1e-3},

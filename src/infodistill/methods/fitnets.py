@@ -24,7 +24,7 @@ class FitNets(DistillMethod):
     ``fitnets-one-stage``: L = CE(z_s, y) + L_hint every epoch.
 
     Deviations from the paper, and why: the regressor keeps the spatial size ("same" padding) and a
-    spatial mismatch is bridged by average pooling to the smaller map (SPEC §3), instead of a kernel
+    spatial mismatch is bridged by average pooling to the smaller map, instead of a kernel
     sized to shrink the map; the hint loss is a mean, not (1/2) * sum, so its scale does not depend on
     the layer size; stage 2 is standard KD with fixed weights, not the paper's annealed lambda.
     """

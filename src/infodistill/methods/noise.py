@@ -1,4 +1,4 @@
-"""Noisy teacher features (SPEC §3 "noisy" teacher): Gaussian noise of std sigma added to, or
+"""Noisy teacher features ([PID-KD]'s "noisy" teacher): Gaussian noise of std sigma added to, or
 replacing, a fraction of each teacher feature map before the method sees it."""
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ class RID(DistillMethod):
     ``gate`` weights each example's phase-2 term by a detached w_i in [0, 1]: "chance" uses
     (p_g(y_i) - 1/C) / (1 - 1/C), "student" p_g(y_i) - p_s(y_i), clipped; p_g = softmax g(f_t(T)).
 
-    Deviation from the reference code (SPEC §3): the phase-2 loss uses log sigma^2 of the Gaussian
+    Deviation from the reference code: the phase-2 loss uses log sigma^2 of the Gaussian
     likelihood, not (sigma^2)^2. Choices: a spatial mismatch is bridged by average-pooling both maps
     to the smaller one before the filters; the filter a phase does not update runs in eval mode
     (BatchNorm on running statistics, as for the frozen teacher), so its output is a fixed target;

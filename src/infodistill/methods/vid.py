@@ -31,13 +31,13 @@ class VID(DistillMethod):
       1x1 conv with ``regressor_layers=1``;
     - "kd-rid" ([PID-KD]'s code, its E1 setting): 1x1 conv C_s->2C_t, BN, ReLU, 1x1 conv 2C_t->2C_t,
       BN, ReLU, 1x1 conv 2C_t->C_t, all without biases.
-    The variance starts at sigma^2 = ``init_var`` (5, SPEC §3), i.e. alpha = log(exp(init_var - eps) - 1),
+    The variance starts at sigma^2 = ``init_var`` (5, as in [VID]), i.e. alpha = log(exp(init_var - eps) - 1),
     or, with ``alpha_init`` given, at alpha = alpha_init (kd-rid: alpha = 5, eps = 1e-3, so
     sigma^2 = softplus(5) + 1e-3 = 5.0077). The alphas are registered parameters, so they reach the
-    optimizer and the checkpoint (the bug to avoid, SPEC §3).
+    optimizer and the checkpoint (a known bug of another implementation leaves them out).
 
     Deviations/choices: a spatial mismatch is bridged by average-pooling both maps to the smaller one
-    before mu (SPEC §3); lam defaults to 1 (the class default; E1 runs the paper's lam = 100).
+    before mu; lam defaults to 1 (the class default; E1 runs the paper's lam = 100).
     """
 
     name = "vid"

@@ -53,7 +53,7 @@ class WideResNet(nn.Module):
     BN-ReLU (``bn_final``, ``relu``), global average pooling (``pool``, adaptive so any spatial size
     works), ``flatten`` and a linear classifier ``fc``.
 
-    Block choice: ``SPEC.md`` does not fix the block's activation order, so this is the block of the
+    Block choice: the papers do not fix the block's activation order, so this is the block of the
     WRN paper and of the RID/VID reference setups: pre-activation BN-ReLU-conv3x3-BN-ReLU-(dropout)-
     conv3x3 with a 1x1 projection shortcut (on the pre-activated input) wherever the shape changes.
     Hence ``block1``..``block3`` output un-normalised residual sums; hook ``relu`` for the activated
