@@ -136,7 +136,8 @@ def test_fuzz_sweep_sample(fuzz):
 def test_fuzz_sweep_large(fuzz):
     s = fuzz.sweep(3000, seed=2, symmetry_every=10, out=None)
     assert s["failures"] == 0, s["failed"]
-    assert s["uncertified"] <= 0.015 * 3000, s["uncertified_cases"]
+    # measured: 3000 of 3000 certified (4 of 10 000 uncertified on seed 0; docs/solver.md)
+    assert s["uncertified"] <= 3, s["uncertified_cases"]
 
 
 # ---------------------------------------------------------------- the certificate's rounding
