@@ -91,6 +91,11 @@ def test_sweep_regressions_are_certified(fuzz, index):
 UNCERTIFIED_REGRESSIONS = [
     (0, i) for i in (199, 1062, 1546, 1793, 403, 436, 1713, 1365, 323, 401, 1436, 3542)
 ] + [(1, 273)]
+#: Still uncertified after the restarts (seed 0): 5358 (2.0e-7 bits), 7381 (9.0e-6), 8427 (1.4e-4),
+#: closed by the long alternating-minimisation polish from the first run's iterate; 1241 (2.7e-6,
+#: the Newton matrix singular to working precision on every path and route), closed by the
+#: restart on the problem with T and S exchanged.
+UNCERTIFIED_REGRESSIONS += [(0, i) for i in (5358, 7381, 8427, 1241)]
 
 
 @pytest.mark.parametrize("seed, index", UNCERTIFIED_REGRESSIONS)
@@ -136,7 +141,7 @@ def test_fuzz_sweep_sample(fuzz):
 def test_fuzz_sweep_large(fuzz):
     s = fuzz.sweep(3000, seed=2, symmetry_every=10, out=None)
     assert s["failures"] == 0, s["failed"]
-    # measured: 3000 of 3000 certified (4 of 10 000 uncertified on seed 0; docs/solver.md)
+    # measured: 3000 of 3000 certified (0 of 10 000 uncertified on seed 0; docs/solver.md)
     assert s["uncertified"] <= 3, s["uncertified_cases"]
 
 
