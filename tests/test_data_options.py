@@ -192,3 +192,32 @@ def test_train_teacher_checks_its_model_against_the_data(tmp_path, capsys, no_tr
     err = _one_line_error(capsys, ["train-teacher", cfg, "--out", tmp_path / "run", "--quiet"])
     assert "model 'cnn-small' does not fit the data 'mnist1d'" in err and "cnn1d" in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("experiment", "runner", "data", "preset"),
+    [
+        ("rid", "run_rid", "mnist1d", "quick-mnist1d"),
+        ("fidelity", "run_fidelity", "mnist1d", "quick-mnist1d"),
+        ("rid", "run_rid", "digits", "quick"),
+        ("rid", "run_rid", "cifar10", "cifar10"),
+    ],
+)
+def test_data_without_a_preset_picks_that_data_sets_own_preset(
+    experiment, runner, data, preset, tmp_path, monkeypatch, capsys
+):
+    import importlib
+
+    module = importlib.import_module(
+        f"infodistill.experiments.{'rid' if experiment == 'rid' else 'fidelity'}"
+    )
+    seen = {}
+
+    def record(p, out, progress=True):
+        seen["preset"] = p
+        return Path(out) / "report.md"
+
+    monkeypatch.setattr(module, runner, record)
+    assert main(["reproduce", experiment, "--data", data, "--out", str(tmp_path), "--quiet"]) == 0
+    assert seen["preset"].name == preset and seen["preset"].data == data
+    assert capsys.readouterr().out.strip() == f"report: {tmp_path / 'report.md'}"

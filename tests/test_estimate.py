@@ -333,3 +333,59 @@ def test_accepted_inputs():
     assert a.terms == b.terms and a.settings["n_classes"] == 2
     ints = (d["teacher_features"] * 10).astype(int)
     assert estimate(d["labels"], ints, ints, k=3, pca=2).settings["dim_t"] == 6
+
+
+# ---------------------------------------------------------------------------------------------
+# A side discretised beforehand (a fixed teacher tracked over epochs)
+
+
+def test_discretized_side_gives_the_same_estimate(noisy_channels):
+    from infodistill.pid import Discretized, discretize
+
+    y, xt, xs = noisy_channels(900, seed=4)
+    # 4-D maps above the randomized-PCA threshold, as a conv teacher's features are
+    rng = np.random.default_rng(1)
+    xt4 = np.concatenate([xt, 0.01 * rng.normal(size=(len(y), 600))], axis=1).reshape(len(y), 8, 19, 4)
+    kw = dict(k=4, pca=3, seed=7, n_boot=6, n_perm=2)
+    full = estimate(y, xt4, xs, **kw)
+    dt = discretize(xt4, k=4, pca=3, seed=7)
+    assert isinstance(dt, Discretized) and dt.alphabet == 4 and dt.symbols.shape == (len(y),)
+    assert dt.settings["pca_solver"] == "randomized" and dt.settings["sample_shape"] == [8, 19, 4]
+    # the symbols are a relabelling-free copy of what estimate counted: its histogram's teacher margin
+    assert np.array_equal(np.bincount(dt.symbols, minlength=4), full.counts.sum(axis=(0, 2)))
+    pre = estimate(y, dt, xs, **kw)
+    assert pre.as_dict() == full.as_dict()
+    ds = discretize(xs, k=4, pca=3, seed=7)
+    assert estimate(y, dt, ds, **kw).as_dict() == full.as_dict()
+    # argmax sides too
+    logits = rng.normal(size=(len(y), 3))
+    a = estimate(y, logits, xs, discretize=("argmax", "kmeans"), k=4, pca=3, seed=7)
+    da = discretize(logits, method="argmax")
+    assert np.array_equal(da.symbols, logits.argmax(axis=1)) and da.alphabet == 3
+    b = estimate(y, da, xs, discretize=("argmax", "kmeans"), k=4, pca=3, seed=7)
+    assert a.as_dict() == b.as_dict()
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(k=5), "k=4 but this estimate uses k=5"),
+        (dict(pca=2), "pca=3 but this estimate uses pca=2"),
+        (dict(seed=1), "seed=0 but this estimate uses seed=1"),
+        (dict(normalize=False), "normalize=True"),
+        (dict(fit_fraction=0.5), "fit_fraction=None"),
+        (dict(discretize="argmax"), "mode='kmeans'"),
+    ],
+)
+def test_discretized_side_with_other_settings_is_refused(noisy_channels, kwargs, match):
+    from infodistill.pid import discretize
+
+    y, xt, xs = noisy_channels(200)
+    dt = discretize(xt, k=4, pca=3, seed=0)
+    base = dict(k=4, pca=3, seed=0)
+    with pytest.raises(ValueError, match=match):
+        estimate(y, dt, xs, **{**base, **kwargs})
+    with pytest.raises(ValueError, match="lengths must match"):
+        estimate(y[:100], dt, xs[:100], **base)
+    with pytest.raises(ValueError, match="not a Discretized"):
+        sweep(y, dt, xs, k=(2, 4))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from math import sqrt
 from pathlib import Path
-from statistics import mean, stdev
+from statistics import mean, stdev, variance
 
 from ..training.trainer import read_log
 
@@ -78,6 +79,37 @@ def mean_std(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
     m = mean(values) * scale
     s = stdev(values) * scale if len(values) > 1 else 0.0
     return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+#: a claim holds when the mean paired difference lies beyond this many standard errors
+SE_RULE = 2.0
+
+
+def verdict(d: list[float], direction: int) -> bool | None:
+    """Whether mean(d) lies beyond SE_RULE standard errors (sd of d / sqrt(n)) in ``direction``
+    (+1: above 0, -1: below 0); None with fewer than 2 seeds (no standard error)."""
+    if len(d) < 2:
+        return None
+    se = sqrt(variance(d) / len(d))
+    return direction * mean(d) > SE_RULE * se
+
+
+def diff_text(d: list[float], scale: float = 100.0, unit: str = "pt") -> str:
+    """'paired difference +x unit, standard error y unit, n seeds' for the differences ``d``."""
+    if not d:
+        return "no seed finished both runs"
+    se = sqrt(variance(d) / len(d)) if len(d) > 1 else float("nan")
+    digits = 2 if unit == "pt" else 3
+    return (
+        f"paired difference {scale * mean(d):+.{digits}f} {unit}, standard error "
+        f"{scale * se:.{digits}f} {unit}, {len(d)} seeds"
+    )
+
+
+def paired(a: dict, b: dict) -> list[float]:
+    """a[seed] - b[seed] for every seed in both ({seed: value} dicts): same seed, same initialisation
+    and data order, so the difference removes most of the seed-to-seed spread."""
+    return [a[s] - b[s] for s in a if s in b]
 
 
 def atomic_write(path: Path, text: str) -> None:

@@ -4,17 +4,15 @@ paper's qualitative claims evaluated on the numbers of the run."""
 from __future__ import annotations
 
 import json
+from math import sqrt
 from pathlib import Path
-from statistics import mean
+from statistics import mean, stdev
 
 from ..training.trainer import read_log
-from .common import mean_std, save_figure, write_report
+from .common import diff_text, mean_std, paired, save_figure, verdict, write_report
 
 #: agreement at or above this counts as "≈ 100 %" (FID's "jumps to ~100 % train agreement")
 NEAR_FULL = 0.99
-#: differences smaller than this (half a point) are not called a difference by the claims
-MARGIN = 0.005
-
 COLUMNS = (
     ("test", "accuracy", "test acc"),
     ("test", "agreement", "test agreement"),
@@ -26,29 +24,42 @@ COLUMNS = (
 
 
 def collect(preset, out: Path) -> dict:
-    """{setting name: [log of each seed that exists]}."""
+    """{setting name: {seed: log}} for the runs that exist."""
     from .fidelity_presets import run_name
 
     runs = {}
     for s in preset.settings():
-        logs = [
-            read_log(p) for seed in preset.seeds if (p := out / run_name(s.name, seed) / "log.jsonl").exists()
-        ]
-        runs[s.name] = [log for log in logs if log]
+        logs = {
+            seed: read_log(p)
+            for seed in preset.seeds
+            if (p := out / run_name(s.name, seed) / "log.jsonl").exists()
+        }
+        runs[s.name] = {seed: log for seed, log in logs.items() if log}
     return runs
 
 
 def summarise(runs: dict) -> dict:
-    """Per setting: per-seed values of the last epoch's metrics, and the best epoch's accuracy."""
+    """Per setting: the seeds, per-seed values of the last epoch's metrics, and the best epoch's
+    accuracy (lists in the order of ``seeds``)."""
     rows = {}
     for name, logs in runs.items():
         if not logs:
             continue
-        row = {"best": [max(r["test"]["accuracy"] for r in log if "test" in r) for log in logs]}
+        seeds = sorted(logs)
+        row = {
+            "seeds": seeds,
+            "best": [max(r["test"]["accuracy"] for r in logs[s] if "test" in r) for s in seeds],
+        }
         for split, key, _ in COLUMNS:
-            row[f"{split}.{key}"] = [log[-1].get(split, {}).get(key) for log in logs]
+            row[f"{split}.{key}"] = [logs[s][-1].get(split, {}).get(key) for s in seeds]
         rows[name] = row
     return rows
+
+
+def _by_seed(rows: dict, name: str, key: str) -> dict:
+    """{seed: value} of one metric of one setting (seeds without the value left out)."""
+    r = rows.get(name, {})
+    return {s: v for s, v in zip(r.get("seeds", []), r.get(key, []), strict=False) if v is not None}
 
 
 def _m(rows: dict, name: str, key: str) -> float | None:
@@ -68,34 +79,52 @@ def lambda_curve(preset, rows: dict) -> list[tuple[float, str]]:
 
 
 def check_claims(preset, rows: dict) -> list[tuple[str, bool | None, str]]:
-    """The [FID] claims, each (claim, held?, the numbers behind the verdict); None = not run."""
+    """The [FID] claims, each (claim, held?, the numbers behind the verdict); held? is None when the
+    settings were not run or fewer than 2 seeds finished (no standard error).
+
+    Comparisons are paired by seed (same seed: same student initialisation and data order) and held
+    only when the mean difference lies beyond 2 standard errors in the claimed direction
+    (:func:`~.common.verdict`), as in E1. The λ claim is about the shape of the mean curve.
+    """
     out = []
 
     def add(claim, held, numbers):
         out.append((claim, held, numbers))
 
     def agree(name, split="test"):
-        return _m(rows, name, f"{split}.agreement")
+        return _by_seed(rows, name, f"{split}.agreement")
+
+    def acc(name):
+        return _by_seed(rows, name, "test.accuracy")
+
+    def all_held(verdicts):
+        return None if not verdicts or None in verdicts else all(verdicts)
 
     ens1 = [f"ens1-tau{t:g}" for t in preset.taus if f"ens1-tau{t:g}" in rows]
     for split, label in (("test", "test"), ("distill_data", "train (distillation-data)")):
-        vals = {n: agree(n, split) for n in ens1}
-        held = bool(vals) and all(v is not None and v < NEAR_FULL for v in vals.values())
+        # one-sample: the margin below NEAR_FULL of each seed's agreement
+        gaps = {n: [NEAR_FULL - v for v in agree(n, split).values()] for n in ens1}
         add(
             f"Self-distillation: {label} agreement stays below {100 * NEAR_FULL:.0f} %",
-            held if vals else None,
-            ", ".join(f"{n}: {_pct(v)}" for n, v in vals.items()) or "not run",
+            all_held([verdict(d, +1) for d in gaps.values()]),
+            "; ".join(
+                f"{n}: {_pct(_m(rows, n, f'{split}.agreement'))} ({100 * NEAR_FULL:.0f} % − agreement: "
+                f"{diff_text(d)})"
+                for n, d in gaps.items()
+            )
+            or "not run",
         )
 
     base, mix = f"ens1-tau{preset.data_tau:g}", f"ens1-tau{preset.data_tau:g}-mixup"
-    a, b = agree(base), agree(mix)
+    d = paired(agree(mix), agree(base))
     add(
         "Mixup distillation data raises test agreement",
-        None if a is None or b is None else b > a,
-        f"mixup {_pct(b)} vs no augmentation {_pct(a)}",
+        verdict(d, +1) if base in rows and mix in rows else None,
+        f"mixup {_pct(_m(rows, mix, 'test.agreement'))} vs no augmentation "
+        f"{_pct(_m(rows, base, 'test.agreement'))}; mixup − none: {diff_text(d)}",
     )
 
-    curve = [(lam, agree(n, "distill_data")) for lam, n in lambda_curve(preset, rows)]
+    curve = [(lam, _m(rows, n, "distill_data.agreement")) for lam, n in lambda_curve(preset, rows)]
     inner = [(lam, v) for lam, v in curve if lam < 1.0 and v is not None]
     if len(inner) >= 2 and inner[0][0] == 0.0:
         # λ* = the smallest λ from which every λ < 1 reaches ≈ 100 % train agreement; a *jump* means
@@ -103,60 +132,67 @@ def check_claims(preset, rows: dict) -> list[tuple[str, bool | None, str]]:
         i = next((i for i in range(1, len(inner)) if all(v >= NEAR_FULL for _, v in inner[i:])), None)
         jump = i is not None and inner[i - 1][1] - inner[0][1] < 0.5 * (inner[i][1] - inner[0][1])
         if i is None:
-            verdict = "no threshold below λ = 1"
+            text = "no threshold below λ = 1"
         else:
-            verdict = f"λ* = {inner[i][0]:g}, " + ("a jump" if jump else "reached gradually, not a jump")
+            text = f"λ* = {inner[i][0]:g}, " + ("a jump" if jump else "reached gradually, not a jump")
         add(
             f"Initialising at λ·teacher + (1−λ)·random: train agreement jumps to ≥ {100 * NEAR_FULL:.0f} % "
-            "above a threshold λ (over half of the rise from λ = 0 in the last step)",
+            "above a threshold λ (over half of the rise from λ = 0 in the last step; mean over seeds)",
             jump,
-            f"{verdict}; " + ", ".join(f"λ={lam:g}: {_pct(v)}" for lam, v in inner),
+            f"{text}; " + ", ".join(f"λ={lam:g}: {_pct(v)}" for lam, v in inner),
         )
     else:
         add("Initialising near the teacher: train agreement jumps above a threshold λ", None, "not run")
 
     kd = [n for n in rows if n != "independent"]
-    best = None
+    best = None  # the pair whose weaker of the two paired differences is furthest beyond its SE
     for x in kd:
         for y in kd:
-            ax, ay = agree(x), agree(y)
-            cx, cy = _m(rows, x, "test.accuracy"), _m(rows, y, "test.accuracy")
-            if None in (ax, ay, cx, cy):
+            if x == y:
                 continue
-            d = min(ax - ay, cy - cx)
-            if d > MARGIN and (best is None or d > best[0]):
-                best = (d, x, y, ax, ay, cx, cy)
+            da, dc = paired(agree(x), agree(y)), paired(acc(y), acc(x))
+            if verdict(da, +1) and verdict(dc, +1):
+                t = min(_t_stat(da), _t_stat(dc))
+                if best is None or t > best[0]:
+                    best = (t, x, y, da, dc)
+    decidable = len(kd) > 1 and any(len(rows[n]["seeds"]) > 1 for n in kd)
     add(
         "More fidelity does not always mean more accuracy (a setting with higher test agreement "
-        f"and lower accuracy, both by > {100 * MARGIN:.1f} pt)",
-        best is not None if len(kd) > 1 else None,
+        "and lower accuracy than another, both paired differences beyond 2 standard errors)",
+        (best is not None) if decidable else None,
         "none found"
         if best is None
-        else f"{best[1]}: agreement {_pct(best[3])}, accuracy {_pct(best[5])}; "
-        f"{best[2]}: agreement {_pct(best[4])}, accuracy {_pct(best[6])}",
+        else f"{best[1]} vs {best[2]}: agreement {diff_text(best[3])}; accuracy ({best[2]} − {best[1]}) "
+        f"{diff_text(best[4])}",
     )
 
     big = max(preset.ensembles)
     pairs = [(f"ens1-tau{t:g}", f"ens{big}-tau{t:g}") for t in preset.taus]
     pairs = [(p, q) for p, q in pairs if p in rows and q in rows]
+    diffs = {(p, q): paired(acc(q), acc(p)) for p, q in pairs}
     add(
         f"A {big}-teacher ensemble gives a more accurate student than one teacher",
-        all(_m(rows, q, "test.accuracy") > _m(rows, p, "test.accuracy") for p, q in pairs)
-        if pairs and big > 1
-        else None,
-        ", ".join(
-            f"{q} {_pct(_m(rows, q, 'test.accuracy'))} vs {p} {_pct(_m(rows, p, 'test.accuracy'))}"
-            for p, q in pairs
+        all_held([verdict(d, +1) for d in diffs.values()]) if big > 1 else None,
+        "; ".join(
+            f"{q} {_pct(_m(rows, q, 'test.accuracy'))} vs {p} {_pct(_m(rows, p, 'test.accuracy'))} "
+            f"({diff_text(d)})"
+            for (p, q), d in diffs.items()
         )
         or "not run",
     )
-    ind = agree("independent")
+    diffs = {n: paired(agree(n), agree("independent")) for n in ens1}
     add(
         "Distillation raises agreement above that of an independently trained student",
-        all(agree(n) > ind for n in ens1) if ens1 and ind is not None else None,
-        f"independent {_pct(ind)}; " + ", ".join(f"{n} {_pct(agree(n))}" for n in ens1),
+        all_held([verdict(d, +1) for d in diffs.values()]) if "independent" in rows else None,
+        f"independent {_pct(_m(rows, 'independent', 'test.agreement'))}; "
+        + "; ".join(f"{n} {_pct(_m(rows, n, 'test.agreement'))} ({diff_text(d)})" for n, d in diffs.items()),
     )
     return out
+
+
+def _t_stat(d: list[float]) -> float:
+    sd = stdev(d)
+    return mean(d) / (sd / sqrt(len(d))) if sd > 0 else float("inf")
 
 
 def _plots(preset, rows: dict, out: Path) -> list[str]:
@@ -261,9 +297,19 @@ def write_fidelity_report(preset, out: Path, counts: dict | None = None) -> Path
         "## The paper's qualitative claims, checked on this run",
         "",
     ]
+    lines += [
+        "Rule (as in E1): a comparison **held** when the mean of its per-seed paired difference lies "
+        "more than 2 standard errors (sd of the differences / √n) beyond 0 in the claimed direction; "
+        "with fewer than 2 seeds it is *undecided*.",
+        "",
+    ]
     for claim, held, numbers in claims:
-        verdict = "not run" if held is None else ("**held**" if held else "**did not hold**")
-        lines.append(f"- {claim}: {verdict} ({numbers})")
+        word = (
+            "undecided (not run, or one seed)"
+            if held is None
+            else ("**held**" if held else "**did not hold**")
+        )
+        lines.append(f"- {claim}: {word} ({numbers})")
     summary = {
         "examples": counts,
         "teachers": teachers,

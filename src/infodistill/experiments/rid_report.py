@@ -8,7 +8,7 @@ from pathlib import Path
 from statistics import mean, variance
 
 from ..training.trainer import read_log
-from .common import logged_last_epoch, save_figure, write_report
+from .common import SE_RULE, diff_text, logged_last_epoch, paired, save_figure, verdict, write_report
 from .common import mean_std as _ms
 
 PID_KEYS = (("redundancy", "Red(Y:T,S)"), ("unique_t", "Uni(Y:T\\S)"), ("mi_t", "I(Y;T)"), ("mi_s", "I(Y;S)"))
@@ -109,39 +109,11 @@ def summarise(runs: dict, epochs: int, pairs: list[str] | None = None, stopped: 
     return rows
 
 
-#: a claim holds when the mean paired difference lies beyond this many standard errors
-SE_RULE = 2.0
-
-
-def verdict(d: list[float], direction: int) -> bool | None:
-    """Whether mean(d) lies beyond SE_RULE standard errors (sd of d / sqrt(n)) in ``direction``
-    (+1: above 0, -1: below 0); None with fewer than 2 seeds (no standard error)."""
-    if len(d) < 2:
-        return None
-    se = sqrt(variance(d) / len(d))
-    return direction * mean(d) > SE_RULE * se
-
-
-def _diff_text(d: list[float], scale: float = 100.0, unit: str = "pt") -> str:
-    if not d:
-        return "no seed finished both runs"
-    se = sqrt(variance(d) / len(d)) if len(d) > 1 else float("nan")
-    digits = 2 if unit == "pt" else 3
-    return (
-        f"paired difference {scale * mean(d):+.{digits}f} {unit}, standard error "
-        f"{scale * se:.{digits}f} {unit}, {len(d)} seeds"
-    )
-
-
 def _by_seed(rows: dict, kind: str, method: str, key: str = "last") -> dict:
     r = rows.get((kind, method))
     if not r or not r.get(key):
         return {}
     return dict(zip(r["seeds"], r[key], strict=False))
-
-
-def _paired(a: dict, b: dict) -> list[float]:
-    return [a[s] - b[s] for s in a if s in b]
 
 
 def check_claims(rows: dict) -> list[tuple[str, bool | None, str]]:
@@ -157,8 +129,8 @@ def check_claims(rows: dict) -> list[tuple[str, bool | None, str]]:
     acc = {(k, m): _by_seed(rows, k, m) for k, m in rows}
     base_u, base_t = acc.get(("untrained", "baseline"), {}), acc.get(("trained", "baseline"), {})
     vid_u, rid_u = acc.get(("untrained", "vid"), {}), acc.get(("untrained", "rid"), {})
-    d = _paired(vid_u, base_u)
-    claim("VID falls below the baseline with an untrained teacher", d, -1, f"VID − baseline: {_diff_text(d)}")
+    d = paired(vid_u, base_u)
+    claim("VID falls below the baseline with an untrained teacher", d, -1, f"VID − baseline: {diff_text(d)}")
     # per seed: how much further from the baseline VID lands than RID
     gap = {
         s: abs(vid_u[s] - base_u[s]) - abs(rid_u[s] - base_u[s]) for s in vid_u if s in rid_u and s in base_u
@@ -168,7 +140,7 @@ def check_claims(rows: dict) -> list[tuple[str, bool | None, str]]:
         "RID stays closer to the baseline than VID with an untrained teacher",
         d,
         +1,
-        f"|VID − baseline| − |RID − baseline|: {_diff_text(d)}",
+        f"|VID − baseline| − |RID − baseline|: {diff_text(d)}",
     )
     for key, label in (("mi_t", "I(Y;T)"), ("redundancy", "Red")):
         un = _by_seed(rows, "untrained", "baseline", key)
@@ -178,27 +150,27 @@ def check_claims(rows: dict) -> list[tuple[str, bool | None, str]]:
             f"{label} ≈ 0 for the untrained teacher (below 10 % of the trained teacher's I(Y;T))",
             d,
             +1,
-            f"0.1·I(Y;T) trained − {label} untrained: {_diff_text(d, 1.0, 'bits')}",
+            f"0.1·I(Y;T) trained − {label} untrained: {diff_text(d, 1.0, 'bits')}",
         )
     uni_rid = _by_seed(rows, "trained", "rid", "unique_t")
     others = {m: _by_seed(rows, "trained", m, "unique_t") for m in ("baseline", "vid", "ted")}
-    diffs = {m: _paired(v, uni_rid) for m, v in others.items() if _paired(v, uni_rid)}
+    diffs = {m: paired(v, uni_rid) for m, v in others.items() if paired(v, uni_rid)}
     if diffs:
         held = [verdict(d, +1) for d in diffs.values()]
         out.append(
             (
                 "RID ends with the lowest Uni(Y:T\\S) (trained teacher)",
                 None if None in held else all(held),
-                "; ".join(f"{m} − RID: {_diff_text(d, 1.0, 'bits')}" for m, d in diffs.items()),
+                "; ".join(f"{m} − RID: {diff_text(d, 1.0, 'bits')}" for m, d in diffs.items()),
             )
         )
     for m in ("vid", "rid"):
-        d = _paired(acc.get(("trained", m), {}), base_t)
+        d = paired(acc.get(("trained", m), {}), base_t)
         claim(
             f"{m.upper()} beats the baseline with a trained teacher",
             d,
             +1,
-            f"{m.upper()} − baseline: {_diff_text(d)}",
+            f"{m.upper()} − baseline: {diff_text(d)}",
         )
     return out
 
@@ -209,24 +181,24 @@ def check_variant(rows: dict, variant: str) -> list[tuple[str, bool | None, str]
     difference more than 2 standard errors under 0 (seed noise is not a loss)."""
     out = []
     for kind in ("untrained", "noisy"):
-        d = _paired(_by_seed(rows, kind, variant), _by_seed(rows, kind, "baseline"))
+        d = paired(_by_seed(rows, kind, variant), _by_seed(rows, kind, "baseline"))
         if d:
             v = verdict(d, -1)
             out.append(
                 (
                     f"{variant} does not fall below the baseline with the {kind} teacher",
                     None if v is None else not v,
-                    f"{variant} − baseline: {_diff_text(d)}",
+                    f"{variant} − baseline: {diff_text(d)}",
                 )
             )
-    d = _paired(_by_seed(rows, "trained", variant), _by_seed(rows, "trained", "rid"))
+    d = paired(_by_seed(rows, "trained", variant), _by_seed(rows, "trained", "rid"))
     if d:
         v = verdict(d, -1)
         out.append(
             (
                 f"{variant} keeps published RID's result with the trained teacher (not below it)",
                 None if v is None else not v,
-                f"{variant} − published RID: {_diff_text(d)}",
+                f"{variant} − published RID: {diff_text(d)}",
             )
         )
     return out

@@ -4,7 +4,7 @@ This subpackage imports numpy, scipy and scikit-learn only (never torch), and ca
 """
 
 from .decompose import PIDResult, decompose
-from .estimate import EstimateResult, SweepResult, estimate, sweep
+from .estimate import Discretized, EstimateResult, SweepResult, discretize, estimate, sweep
 from .measures import (
     as_joint,
     co_information,
@@ -19,8 +19,10 @@ from .measures import (
 __all__ = [
     "PIDResult",
     "decompose",
+    "Discretized",
     "EstimateResult",
     "SweepResult",
+    "discretize",
     "estimate",
     "sweep",
     "as_joint",

@@ -30,7 +30,7 @@ from .decompose import DEFAULT_TOL_BITS, PIDResult, decompose
 from .limits import check_joint
 from .measures import UNITS, convert_units
 
-__all__ = ["EstimateResult", "SweepResult", "estimate", "sweep"]
+__all__ = ["Discretized", "EstimateResult", "SweepResult", "discretize", "estimate", "sweep"]
 
 #: The terms reported for every estimate (fields of :class:`PIDResult`), in table order.
 TERMS = ("redundancy", "unique_t", "unique_s", "synergy", "mi_t", "mi_s", "mi_joint")
@@ -389,6 +389,8 @@ class _Side:
     z_fit: np.ndarray | None  # None when the fit and count sets coincide
     z_count: np.ndarray
     pca_solver: str | None
+    #: (symbols, alphabet size) of a side passed as :class:`Discretized`, else None
+    given: tuple[np.ndarray, int] | None = None
 
 
 @dataclass
@@ -463,16 +465,61 @@ def _prepare(
 ) -> _Prepared:
     codes, classes = _check_labels(labels)
     n = codes.shape[0]
-    xt, shape_t = _check_features(teacher_features, "teacher_features", n, opts.pool)
-    xs, shape_s = _check_features(student_features, "student_features", n, opts.pool)
     fit_idx, count_idx = _split(n, opts)
-    t = _prepare_side(xt, shape_t, "teacher_features", opts.discretize_t, k_t_max, fit_idx, count_idx, opts)
-    s = _prepare_side(xs, shape_s, "student_features", opts.discretize_s, k_s_max, fit_idx, count_idx, opts)
-    return _Prepared(codes[count_idx], len(classes), n, fit_idx, count_idx, t, s)
+    sides = []
+    for x, name, mode, k_max, k in (
+        (teacher_features, "teacher_features", opts.discretize_t, k_t_max, opts.k_t),
+        (student_features, "student_features", opts.discretize_s, k_s_max, opts.k_s),
+    ):
+        if isinstance(x, Discretized):
+            sides.append(_given_side(x, name, mode, k, n, opts))
+            continue
+        arr, shape = _check_features(x, name, n, opts.pool)
+        sides.append(_prepare_side(arr, shape, name, mode, k_max, fit_idx, count_idx, opts))
+    return _Prepared(codes[count_idx], len(classes), n, fit_idx, count_idx, *sides)
+
+
+def _given_side(d: Discretized, name: str, mode: str, k: int, n: int, opts: _Options) -> _Side:
+    """A side discretised beforehand: its settings must be the ones this estimate records."""
+    if opts.fit_fraction is not None:
+        raise ValueError(
+            f"{name} is a Discretized, which fits and counts on the same samples; "
+            "pass the features themselves with fit_fraction, or use fit_fraction=None"
+        )
+    if len(d.symbols) != n:
+        raise ValueError(f"{name} has {len(d.symbols)} samples but labels has {n}: lengths must match")
+    expected = {
+        "mode": mode,
+        "k": k if mode == "kmeans" else None,
+        "pca": opts.pca if mode == "kmeans" else None,
+        "normalize": opts.normalize if mode == "kmeans" else None,
+        "pool": opts.pool,
+        "seed": opts.seed if mode == "kmeans" else None,
+        "n_init": opts.n_init if mode == "kmeans" else None,
+        "max_iter": opts.max_iter if mode == "kmeans" else None,
+    }
+    for key, want in expected.items():
+        if d.settings[key] != want:
+            raise ValueError(
+                f"{name} was discretised with {key}={d.settings[key]!r} but this estimate uses "
+                f"{key}={want!r}; discretize it with the estimate's settings"
+            )
+    codes = d.symbols
+    return _Side(
+        mode,
+        d.settings["dim"],
+        tuple(d.settings["sample_shape"]),
+        None,
+        codes,
+        d.settings["pca_solver"],
+        given=(codes, d.alphabet),
+    )
 
 
 def _discretize(side: _Side, k: int, opts: _Options) -> tuple[np.ndarray, int]:
     """Symbol of every count-split sample, and the alphabet size."""
+    if side.given is not None:
+        return side.given
     if side.mode == "argmax":
         return np.argmax(side.z_count, axis=1).astype(np.int64), side.dim
     km = KMeans(n_clusters=k, n_init=opts.n_init, max_iter=opts.max_iter, random_state=opts.seed)
@@ -607,6 +654,84 @@ def _estimate_prepared(prep: _Prepared, opts: _Options) -> EstimateResult:
 # Public API
 
 
+@dataclass(frozen=True)
+class Discretized:
+    """One source turned into symbols by :func:`discretize`, to pass to :func:`estimate` in place
+    of its features: a fixed teacher's symbols are then computed once, not at every estimate.
+
+    symbols : (n,) int64 symbol of each sample; alphabet : number of symbols (k, or D for argmax);
+    settings : the choices made (mode, k, pca, normalize, pool, seed, n_init, max_iter) and the
+    input's dim, sample_shape and PCA solver. :func:`estimate` checks them against its own.
+    """
+
+    symbols: np.ndarray = field(repr=False)
+    alphabet: int
+    settings: dict
+
+
+def discretize(
+    features,
+    *,
+    k: int = 10,
+    pca: int | None = 5,
+    normalize: bool = True,
+    pool: str = "flatten",
+    method: str = "kmeans",
+    seed: int = 0,
+    n_init: int = 3,
+    max_iter: int = 100,
+) -> Discretized:
+    """Symbols of one source, exactly as :func:`estimate` computes them with the same settings
+    (``fit_fraction=None``: PCA and k-means fitted on all samples; ``method`` is the side's
+    ``discretize`` entry). ``estimate(y, discretize(t, **kw), s, **kw)`` equals
+    ``estimate(y, t, s, **kw)``, and saves the teacher's PCA and k-means when its features do not
+    change between estimates (a frozen teacher's features tracked over training epochs).
+    """
+    opts = _options(
+        pca=pca,
+        k=k,
+        k_t=None,
+        k_s=None,
+        normalize=normalize,
+        pool=pool,
+        discretize=method,
+        fit_fraction=None,
+        n_boot=0,
+        ci=0.95,
+        n_perm=0,
+        seed=seed,
+        unit="bits",
+        n_init=n_init,
+        max_iter=max_iter,
+        tol=None,
+    )
+    try:
+        n = len(features)
+    except TypeError:
+        raise ValueError(
+            f"features must be an array with one row per sample, got {type(features).__name__}"
+        ) from None
+    arr, shape = _check_features(features, "features", n, opts.pool)
+    idx = np.arange(n)
+    side = _prepare_side(arr, shape, "features", opts.discretize_t, opts.k_t, idx, idx, opts)
+    symbols, alphabet = _discretize(side, opts.k_t, opts)
+    kmeans = opts.discretize_t == "kmeans"
+    settings = {
+        "mode": opts.discretize_t,
+        "k": opts.k_t if kmeans else None,
+        "pca": opts.pca if kmeans else None,
+        "normalize": opts.normalize if kmeans else None,
+        "pool": opts.pool,
+        "seed": opts.seed if kmeans else None,
+        "n_init": opts.n_init if kmeans else None,
+        "max_iter": opts.max_iter if kmeans else None,
+        "dim": int(side.dim),
+        "sample_shape": [int(d) for d in side.sample_shape],
+        "pca_solver": side.pca_solver,
+    }
+    return Discretized(symbols=symbols, alphabet=int(alphabet), settings=settings)
+
+
 def estimate(
     labels,
     teacher_features,
@@ -681,7 +806,9 @@ def estimate(
     labels : 1-D integer array (n,) of class ids (any integer values; whole-number floats accepted).
     teacher_features, student_features : arrays (n, D), (n, C, L) or (n, C, H, W), finite. Values
         whose squares would overflow or underflow (|x| beyond ~1e77 or below ~1e-77 in float64) are
-        rescaled by a power of two first, which is exact and leaves the clusters unchanged.
+        rescaled by a power of two first, which is exact and leaves the clusters unchanged. Either
+        may instead be a :class:`Discretized` from :func:`discretize` with this call's settings
+        (``fit_fraction=None`` only): the same result without redoing that side's PCA and k-means.
     pca, k, k_t, k_s, normalize, pool, discretize, fit_fraction : see above.
     n_boot : bootstrap resamples (0: no intervals). ci : interval level in (0, 1).
     n_perm : label permutations for the bias indicator (0: none).
@@ -734,6 +861,8 @@ def sweep(labels, teacher_features, student_features, k=(3, 5, 10, 20), **estima
     for bad in ("k_t", "k_s"):
         if bad in estimate_kwargs:
             raise ValueError(f"sweep sets k_t = k_s = k for every k; do not pass {bad}")
+    if isinstance(teacher_features, Discretized) or isinstance(student_features, Discretized):
+        raise ValueError("sweep clusters each source for every k: pass the features, not a Discretized")
     try:
         ks = [k] if _is_int(k) else list(k)
     except TypeError:

@@ -346,7 +346,7 @@ def _pid_tracker(
 
     For a noisy teacher the teacher features get the same kind of noise the method sees (drawn
     from a fixed generator, so every epoch measures the same teacher representation)."""
-    from ..pid import estimate
+    from ..pid import discretize, estimate
 
     # Layer names are checked now, when the run is built, not after the first epoch.
     validate_layers(student, list(dict.fromkeys(s for s, _ in cfg.pid.pairs)))
@@ -355,7 +355,10 @@ def _pid_tracker(
     if n < cfg.pid.k:
         raise ValueError(f"pid.k = {cfg.pid.k} clusters need at least that many test examples, got {n}")
     x, y = test.x[:n], test.y[:n]
-    teacher_feats = {}  # a fixed teacher's features are computed once, not every epoch
+    settings = {"k": cfg.pid.k, "pca": cfg.pid.pca, "seed": cfg.run.seed}
+    # A fixed teacher's features, PCA and k-means are the same at every epoch: done once (the
+    # teacher's PCA is most of an estimate's time), giving the same numbers as redoing them.
+    teacher_symbols = {}
 
     @torch.no_grad()
     def evaluate(epoch: int) -> dict:
@@ -366,24 +369,18 @@ def _pid_tracker(
         for s_layer, t_layer in cfg.pid.pairs:
             crash_point("pid")
             s_feat = collect_features(student, [s_layer], x, bs)[1][s_layer]
-            t_feat = teacher_feats.get(t_layer)
-            if t_feat is None:
+            t_sym = teacher_symbols.get(t_layer)
+            if t_sym is None:
                 t_feat = collect_features(teacher, [t_layer], x, bs)[1][t_layer]
                 if noise is not None:
                     # Noise drawn batch by batch from a fixed generator, as the method sees it.
                     gen = torch.Generator().manual_seed(cfg.run.seed)
                     t_feat = torch.cat([noisy_features(t, generator=gen, **noise) for t in t_feat.split(bs)])
+                t_sym = discretize(t_feat.numpy(), **settings)
                 if teacher_fixed:
-                    teacher_feats[t_layer] = t_feat
-            res = estimate(
-                y.numpy(),
-                t_feat.numpy(),
-                s_feat.numpy(),
-                k=cfg.pid.k,
-                pca=cfg.pid.pca,
-                n_boot=cfg.pid.n_boot,
-                seed=cfg.run.seed,
-            )
+                    teacher_symbols[t_layer] = t_sym
+            # n_perm=0: the tracker records the terms and their intervals, not the permutation baseline
+            res = estimate(y.numpy(), t_sym, s_feat.numpy(), n_boot=cfg.pid.n_boot, n_perm=0, **settings)
             out[f"{s_layer}|{t_layer}"] = res.pid.as_dict() | (
                 {"ci": {k: list(v) for k, v in res.ci.items()}} if res.ci else {}
             )
