@@ -1,6 +1,7 @@
 """E1 reproduction machinery on a tiny data set: every run, the report, the claims, resumption."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -326,3 +327,24 @@ def test_pid_curves_and_cells_from_hand_made_logs():
     assert row["seeds"] == [0, 1] and row["last"] == [0.5, 0.5]
     assert _pid_cell(row, "a|b", "redundancy") == "0.500 [0.400, 0.700]"
     assert _pid_cell(row, "a|b", "unique_t") == "0.000"  # no interval logged for it
+
+
+def test_run_configs_are_typed_configs_of_the_preset():
+    """The experiments build DistillConfig objects directly (no override strings): every field the
+    preset sets arrives with its type, and the preset's dicts are copies, not shared."""
+    from infodistill.experiments.rid_presets import PRESETS, distill_config
+
+    p = PRESETS["standard"]
+    cfg = distill_config(p, Path("/t"), "noisy", "vid-repdistiller", 4, Path("/r"))
+    assert cfg.method.name == "vid"
+    assert cfg.method.params == {"lam": 1.0, "regressor": "conv-relu-conv", "alpha_init": None, "eps": 1e-5}
+    assert isinstance(cfg.method.params["eps"], float) and cfg.method.pairs == [["stage3", "stage3"]]
+    assert cfg.pid.pairs == [["stage1", "stage1"], ["stage2", "stage2"], ["stage3", "stage3"]]
+    assert (cfg.teacher.kind, cfg.teacher.seed, cfg.teacher.checkpoints) == ("noisy", 4, ["/t"])
+    assert (cfg.teacher.noise_sigma, cfg.optim.grad_clip, cfg.optim.nesterov) == (2.0, 100.0, True)
+    assert (cfg.data.train_subset, cfg.data.test_subset, cfg.run.seed) == (1000, 5000, 4)
+    cfg.student.kwargs["width"] = 99
+    assert p.student_model["kwargs"]["width"] == 8
+    rid = distill_config(p, Path("/t"), "untrained", "rid-nofreeze", 0, Path("/r"))
+    assert rid.method.params == {"lam": 10.0, "rounds": 10, "phase1_fraction": 0.25, "student_in_phase1": True}
+    assert rid.teacher.checkpoints == []

@@ -1,4 +1,5 @@
-"""Pieces shared by the experiment drivers: config overrides, run bookkeeping, report formatting."""
+"""Pieces shared by the experiment drivers: run bookkeeping, preset settings (``--set``), paired
+verdicts and report formatting."""
 
 from __future__ import annotations
 
@@ -9,11 +10,6 @@ from pathlib import Path
 from statistics import mean, stdev, variance
 
 from ..training.trainer import read_log
-
-
-def overrides(d: dict, prefix: str) -> list[str]:
-    """``{"width": 8}`` -> ``["prefix.width=8"]`` (values JSON-encoded, as the config parser reads them)."""
-    return [f"{prefix}.{k}={json.dumps(v)}" for k, v in d.items()]
 
 
 def logged_last_epoch(log: list[dict], epochs: int) -> bool:

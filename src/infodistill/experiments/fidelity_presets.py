@@ -6,16 +6,12 @@ not import :mod:`.fidelity` (which runs the experiment and then writes the repor
 
 from __future__ import annotations
 
-import json
+from copy import deepcopy
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..training.config import DistillConfig, TeacherTrainConfig, load_config
-from .common import (
-    model_for_data,
-    overrides,
-    subset_size,
-)
+from ..training.config import DistillConfig, TeacherTrainConfig, from_dict
+from .common import model_for_data, subset_size
 
 #: seeds of the teacher members are offset so that no student starts from a member's initialisation
 MEMBER_SEED_OFFSET = 1000
@@ -122,16 +118,15 @@ PRESETS = {
 }
 
 
-def _data_overrides(p: FidelityPreset) -> list[str]:
-    return [
-        f"data.name={p.data}",
-        f"data.root={json.dumps(p.data_root)}",
-        f"data.train_subset={json.dumps(p.train_subset)}",
-        f"data.subset_seed={p.subset_seed}",
-        f"data.test_subset={json.dumps(p.test_subset)}",
-        f"data.batch_size={p.batch_size}",
-        f"optim.lr={p.lr}",
-    ]
+def _data(p: FidelityPreset) -> dict:
+    return {
+        "name": p.data,
+        "root": p.data_root,
+        "train_subset": p.train_subset,
+        "subset_seed": p.subset_seed,
+        "test_subset": p.test_subset,
+        "batch_size": p.batch_size,
+    }
 
 
 def member_dir(out: Path, i: int) -> Path:
@@ -139,32 +134,41 @@ def member_dir(out: Path, i: int) -> Path:
 
 
 def teacher_config(p: FidelityPreset, out: Path, i: int) -> TeacherTrainConfig:
-    ov = _data_overrides(p) + overrides(p.model, "model")
-    ov += [f"optim.epochs={p.teacher_epochs}", f"run.seed={MEMBER_SEED_OFFSET + i}", f"run.out_dir={out}"]
-    return load_config(TeacherTrainConfig, None, ov)
+    return from_dict(
+        TeacherTrainConfig,
+        {
+            "data": _data(p),
+            "model": deepcopy(p.model),
+            "optim": {"lr": p.lr, "epochs": p.teacher_epochs},
+            "run": {"seed": MEMBER_SEED_OFFSET + i, "out_dir": str(out)},
+        },
+    )
 
 
 def distill_config(p: FidelityPreset, s: Setting, seed: int, out: Path) -> DistillConfig:
-    members = [str(member_dir(out.parent, i)) for i in range(s.members)]
-    ov = _data_overrides(p) + overrides(p.model, "student") + overrides(p.model, "teacher.model")
-    ov += [
-        f"teacher.kind={'ensemble' if s.members > 1 else 'trained'}",
-        f"teacher.checkpoints={json.dumps(members)}",
-        f"optim.epochs={p.student_epochs}",
-        f"run.seed={seed}",
-        f"run.out_dir={out}",
-    ]
-    if s.tau is None:
-        ov += ["method.name=baseline"]
-    else:
-        ov += ["method.name=kd", f"method.params={json.dumps({'tau': s.tau, 'alpha': 0.0})}"]
+    data = _data(p)
     if s.data == "crop-flip":
-        ov += ["data.augment=crop-flip"]
+        data["augment"] = "crop-flip"
     elif s.data == "mixup":
-        ov += [f"data.mixup_alpha={p.mixup_alpha}"]
+        data["mixup_alpha"] = p.mixup_alpha
+    cfg = {
+        "data": data,
+        "student": deepcopy(p.model),
+        "teacher": {
+            "kind": "ensemble" if s.members > 1 else "trained",
+            "model": deepcopy(p.model),
+            "checkpoints": [str(member_dir(out.parent, i)) for i in range(s.members)],
+        },
+        # KD with alpha = 0: the student learns from the teacher's outputs only ([FID])
+        "method": {"name": "baseline"}
+        if s.tau is None
+        else {"name": "kd", "params": {"tau": s.tau, "alpha": 0.0}},
+        "optim": {"lr": p.lr, "epochs": p.student_epochs},
+        "run": {"seed": seed, "out_dir": str(out)},
+    }
     if s.init_lambda is not None:
-        ov += [f"init_lambda={s.init_lambda}"]
-    return load_config(DistillConfig, None, ov)
+        cfg["init_lambda"] = s.init_lambda
+    return from_dict(DistillConfig, cfg)
 
 
 def run_name(setting: str, seed: int) -> str:

@@ -7,15 +7,12 @@ import :mod:`.rid` (which runs the experiment and then writes the report).
 from __future__ import annotations
 
 import json
+from copy import deepcopy
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..training.config import DistillConfig, TeacherTrainConfig, load_config
-from .common import (
-    model_for_data,
-    subset_size,
-)
-from .common import overrides as _overrides
+from ..training.config import DistillConfig, TeacherTrainConfig, from_dict
+from .common import model_for_data, subset_size
 
 TEACHER_KINDS = ("trained", "untrained", "noisy")
 METHODS = ("baseline", "kd", "vid", "vid-repdistiller", "rid", "rid-nofreeze", "ted")
@@ -111,8 +108,9 @@ class RIDPreset:
     pid_samples: int = 1000
     #: bootstrap resamples per PID estimate (the bands of the plots; 0: none)
     pid_boot: int = 20
-    #: PID of "all" layer pairs or only the "last" (the paper's layer 3): stage 1's flattened maps
-    #: (25 088 dimensions for the w32 teacher) make one estimate ~5 s on a shared 2-core CPU
+    #: PID of "all" layer pairs (the paper's plots) or only the "last" (its layer 3, the claims).
+    #: Stage 1's flattened maps (25 088 dimensions for the w32 teacher) cost most: the teacher's
+    #: PCA and k-means run once per run, the student's at every PID epoch (~0.5 s on 2 cores)
     pid_layers: str = "all"
     #: PID every n-th epoch (and the last)
     pid_every: int = 2
@@ -130,7 +128,7 @@ class RIDPreset:
 
 PRESETS = {
     # trained and untrained teacher only: with the noisy teacher too, 3 seeds do not fit ~10 minutes
-    "quick": RIDPreset(name="quick", teachers=("trained", "untrained"), pid_layers="last", pid_every=4),
+    "quick": RIDPreset(name="quick", teachers=("trained", "untrained"), pid_every=4),
     "standard": RIDPreset(
         name="standard",
         student_train_subset=1000,
@@ -149,7 +147,6 @@ PRESETS = {
         student_epochs=12,
         test_subset=None,
         teachers=("trained", "untrained"),
-        pid_layers="last",
         pid_every=4,
     ),
     "standard-mnist1d": RIDPreset(
@@ -208,21 +205,16 @@ PRESETS = {
 
 
 def teacher_config(p: RIDPreset, out: Path) -> TeacherTrainConfig:
-    return load_config(
+    data = {"train_subset": p.teacher_train_subset}
+    optim = {"epochs": p.teacher_epochs}
+    return from_dict(
         TeacherTrainConfig,
-        None,
-        [
-            f"data.name={p.data}",
-            f"data.root={json.dumps(p.data_root)}",
-            f"data.train_subset={json.dumps(p.teacher_train_subset)}",
-            f"data.test_subset={json.dumps(p.test_subset)}",
-            f"data.batch_size={p.batch_size}",
-            *_overrides(p.teacher_model, "model"),
-            f"optim.epochs={p.teacher_epochs}",
-            f"optim.lr={p.lr}",
-            f"optim.nesterov={json.dumps(p.nesterov)}",
-            f"run.out_dir={out}",
-        ],
+        {
+            "data": _data(p, data),
+            "model": deepcopy(p.teacher_model),
+            "optim": _optim(p, optim),
+            "run": {"out_dir": str(out)},
+        },
     )
 
 
@@ -231,56 +223,57 @@ def distill_config(
 ) -> DistillConfig:
     pairs = [list(q) for q in p.layer_pairs()]
     distilled = pairs[-1:] if method in LAST_PAIR_ONLY else pairs
-    ov = [
-        f"data.name={p.data}",
-        f"data.root={json.dumps(p.data_root)}",
-        f"data.train_subset={json.dumps(p.student_train_subset)}",
-        f"data.test_subset={json.dumps(p.test_subset)}",
-        f"data.batch_size={p.batch_size}",
-        f"data.augment={p.augment}",
-        *_overrides(p.student_model, "student"),
-        *_overrides(p.teacher_model, "teacher.model"),
-        f"teacher.kind={kind}",
-        f"teacher.seed={seed}",
-        f"teacher.checkpoints={json.dumps([] if kind == 'untrained' else [str(teacher_dir)])}",
-        *_method_overrides(p, method),
-        f"method.pairs={json.dumps([] if method in LOGIT_METHODS else distilled)}",
-        f"optim.epochs={p.student_epochs}",
-        f"optim.lr={p.lr}",
-        f"optim.nesterov={json.dumps(p.nesterov)}",
-        f"optim.grad_clip={json.dumps(p.grad_clip)}",
-        f"pid.pairs={json.dumps(pairs if p.pid_layers == 'all' else pairs[-1:])}",
-        f"pid.k={p.pid_k}",
-        f"pid.pca={p.pid_pca}",
-        f"pid.n_boot={p.pid_boot}",
-        f"pid.n_samples={p.pid_samples}",
-        f"pid.every={p.pid_every}",
-        f"run.seed={seed}",
-        f"run.out_dir={out}",
-    ]
-    if kind == "noisy":
-        ov += _overrides(p.noise, "teacher")
-    return load_config(DistillConfig, None, ov)
+    name, params = method_spec(p, method)
+    teacher = {
+        "kind": kind,
+        "model": deepcopy(p.teacher_model),
+        "seed": seed,
+        "checkpoints": [] if kind == "untrained" else [str(teacher_dir)],
+        **(deepcopy(p.noise) if kind == "noisy" else {}),
+    }
+    return from_dict(
+        DistillConfig,
+        {
+            "data": _data(p, {"train_subset": p.student_train_subset, "augment": p.augment}),
+            "student": deepcopy(p.student_model),
+            "teacher": teacher,
+            "method": {"name": name, "params": params, "pairs": [] if method in LOGIT_METHODS else distilled},
+            "optim": _optim(p, {"epochs": p.student_epochs, "grad_clip": p.grad_clip}),
+            "pid": {
+                "pairs": pairs if p.pid_layers == "all" else pairs[-1:],
+                "k": p.pid_k,
+                "pca": p.pid_pca,
+                "n_boot": p.pid_boot,
+                "n_samples": p.pid_samples,
+                "every": p.pid_every,
+            },
+            "run": {"seed": seed, "out_dir": str(out)},
+        },
+    )
 
 
-def _method_overrides(p: RIDPreset, method: str) -> list[str]:
-    params = dict(p.method_params.get(method, {}))
+def _data(p: RIDPreset, extra: dict) -> dict:
+    return {
+        "name": p.data,
+        "root": p.data_root,
+        "test_subset": p.test_subset,
+        "batch_size": p.batch_size,
+        **extra,
+    }
+
+
+def _optim(p: RIDPreset, extra: dict) -> dict:
+    return {"lr": p.lr, "nesterov": p.nesterov, **extra}
+
+
+def method_spec(p: RIDPreset, method: str) -> tuple[str, dict]:
+    """(method name, its parameters) of an E1 row: a variant is its base method with its switches,
+    under the preset's parameters for that base (and any the preset sets for the variant itself)."""
+    params = deepcopy(p.method_params.get(method, {}))
     for base, variants in (("rid", RID_VARIANTS), ("vid", VID_VARIANTS)):
         if method in variants:
-            params = {**p.method_params.get(base, {}), **variants[method], **params}
-            method = base
-    return [f"method.name={method}", f"method.params={_flow(params)}"]
-
-
-def _flow(v) -> str:
-    """JSON text that YAML 1.1 reads back with the same types: it takes 1e-05 (no dot) for a string."""
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{json.dumps(str(k))}: {_flow(x)}" for k, x in v.items()) + "}"
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_flow(x) for x in v) + "]"
-    if isinstance(v, float) and "e" in repr(v) and "." not in repr(v).split("e")[0]:
-        return repr(v).replace("e", ".0e")
-    return json.dumps(v)
+            return base, {**deepcopy(p.method_params.get(base, {})), **variants[method], **params}
+    return method, params
 
 
 def run_name(kind: str, method: str, seed: int) -> str:
