@@ -78,6 +78,7 @@ import numpy as np
 from infodistill.pid import decompose
 from infodistill.pid import estimate as estimate_fn
 from infodistill.pid.decompose import DEFAULT_TOL_BITS
+from infodistill.pid.estimate import ESTIMATE_STAGES
 
 HERE = Path(__file__).resolve().parent
 
@@ -114,17 +115,8 @@ SECTION_OPTIONS = {
     "train": ("--batches", "--threads", "--models", "--rounds", "--min-time"),
 }
 
-# Wrapped steps of infodistill.pid.estimate, by stage; the first call of _cells, _counts and
-# decompose builds and decomposes the histogram, every later one belongs to the permutation baseline.
-EST_STAGES = ("checks", "normalise+PCA", "k-means", "histogram", "decompose", "perm baseline")
-_EST_WRAPPED = {
-    "_check_features": ("checks", None),
-    "_prepare_side": ("normalise+PCA", None),
-    "_discretize": ("k-means", None),
-    "_cells": ("histogram", "perm baseline"),
-    "_counts": ("histogram", "perm baseline"),
-    "decompose": ("decompose", "perm baseline"),
-}
+# The stages estimate() times itself (EstimateResult.timings).
+EST_STAGES = ESTIMATE_STAGES
 
 
 # ---------------------------------------------------------------------------------------------
@@ -425,42 +417,6 @@ def make_features(n: int, dim: int, n_classes: int = EST_CLASSES, seed: int = 0)
     return y, t, s
 
 
-@contextlib.contextmanager
-def stage_timers():
-    """Wrap the internal steps of infodistill.pid.estimate with timers for the duration of the
-    block; yields the dict of accumulated seconds per stage, or None if a step is not found (the
-    breakdown is then skipped and only the total is reported)."""
-    mod = sys.modules[estimate_fn.__module__]
-    if not all(callable(getattr(mod, name, None)) for name in _EST_WRAPPED):
-        yield None
-        return
-    acc = dict.fromkeys(EST_STAGES, 0.0)
-    calls = dict.fromkeys(_EST_WRAPPED, 0)
-    originals = {name: getattr(mod, name) for name in _EST_WRAPPED}
-
-    def wrap(name, fn):
-        first, later = _EST_WRAPPED[name]
-
-        def timed(*args, **kwargs):
-            stage = first if later is None or calls[name] == 0 else later
-            calls[name] += 1
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                acc[stage] += time.perf_counter() - t0
-
-        return timed
-
-    try:
-        for name, fn in originals.items():
-            setattr(mod, name, wrap(name, fn))
-        yield acc
-    finally:
-        for name, fn in originals.items():
-            setattr(mod, name, fn)
-
-
 def run_estimate(ns=EST_NS, ds=EST_DS, *, max_reps: int = 3, seed: int = 0, log=print) -> list[dict]:
     """Time ``estimate`` (defaults, k = 10, PCA 5) on every (n, d); one dict per cell."""
     ns, ds = sorted(set(ns)), sorted(set(ds))
@@ -473,11 +429,10 @@ def run_estimate(ns=EST_NS, ds=EST_DS, *, max_reps: int = 3, seed: int = 0, log=
             runs: list[tuple[float, dict | None, object]] = []
 
             def once(y=y, t=t, s=s, runs=runs):
-                with stage_timers() as acc:
-                    t0 = time.perf_counter()
-                    res = estimate_fn(y, t, s, k=EST_K, pca=EST_PCA, seed=seed)
-                    total = time.perf_counter() - t0
-                runs.append((total, None if acc is None else dict(acc), res))
+                t0 = time.perf_counter()
+                res = estimate_fn(y, t, s, k=EST_K, pca=EST_PCA, seed=seed)
+                total = time.perf_counter() - t0
+                runs.append((total, dict(res.timings), res))
                 return res
 
             _, reps, _ = _median_time(once, fast_s=2.0 / 3.0, medium_s=2.0, max_reps=max_reps)

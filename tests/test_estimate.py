@@ -389,3 +389,20 @@ def test_discretized_side_with_other_settings_is_refused(noisy_channels, kwargs,
         estimate(y[:100], dt, xs[:100], **base)
     with pytest.raises(ValueError, match="not a Discretized"):
         sweep(y, dt, xs, k=(2, 4))
+
+
+def test_estimate_times_its_own_stages(noisy_channels):
+    import time
+
+    from infodistill.pid.estimate import ESTIMATE_STAGES
+
+    y, xt, xs = noisy_channels(600)
+    t0 = time.perf_counter()
+    res = estimate(y, xt, xs, k=3, pca=3, n_boot=5, n_perm=3)
+    wall = time.perf_counter() - t0
+    assert tuple(res.timings) == ESTIMATE_STAGES
+    assert all(v > 0 for v in res.timings.values())
+    assert sum(res.timings.values()) <= wall  # stages are disjoint parts of the call
+    # timings are not results: equal estimates compare and serialise equal
+    again = estimate(y, xt, xs, k=3, pca=3, n_boot=5, n_perm=3)
+    assert again == res and again.as_dict() == res.as_dict() and "timings" not in res.as_dict()

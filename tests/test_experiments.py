@@ -346,5 +346,10 @@ def test_run_configs_are_typed_configs_of_the_preset():
     cfg.student.kwargs["width"] = 99
     assert p.student_model["kwargs"]["width"] == 8
     rid = distill_config(p, Path("/t"), "untrained", "rid-nofreeze", 0, Path("/r"))
-    assert rid.method.params == {"lam": 10.0, "rounds": 10, "phase1_fraction": 0.25, "student_in_phase1": True}
+    assert rid.method.params == {
+        "lam": 10.0,
+        "rounds": 10,
+        "phase1_fraction": 0.25,
+        "student_in_phase1": True,
+    }
     assert rid.teacher.checkpoints == []

@@ -20,6 +20,8 @@ This module imports numpy, scipy and scikit-learn only (never torch).
 from __future__ import annotations
 
 import inspect
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -49,6 +51,17 @@ _LABELS = {
 #: Their spread is orders of magnitude larger, and the solver needs ~3x fewer Newton steps than at
 #: the 1e-8 default, which is what keeps ``n_boot=100`` within a few seconds.
 RESAMPLE_TOL_BITS = 1e-6
+
+#: The stages of one estimate, as timed in ``EstimateResult.timings``.
+ESTIMATE_STAGES = (
+    "checks",
+    "normalise+PCA",
+    "k-means",
+    "histogram",
+    "decompose",
+    "perm baseline",
+    "bootstrap",
+)
 
 #: Feature dimension above which PCA uses the randomized SVD (with ``random_state=seed``).
 RANDOMIZED_PCA_MIN_DIM = 500
@@ -83,6 +96,9 @@ class EstimateResult:
     boot : the bootstrap values, shape (n_boot, 7), columns in the order of ``TERMS``; or None.
     split : ``{'fit': indices, 'count': indices}`` into the input samples (identical arrays when
         ``fit_fraction`` is None).
+    timings : seconds per stage (``ESTIMATE_STAGES``: checks, normalise+PCA, k-means, histogram,
+        decompose, perm baseline, bootstrap); not part of ``as_dict()`` or equality, since they
+        differ between runs. In a :func:`sweep` every result carries the one shared preparation.
     """
 
     pid: PIDResult
@@ -93,6 +109,7 @@ class EstimateResult:
     boot_shift: dict | None = field(default=None, repr=False)
     boot: np.ndarray | None = field(default=None, repr=False, compare=False)
     split: dict = field(default_factory=dict, repr=False, compare=False)
+    timings: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def terms(self) -> dict:
@@ -402,6 +419,8 @@ class _Prepared:
     count_idx: np.ndarray
     t: _Side
     s: _Side
+    #: seconds of the preparation stages ("checks", "normalise+PCA")
+    timings: dict = field(default_factory=dict)
 
 
 def _split(n: int, opts: _Options) -> tuple[np.ndarray, np.ndarray]:
@@ -463,7 +482,9 @@ def _prepare_side(
 def _prepare(
     labels, teacher_features, student_features, opts: _Options, k_t_max: int, k_s_max: int
 ) -> _Prepared:
-    codes, classes = _check_labels(labels)
+    clock = _Clock()
+    with clock("checks"):
+        codes, classes = _check_labels(labels)
     n = codes.shape[0]
     fit_idx, count_idx = _split(n, opts)
     sides = []
@@ -472,11 +493,29 @@ def _prepare(
         (student_features, "student_features", opts.discretize_s, k_s_max, opts.k_s),
     ):
         if isinstance(x, Discretized):
-            sides.append(_given_side(x, name, mode, k, n, opts))
+            with clock("checks"):
+                sides.append(_given_side(x, name, mode, k, n, opts))
             continue
-        arr, shape = _check_features(x, name, n, opts.pool)
-        sides.append(_prepare_side(arr, shape, name, mode, k_max, fit_idx, count_idx, opts))
-    return _Prepared(codes[count_idx], len(classes), n, fit_idx, count_idx, *sides)
+        with clock("checks"):
+            arr, shape = _check_features(x, name, n, opts.pool)
+        with clock("normalise+PCA"):
+            sides.append(_prepare_side(arr, shape, name, mode, k_max, fit_idx, count_idx, opts))
+    return _Prepared(codes[count_idx], len(classes), n, fit_idx, count_idx, *sides, timings=clock.seconds)
+
+
+class _Clock:
+    """Seconds per named stage, accumulated over ``with clock(stage):`` blocks."""
+
+    def __init__(self, stages=()):
+        self.seconds = dict.fromkeys(stages, 0.0)
+
+    @contextmanager
+    def __call__(self, stage: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
 
 
 def _given_side(d: Discretized, name: str, mode: str, k: int, n: int, opts: _Options) -> _Side:
@@ -558,50 +597,57 @@ def _estimate_prepared(prep: _Prepared, opts: _Options) -> EstimateResult:
     kt = prep.t.dim if prep.t.mode == "argmax" else opts.k_t
     ks = prep.s.dim if prep.s.mode == "argmax" else opts.k_s
     check_joint((prep.n_classes, kt, ks))
-    ct, kt = _discretize(prep.t, opts.k_t, opts)
-    cs, ks = _discretize(prep.s, opts.k_s, opts)
+    clock = _Clock(ESTIMATE_STAGES)
+    clock.seconds.update(prep.timings)
+    with clock("k-means"):
+        ct, kt = _discretize(prep.t, opts.k_t, opts)
+        cs, ks = _discretize(prep.s, opts.k_s, opts)
     y = prep.y
     shape = (prep.n_classes, kt, ks)
-    cells = _cells(y, ct, cs, shape)
-    counts = _counts(cells, shape)
-    pid = decompose(counts, unit=opts.unit, counts=True, tol=opts.tol)
+    with clock("histogram"):
+        cells = _cells(y, ct, cs, shape)
+        counts = _counts(cells, shape)
+    with clock("decompose"):
+        pid = decompose(counts, unit=opts.unit, counts=True, tol=opts.tol)
     rtol = _resample_tol(opts)
     n = len(y)
 
     bias = None
-    if opts.n_perm:
-        # k-means never sees the labels, so shuffling y over the fixed clusters is exactly the whole
-        # pipeline run on label-permuted data; every true term is then 0 and what remains is bias.
-        rng = np.random.default_rng([opts.seed, 2])
-        vals = np.array(
-            [
-                _resampled_terms(_counts(_cells(rng.permutation(y), ct, cs, shape), shape), opts, rtol)
-                for _ in range(opts.n_perm)
-            ]
-        )
-        sd = vals.std(axis=0, ddof=1) if opts.n_perm > 1 else np.zeros(len(TERMS))
-        bias = {
-            "method": "label_permutation",
-            "n_perm": opts.n_perm,
-            "mean": dict(zip(TERMS, map(float, vals.mean(axis=0)), strict=True)),
-            "sd": dict(zip(TERMS, map(float, sd), strict=True)),
-        }
+    with clock("perm baseline"):
+        if opts.n_perm:
+            # k-means never sees the labels, so shuffling y over the fixed clusters is exactly the whole
+            # pipeline run on label-permuted data; every true term is then 0 and what remains is bias.
+            rng = np.random.default_rng([opts.seed, 2])
+            vals = np.array(
+                [
+                    _resampled_terms(_counts(_cells(rng.permutation(y), ct, cs, shape), shape), opts, rtol)
+                    for _ in range(opts.n_perm)
+                ]
+            )
+            sd = vals.std(axis=0, ddof=1) if opts.n_perm > 1 else np.zeros(len(TERMS))
+            bias = {
+                "method": "label_permutation",
+                "n_perm": opts.n_perm,
+                "mean": dict(zip(TERMS, map(float, vals.mean(axis=0)), strict=True)),
+                "sd": dict(zip(TERMS, map(float, sd), strict=True)),
+            }
 
     ci = boot = boot_shift = None
-    if opts.n_boot:
-        rng = np.random.default_rng([opts.seed, 3])
-        # Resampling triples with replacement = resampling their histogram cells.
-        boot = np.array(
-            [
-                _resampled_terms(_counts(cells[rng.integers(0, n, n)], shape), opts, rtol)
-                for _ in range(opts.n_boot)
-            ]
-        )
-        alpha = (1.0 - opts.ci) / 2.0
-        lo, hi = np.quantile(boot, [alpha, 1.0 - alpha], axis=0)
-        ci = {t: (float(a), float(b)) for t, a, b in zip(TERMS, lo, hi, strict=True)}
-        shift = boot.mean(axis=0) - _term_vector(pid)
-        boot_shift = dict(zip(TERMS, map(float, shift), strict=True))
+    with clock("bootstrap"):
+        if opts.n_boot:
+            rng = np.random.default_rng([opts.seed, 3])
+            # Resampling triples with replacement = resampling their histogram cells.
+            boot = np.array(
+                [
+                    _resampled_terms(_counts(cells[rng.integers(0, n, n)], shape), opts, rtol)
+                    for _ in range(opts.n_boot)
+                ]
+            )
+            alpha = (1.0 - opts.ci) / 2.0
+            lo, hi = np.quantile(boot, [alpha, 1.0 - alpha], axis=0)
+            ci = {t: (float(a), float(b)) for t, a, b in zip(TERMS, lo, hi, strict=True)}
+            shift = boot.mean(axis=0) - _term_vector(pid)
+            boot_shift = dict(zip(TERMS, map(float, shift), strict=True))
 
     settings = {
         "pca": opts.pca,
@@ -647,6 +693,7 @@ def _estimate_prepared(prep: _Prepared, opts: _Options) -> EstimateResult:
         boot_shift=boot_shift,
         boot=boot,
         split={"fit": prep.fit_idx, "count": prep.count_idx},
+        timings=clock.seconds,
     )
 
 
