@@ -121,7 +121,8 @@ def save_figure(fig, out: Path, name: str) -> str:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    fig.savefig(out / name, dpi=120)
+    # "tight" keeps a legend placed outside the axes inside the image
+    fig.savefig(out / name, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return name
 

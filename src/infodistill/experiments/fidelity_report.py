@@ -67,6 +67,12 @@ def _m(rows: dict, name: str, key: str) -> float | None:
     return mean(vals) if vals else None
 
 
+def _sd(rows: dict, name: str, key: str) -> float:
+    """Sample standard deviation over seeds (0 with one seed: no error bar)."""
+    vals = [v for v in rows.get(name, {}).get(key, []) if v is not None]
+    return stdev(vals) if len(vals) > 1 else 0.0
+
+
 def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.2f} %"
 
@@ -202,39 +208,55 @@ def _plots(preset, rows: dict, out: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     files = []
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11.5, 4))
     for ax, split, label in zip(
         axes, ("test", "distill_data"), ("test", "train (distillation data)"), strict=True
     ):
-        for name in rows:
+        for i, name in enumerate(rows):
             x, y = _m(rows, name, f"{split}.agreement"), _m(rows, name, "test.accuracy")
             if x is None or y is None:
                 continue
             marker = "s" if name == "independent" else ("^" if name.startswith("lambda") else "o")
-            ax.scatter(100 * x, 100 * y, marker=marker, s=30)
-            ax.annotate(name, (100 * x, 100 * y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.errorbar(
+                100 * x,
+                100 * y,
+                xerr=100 * _sd(rows, name, f"{split}.agreement"),
+                yerr=100 * _sd(rows, name, "test.accuracy"),
+                fmt=marker,
+                color=plt.cm.tab20(i % 20),  # up to 20 settings, each its own colour
+                ms=5,
+                elinewidth=0.8,
+                capsize=2,
+                label=name,
+            )
         ax.set_xlabel(f"{label} agreement with the teacher (%)")
         ax.set_ylabel("student test accuracy (%)")
         ax.grid(alpha=0.3)
-    fig.suptitle("Fidelity vs generalisation (mean over seeds)", fontsize=10)
+    # one legend for both panels (same settings, same colours): labels beside points overlap
+    handles, labels = axes[0].get_legend_handles_labels()
+    axes[1].legend(handles, labels, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7, frameon=False)
+    fig.suptitle(f"Fidelity vs generalisation (mean ± sd over {len(preset.seeds)} seeds)", fontsize=10)
     files.append(save_figure(fig, out, "agreement_vs_accuracy.png"))
 
     curve = lambda_curve(preset, rows)
     if curve:
         fig, ax = plt.subplots(figsize=(5.5, 4))
         lams = [lam for lam, _ in curve]
-        for split, label in (("distill_data", "train agreement"), ("test", "test agreement")):
-            ax.plot(
-                lams, [100 * _m(rows, n, f"{split}.agreement") for _, n in curve], marker="o", label=label
+        for key, label, style in (
+            ("distill_data.agreement", "train agreement", dict(marker="o")),
+            ("test.agreement", "test agreement", dict(marker="o")),
+            ("test.accuracy", "test accuracy", dict(marker="s", ls="--")),
+        ):
+            ax.errorbar(
+                lams,
+                [100 * _m(rows, n, key) for _, n in curve],
+                yerr=[100 * _sd(rows, n, key) for _, n in curve],
+                capsize=2,
+                label=label,
+                **style,
             )
-        ax.plot(
-            lams,
-            [100 * _m(rows, n, "test.accuracy") for _, n in curve],
-            marker="s",
-            ls="--",
-            label="test accuracy",
-        )
         ax.set_xlabel("λ (student initialised at λ·teacher + (1−λ)·random)")
+        ax.set_title(f"mean ± sd over {len(preset.seeds)} seeds", fontsize=9)
         ax.set_ylabel("%")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
