@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from statistics import mean, stdev
 
+from ..atomic import atomic_write
 from ..training.trainer import read_log
 
 
@@ -78,13 +78,6 @@ def mean_std(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
     m = mean(values) * scale
     s = stdev(values) * scale if len(values) > 1 else 0.0
     return f"{m:.{digits}f} ± {s:.{digits}f}"
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write through a temporary file and a rename: a reader never sees a half-written file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def save_figure(fig, out: Path, name: str) -> str:
