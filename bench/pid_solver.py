@@ -5,8 +5,10 @@ Usage::
     python bench/pid_solver.py                 # the default cases below
     python bench/pid_solver.py --quick         # small cases only, one repeat
     python bench/pid_solver.py --sizes 10x32x32 hist-10x128x128 --json results.json
-    git show HEAD~1:src/infodistill/pid/broja.py > /tmp/old_broja.py
+    git show 6a6a099:src/infodistill/pid/broja.py > /tmp/old_broja.py
     python bench/pid_solver.py --baseline /tmp/old_broja.py   # also time another solver version
+    git archive HEAD~1 src/infodistill/pid/broja | tar -x -C /tmp/old   # a version of the package
+    python bench/pid_solver.py --baseline /tmp/old/src/infodistill/pid/broja
 
 A case is ``YxTxS`` (dense random joint, entries uniform on [0, 1) then normalised) or
 ``hist-YxTxS`` (a sparse histogram of 10000 samples of correlated (Y, T, S), like the histograms of
@@ -14,10 +16,11 @@ label × teacher cluster × student cluster built in representation PID). Inputs
 deterministic. For each case it times ``decompose`` (best of ``--repeats`` runs where the joint has
 at most ``--repeat-max-cells`` cells) and, in the same run, the cvxpy + Clarabel reference on the
 same p (skipped, with a note, when its problem would have more than ``--reference-max-cells``
-variables: that is where it takes more than about a minute). ``--baseline FILE`` loads another
-version of ``infodistill/pid/broja.py`` (a trusted file of this repository's history: it is
-executed) and times ``decompose`` with it too, alternating with the current solver, so that a
-speed-up is measured in the same run under the same load. Times are wall-clock, with the process
+variables: that is where it takes more than about a minute). ``--baseline PATH`` loads another
+version of the solver (a trusted file or package of this repository's history: it is executed;
+``broja.py`` until the solver became the package ``broja/``) and times ``decompose`` with it too,
+alternating with the current solver, so that a speed-up is measured in the same run under the same
+load. Times are wall-clock, with the process
 CPU time alongside (on a shared machine the CPU time is the steadier of the two). It prints a
 markdown table and checks the targets:
 
@@ -97,12 +100,22 @@ def support_size(p: np.ndarray) -> int:
 
 
 def load_baseline(path: str):
-    """Another version of broja.py as a module of the infodistill.pid package (so that its relative
-    imports resolve), for timing against the current one."""
-    if not os.path.isfile(path):
-        raise argparse.ArgumentTypeError(f"--baseline {path!r}: no such file")
-    spec = importlib.util.spec_from_file_location("infodistill.pid._baseline_broja", path)
+    """Another version of the solver (the module broja.py, or the package directory broja/) as a
+    module of the infodistill.pid package (so that its relative imports resolve), for timing
+    against the current one."""
+    name = "infodistill.pid._baseline_broja"
+    if os.path.isdir(path):
+        init = os.path.join(path, "__init__.py")
+        if not os.path.isfile(init):
+            raise argparse.ArgumentTypeError(f"--baseline {path!r}: a directory without __init__.py")
+        spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[path])
+    elif os.path.isfile(path):
+        spec = importlib.util.spec_from_file_location(name, path)
+    else:
+        raise argparse.ArgumentTypeError(f"--baseline {path!r}: no such file or directory")
     module = importlib.util.module_from_spec(spec)
+    # a package's submodules import each other through sys.modules under this name
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     if not callable(getattr(module, "solve_broja", None)):
         raise argparse.ArgumentTypeError(f"--baseline {path!r}: defines no solve_broja")
@@ -317,8 +330,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="base seed of the inputs (default 0)")
     ap.add_argument(
         "--baseline",
-        metavar="FILE",
-        help="another version of infodistill/pid/broja.py (e.g. from `git show`) to time alongside",
+        metavar="PATH",
+        help="another version of the solver, broja.py or the broja/ package (e.g. from `git show`), "
+        "to time alongside",
     )
     ap.add_argument("--json", metavar="PATH", help="also save the results as JSON")
     args = ap.parse_args(argv)

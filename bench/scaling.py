@@ -68,13 +68,13 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from infodistill.atomic import atomic_write
 from infodistill.pid import decompose
 from infodistill.pid import estimate as estimate_fn
 from infodistill.pid.decompose import DEFAULT_TOL_BITS
@@ -238,15 +238,7 @@ def _md(header: list[str], rows: list[list[str]], align: list[str] | None = None
 def _write_json_atomic(path: str, payload: dict) -> None:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=2, default=float)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write(target, json.dumps(payload, indent=2, default=float))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,17 +1,13 @@
-"""The AND gate, shared by the tests that need a joint with a known PID (imported as ``gates``)."""
-
-import math
+"""The AND gate for the tests that need a joint with a known PID (imported as ``gates``); the gates
+themselves are library data, :mod:`infodistill.pid.gates`."""
 
 import numpy as np
 
-#: Red(Y:T,S) of Y = T AND S for two independent fair bits, in bits (Syn = 0.5, Uni = 0)
-AND_RED = 1.5 - 0.75 * math.log2(3.0)
+from infodistill.pid.gates import AND_RED, GATES
+
+__all__ = ["AND_RED", "and_counts"]
 
 
 def and_counts() -> np.ndarray:
     """Count histogram c[y, t, s] of Y = T AND S, one count per (t, s)."""
-    c = np.zeros((2, 2, 2))
-    for t in (0, 1):
-        for s in (0, 1):
-            c[t & s, t, s] = 1.0
-    return c
+    return GATES["AND"].counts()

@@ -15,6 +15,7 @@ from hypothesis.extra import numpy as hnp
 
 from gates import AND_RED
 from infodistill.pid import decompose
+from infodistill.pid.gates import GATES as LIBRARY_GATES
 
 LN2 = math.log(2.0)
 TERMS = ("redundancy", "unique_t", "unique_s", "synergy")
@@ -27,28 +28,8 @@ slow = pytest.mark.slow
 # ---------------------------------------------------------------- helpers
 
 
-def gate(f, n_y: int) -> np.ndarray:
-    """p[y, t, s] for Y = f(T, S), with T and S independent uniform bits."""
-    p = np.zeros((n_y, 2, 2))
-    for t, s in itertools.product(range(2), range(2)):
-        p[f(t, s), t, s] += 0.25
-    return p
-
-
-def rdn() -> np.ndarray:
-    p = np.zeros((2, 2, 2))
-    p[0, 0, 0] = p[1, 1, 1] = 0.5
-    return p
-
-
-GATES = {
-    "RDN": (rdn(), dict(redundancy=1.0, unique_t=0.0, unique_s=0.0, synergy=0.0)),
-    "COPY": (gate(lambda t, s: 2 * t + s, 4), dict(redundancy=0.0, unique_t=1.0, unique_s=1.0, synergy=0.0)),
-    "XOR": (gate(lambda t, s: t ^ s, 2), dict(redundancy=0.0, unique_t=0.0, unique_s=0.0, synergy=1.0)),
-    "AND": (gate(lambda t, s: t & s, 2), dict(redundancy=AND_RED, unique_t=0.0, unique_s=0.0, synergy=0.5)),
-    "UNQ": (gate(lambda t, s: t, 2), dict(redundancy=0.0, unique_t=1.0, unique_s=0.0, synergy=0.0)),
-    "SUM": (gate(lambda t, s: t + s, 3), dict(redundancy=0.5, unique_t=0.0, unique_s=0.0, synergy=1.0)),
-}
+#: name -> (joint p[y, t, s], exact atoms in bits), from the library's canonical gates.
+GATES = {name: (g.joint(), dict(g.pid)) for name, g in LIBRARY_GATES.items()}
 
 
 def assert_in_delta_p(q: np.ndarray, p: np.ndarray, atol: float = 1e-12) -> None:
@@ -141,6 +122,47 @@ def test_and_gate_in_nats():
     assert r.unit == "nats"
     assert r.redundancy == pytest.approx(AND_RED * LN2, abs=1e-7)
     assert r.synergy == pytest.approx(0.5 * LN2, abs=1e-7)
+
+
+def test_the_library_gates_are_the_textbook_joints():
+    """Written out by hand: T, S independent uniform bits (RDN: T = S), y = f(t, s)."""
+    xor = np.zeros((2, 2, 2))
+    xor[0, 0, 0] = xor[1, 0, 1] = xor[1, 1, 0] = xor[0, 1, 1] = 0.25
+    copy = np.zeros((4, 2, 2))
+    copy[0, 0, 0] = copy[1, 0, 1] = copy[2, 1, 0] = copy[3, 1, 1] = 0.25
+    rdn = np.zeros((2, 2, 2))
+    rdn[0, 0, 0] = rdn[1, 1, 1] = 0.5
+    and_counts = np.zeros((2, 2, 2))
+    and_counts[0, 0, 0] = and_counts[0, 0, 1] = and_counts[0, 1, 0] = and_counts[1, 1, 1] = 1.0
+    np.testing.assert_array_equal(LIBRARY_GATES["XOR"].joint(), xor)
+    np.testing.assert_array_equal(LIBRARY_GATES["COPY"].joint(), copy)
+    np.testing.assert_array_equal(LIBRARY_GATES["RDN"].joint(), rdn)
+    np.testing.assert_array_equal(LIBRARY_GATES["AND"].counts(), and_counts)
+    # Red of AND is I(Y;T) = H(Y) − H(Y|T) = h(1/4) − ½·h(1/2)
+    h = -(0.25 * math.log2(0.25) + 0.75 * math.log2(0.75))
+    assert LIBRARY_GATES["AND"].pid["redundancy"] == pytest.approx(h - 0.5, abs=1e-15)
+    for g in LIBRARY_GATES.values():
+        assert g.joint().sum() == 1.0 and sum(g.pid.values()) == pytest.approx(decompose(g.joint()).mi_joint)
+
+
+def test_pid_result_table():
+    """XOR: one bit of synergy, nothing else (I(Y;T) = I(Y;S) = 0, I(Y;T,S) = 1 bit)."""
+    r = decompose(GATES["XOR"][0])
+    lines = r.table().splitlines()
+    assert lines[0] == f"BROJA PID (bits); certified gap {r.gap:.1e}: every term is exact to within it"
+    assert lines[1:] == [
+        "term                    value",
+        "----------------------  ------",
+        "Red(Y:T,S)  redundancy  0.0000",
+        "Uni(Y:T\\S)  unique_t    0.0000",
+        "Uni(Y:S\\T)  unique_s    0.0000",
+        "Syn(Y:T,S)  synergy     1.0000",
+        "I(Y;T)      mi_t        0.0000",
+        "I(Y;S)      mi_s        0.0000",
+        "I(Y;T,S)    mi_joint    1.0000",
+    ]
+    # the same bit in nats: ln 2
+    assert "Syn(Y:T,S)  synergy     0.6931" in r.to_unit("nats").table().splitlines()
 
 
 def test_noisy_copy_is_all_redundant():

@@ -20,6 +20,7 @@ ROOT = Path(infodistill.__file__).resolve().parent
 #: first name below the package -> layer (lowest first); the package's own __init__ is the lowest.
 LAYERS = {
     "": 0,
+    "atomic": 0,  # the atomic file write, standard library only: every layer writes files
     "data": 0,
     "models": 0,
     "pid": 0,

@@ -17,21 +17,13 @@ from infodistill.pid import (
     entropy,
     mutual_information,
 )
+from infodistill.pid.gates import GATES
 
 LN2 = math.log(2.0)
 
 
-def gate(f, n_y: int) -> np.ndarray:
-    """p[y, t, s] for Y = f(T, S) with T, S independent uniform bits."""
-    p = np.zeros((n_y, 2, 2))
-    for t, s in itertools.product(range(2), range(2)):
-        p[f(t, s), t, s] += 0.25
-    return p
-
-
-XOR = gate(lambda t, s: t ^ s, 2)
-RDN = np.zeros((2, 2, 2))
-RDN[0, 0, 0] = RDN[1, 1, 1] = 0.5
+XOR = GATES["XOR"].joint()
+RDN = GATES["RDN"].joint()
 
 
 # ---------------------------------------------------------------- entropy

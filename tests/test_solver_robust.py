@@ -19,6 +19,7 @@ import pytest
 from infodistill.pid import decompose
 from infodistill.pid.broja import objective, objective_bound, solve_broja, sum_error_factor
 from infodistill.pid.decompose import DEFAULT_TOL_BITS
+from infodistill.pid.gates import GATES
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
@@ -181,12 +182,6 @@ def test_certified_bounds_are_ordered_in_floating_point(seed):
 def test_exact_gates_have_a_non_negative_gap():
     """XOR: Q = P is optimal and the lower bound −min(H(Y|T), H(Y|S)) need not be tight; RDN: the
     bound is tight, so the gap is pure round-off, which must not come out negative."""
-    xor = np.zeros((2, 2, 2))
-    for t in range(2):
-        for s in range(2):
-            xor[t ^ s, t, s] = 0.25
-    rdn = np.zeros((2, 2, 2))
-    rdn[0, 0, 0] = rdn[1, 1, 1] = 0.5
-    for p in (xor, rdn):
+    for p in (GATES["XOR"].joint(), GATES["RDN"].joint()):
         _, f_up, d_low, _ = solve_broja(p.sum(axis=2), p.sum(axis=1), tol=1e-12)
         assert d_low <= f_up

@@ -241,8 +241,8 @@ def test_pair_space_and_schur_complement_give_the_same_optimum(name, monkeypatch
     p_yt, p_ys = marginals(SOLVES[name]())
     results = {}
     for pair in (True, False):
-        monkeypatch.setattr(broja, "_pair_space", lambda prob, pair=pair: pair)
-        monkeypatch.setattr(broja, "FINISH_ROUNDS", 0)
+        monkeypatch.setattr(broja.problem, "_pair_space", lambda prob, pair=pair: pair)
+        monkeypatch.setattr(broja.finish, "FINISH_ROUNDS", 0)
         results[pair] = solve_broja(p_yt, p_ys, tol=TOL)
         assert results[pair][3]["converged"]
         assert results[pair][3]["newton"] == ("pair" if pair else "schur")
@@ -253,7 +253,7 @@ def test_pair_space_and_schur_complement_give_the_same_optimum(name, monkeypatch
 def test_active_set_finish_agrees_with_the_interior_point_method(name, monkeypatch):
     p_yt, p_ys = marginals(SOLVES[name]())
     with_finish = solve_broja(p_yt, p_ys, tol=TOL)
-    monkeypatch.setattr(broja, "FINISH_ROUNDS", 0)
+    monkeypatch.setattr(broja.finish, "FINISH_ROUNDS", 0)
     without = solve_broja(p_yt, p_ys, tol=TOL)
     assert with_finish[3]["converged"] and without[3]["converged"]
     assert_same_optimum(with_finish, without)
@@ -269,7 +269,7 @@ def test_single_precision_steps_give_the_same_optimum(monkeypatch):
     p_yt, p_ys = marginals(p)
     mixed = solve_broja(p_yt, p_ys, tol=TOL)
     assert mixed[3]["single_precision_steps"] > 0
-    monkeypatch.setattr(broja, "SINGLE_MIN_N", 10**9)
+    monkeypatch.setattr(broja.newton, "SINGLE_MIN_N", 10**9)
     double = solve_broja(p_yt, p_ys, tol=TOL)
     assert double[3]["single_precision_steps"] == 0
     assert mixed[3]["converged"] and double[3]["converged"]
@@ -410,13 +410,13 @@ def test_failed_accuracy_checks_fall_back_to_the_robust_factorisation(monkeypatc
     p_yt, p_ys = marginals(random_joint((8, 64, 64), 13))
     reference = solve_broja(p_yt, p_ys, tol=TOL)
     levels = []
-    original = broja._newton_system
+    original = broja.interior_point._newton_system
 
     def spy(prob, pi, u, W, level=0):
         levels.append(level)
         return original(prob, pi, u, W, level)
 
-    monkeypatch.setattr(broja, "_newton_system", spy)
+    monkeypatch.setattr(broja.interior_point, "_newton_system", spy)
     monkeypatch.setattr(broja._NewtonBase, "SINGLE_MAX_RESIDUAL", 0.0)
     monkeypatch.setattr(broja._NewtonBase, "DOUBLE_MAX_RESIDUAL", 0.0)
     robust = solve_broja(p_yt, p_ys, tol=TOL)

@@ -78,8 +78,6 @@ NOTHING, TRANSFERRED, WORTH = "nothing to distill", "already transferred", "wort
 #: Name of the reference row: the raw input through the same pipeline in place of a teacher layer.
 INPUT_LAYER = "(input)"
 
-_TERMS = ("redundancy", "unique_t", "unique_s", "synergy", "mi_t", "mi_s", "mi_joint")
-
 
 @dataclass(frozen=True)
 class AuditRow:
@@ -163,6 +161,8 @@ class AuditResult:
 
     def table(self) -> str:
         """Readable text: a header, one line per teacher layer, the verdict and its reason."""
+        from .pid.terms import format_table
+
         s = self.settings
         head = [
             f"teacher: {s.get('teacher_name', 'teacher')}; accuracy {_acc(self.teacher_accuracy)}",
@@ -186,7 +186,7 @@ class AuditResult:
                     f"{r.bias['mi_t']:.3f}/{r.bias['unique_t']:.3f}",
                 ]
             )
-        lines = head + [_format_table(cols, rows)]
+        lines = head + [format_table(cols, rows)]
         if self.reference is not None:
             lines.append(
                 f"{INPUT_LAYER}: the raw input in place of the teacher (reference, not in the verdict)"
@@ -197,14 +197,6 @@ class AuditResult:
 
 def _acc(a: float | None) -> str:
     return "n/a" if a is None else f"{100 * a:.1f} %"
-
-
-def _format_table(cols: list, rows: list) -> str:
-    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(line.rstrip() for line in lines)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -272,6 +264,7 @@ def audit(
 
     from .models import collect_features
     from .pid import estimate
+    from .pid.terms import TERMS
     from .pid.threads import blas_threads
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -311,7 +304,7 @@ def audit(
         floor = bias["mi_t"] + NOTHING_SD_FACTOR * bias_sd["mi_t"] + NOTHING_MARGIN_BITS
         return AuditRow(
             layer=layer,
-            **{t: float(terms[t]) for t in _TERMS},
+            **{t: float(terms[t]) for t in TERMS},
             ci=ci_c,
             ci_raw=ci_raw,
             bias=bias,

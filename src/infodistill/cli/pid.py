@@ -24,16 +24,17 @@ from .common import (
     load_array,
 )
 
-#: (PIDResult field, label, meaning) in display order.
-PID_ROWS = (
-    ("redundancy", "Red(Y:T,S)", "transferred / shared"),
-    ("unique_t", "Uni(Y:T\\S)", "left to distill (teacher only)"),
-    ("unique_s", "Uni(Y:S\\T)", "student only (not from the teacher)"),
-    ("synergy", "Syn(Y:T,S)", "synergy (only from T and S together)"),
-    ("mi_t", "I(Y;T)", "teacher's label information"),
-    ("mi_s", "I(Y;S)", "student's label information"),
-    ("mi_joint", "I(Y;T,S)", "both together"),
-)
+#: What each term means for distillation (T the teacher, S the student); the terms, their order and
+#: labels come from :mod:`infodistill.pid.terms`, imported where the table is made (it imports numpy).
+MEANINGS = {
+    "redundancy": "transferred / shared",
+    "unique_t": "left to distill (teacher only)",
+    "unique_s": "student only (not from the teacher)",
+    "synergy": "synergy (only from T and S together)",
+    "mi_t": "teacher's label information",
+    "mi_s": "student's label information",
+    "mi_joint": "both together",
+}
 
 TERMS_HELP = """\
 terms of the BROJA partial information decomposition of I(Y; T, S)
@@ -52,15 +53,17 @@ terms of the BROJA partial information decomposition of I(Y; T, S)
 
 def pid_table(res, title: str | None = None) -> str:
     """Aligned text table of a PIDResult: term, meaning, value, unit, then the certified gap."""
+    from ..pid.terms import LABELS, TERMS
+
     header = ("term", "meaning", "value", "unit")
-    rows = [(label, meaning, _fmt(getattr(res, field)), res.unit) for field, label, meaning in PID_ROWS]
+    rows = [(LABELS[t], MEANINGS[t], _fmt(getattr(res, t)), res.unit) for t in TERMS]
     w = [max(len(r[i]) for r in (header, *rows)) for i in range(4)]
     lines = [] if title is None else [title, ""]
     lines.append(f"  {header[0]:<{w[0]}}  {header[1]:<{w[1]}}  {header[2]:>{w[2]}}  {header[3]}")
     lines.append("  " + "-" * (w[0] + w[1] + w[2] + w[3] + 6))
-    for label, meaning, val, unit in rows:
+    for term, (label, meaning, val, unit) in zip(TERMS, rows, strict=True):
         lines.append(f"  {label:<{w[0]}}  {meaning:<{w[1]}}  {val:>{w[2]}}  {unit}")
-        if label == "Syn(Y:T,S)":
+        if term == "synergy":  # the atoms above, the mutual informations they add up to below
             lines.append("")
     lines.append("")
     lines.append(f"  certified gap: {res.gap:.1e} {res.unit} (every term is exact to within this)")
@@ -182,45 +185,12 @@ def cmd_pid(args, parser: argparse.ArgumentParser) -> int:
 # ---- demo
 
 
-def gate_joint(name: str):
-    """Joint p[y, t, s] of a canonical gate; T and S are uniform bits (independent except RDN: T = S)."""
-    import numpy as np
-
-    funcs = {
-        "RDN": lambda t, s: t,
-        "UNQ": lambda t, s: t,
-        "XOR": lambda t, s: t ^ s,
-        "AND": lambda t, s: t & s,
-        "SUM": lambda t, s: t + s,
-        "COPY": lambda t, s: 2 * t + s,
-    }
-    f = funcs[name]
-    pairs = [(0, 0), (1, 1)] if name == "RDN" else [(0, 0), (0, 1), (1, 0), (1, 1)]
-    ys = [f(t, s) for t, s in pairs]
-    p = np.zeros((max(ys) + 1, 2, 2))
-    for (t, s), y in zip(pairs, ys, strict=True):
-        p[y, t, s] += 1.0 / len(pairs)
-    return p
-
-
-_AND_RED = 1.5 - 0.75 * math.log2(3.0)  # I(Y;T) for Y = T AND S: h(1/4) - 1/2 = 0.311278 bits
-
-#: name -> (definition, exact BROJA values in bits: Red, Uni(Y:T\S), Uni(Y:S\T), Syn)
-GATES = {
-    "RDN": ("Y = T = S", (1.0, 0.0, 0.0, 0.0)),
-    "UNQ": ("Y = T", (0.0, 1.0, 0.0, 0.0)),
-    "XOR": ("Y = T xor S", (0.0, 0.0, 0.0, 1.0)),
-    "AND": ("Y = T and S", (_AND_RED, 0.0, 0.0, 0.5)),
-    "SUM": ("Y = T + S", (0.5, 0.0, 0.0, 1.0)),
-    "COPY": ("Y = (T, S)", (0.0, 1.0, 1.0, 0.0)),
-}
-
-
 def gates_table() -> str:
     from ..pid import decompose
+    from ..pid.gates import GATES
+    from ..pid.terms import ATOMS, LABELS
 
-    fields = ("redundancy", "unique_t", "unique_s", "synergy")
-    head = ("gate", "Y = f(T, S)", "Red(Y:T,S)", "Uni(Y:T\\S)", "Uni(Y:S\\T)", "Syn(Y:T,S)", "gap")
+    head = ("gate", "Y = f(T, S)", *(LABELS[t] for t in ATOMS), "gap")
     lines = [
         "Canonical gates: T, S independent uniform bits (RDN: T = S uniform), BROJA PID in bits.",
         "Each gate: the computed decomposition, and below it the exact textbook value.",
@@ -229,9 +199,10 @@ def gates_table() -> str:
     ]
     lines.append("  " + "-" * (len(lines[-1]) - 2))
     worst = 0.0
-    for name, (definition, exact) in GATES.items():
-        res = decompose(gate_joint(name), unit="bits")
-        vals = [getattr(res, f) for f in fields]
+    for name, gate in GATES.items():
+        definition, exact = gate.definition, [gate.pid[t] for t in ATOMS]
+        res = decompose(gate.joint(), unit="bits")
+        vals = [getattr(res, t) for t in ATOMS]
         worst = max(worst, *(abs(v - e) for v, e in zip(vals, exact, strict=True)))
         lines.append(
             f"  {name:<5} {definition:<12}" + "".join(f"{_fmt(v):>12}" for v in vals) + f"{res.gap:>10.1e}"

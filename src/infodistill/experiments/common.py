@@ -4,11 +4,11 @@ verdicts and report formatting."""
 from __future__ import annotations
 
 import json
-import os
 from math import sqrt
 from pathlib import Path
 from statistics import mean, stdev, variance
 
+from ..atomic import atomic_write
 from ..training.trainer import read_log
 
 
@@ -106,13 +106,6 @@ def paired(a: dict, b: dict) -> list[float]:
     """a[seed] - b[seed] for every seed in both ({seed: value} dicts): same seed, same initialisation
     and data order, so the difference removes most of the seed-to-seed spread."""
     return [a[s] - b[s] for s in a if s in b]
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write through a temporary file and a rename: a reader never sees a half-written file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def save_figure(fig, out: Path, name: str) -> str:

@@ -10,15 +10,13 @@ import numpy as np
 from .broja import solve_broja
 from .limits import check_joint
 from .measures import LN2, _check_unit, _h, as_joint, convert_units
+from .terms import LABELS, TERMS, format_table
 
 #: Default certified tolerance on the optimum, in bits.
 DEFAULT_TOL_BITS = 1e-7
 
 #: The tightest tolerance the solver is asked for (nats): the limit of double precision.
 MIN_SOLVER_TOL_NATS = 1e-12
-
-_TERMS = ("redundancy", "unique_t", "unique_s", "synergy", "mi_t", "mi_s", "mi_joint")
-
 
 @dataclass(frozen=True)
 class PIDResult:
@@ -47,15 +45,21 @@ class PIDResult:
 
     def as_dict(self) -> dict:
         """Plain dict of the scalar terms (JSON-serialisable)."""
-        d = {k: float(getattr(self, k)) for k in (*_TERMS, "min_mi", "gap")}
+        d = {k: float(getattr(self, k)) for k in (*TERMS, "min_mi", "gap")}
         d["unit"] = self.unit
         return d
 
     def to_unit(self, unit: str) -> PIDResult:
         """The same result in 'bits' or 'nats'."""
         _check_unit(unit)
-        vals = {k: convert_units(getattr(self, k), self.unit, unit) for k in (*_TERMS, "min_mi", "gap")}
+        vals = {k: convert_units(getattr(self, k), self.unit, unit) for k in (*TERMS, "min_mi", "gap")}
         return PIDResult(**vals, unit=unit, q=self.q, solver=self.solver)
+
+    def table(self) -> str:
+        """Readable text table of the seven terms, with the unit and the certified gap."""
+        head = f"BROJA PID ({self.unit}); certified gap {self.gap:.1e}: every term is exact to within it"
+        rows = [[f"{LABELS[t]:<11} {t}", f"{getattr(self, t):.4f}"] for t in TERMS]
+        return head + "\n" + format_table(["term", "value"], rows)
 
 
 def decompose(p, unit: str = "bits", counts: bool = False, tol: float | None = None) -> PIDResult:

@@ -31,21 +31,11 @@ from sklearn.decomposition import PCA
 from .decompose import DEFAULT_TOL_BITS, PIDResult, decompose
 from .limits import check_joint
 from .measures import UNITS, convert_units
+from .terms import LABELS as _LABELS
+from .terms import TERMS
+from .terms import format_table as _format_table
 
 __all__ = ["Discretized", "EstimateResult", "SweepResult", "discretize", "estimate", "sweep"]
-
-#: The terms reported for every estimate (fields of :class:`PIDResult`), in table order.
-TERMS = ("redundancy", "unique_t", "unique_s", "synergy", "mi_t", "mi_s", "mi_joint")
-
-_LABELS = {
-    "redundancy": "Red(Y:T,S)",
-    "unique_t": "Uni(Y:T\\S)",
-    "unique_s": "Uni(Y:S\\T)",
-    "synergy": "Syn(Y:T,S)",
-    "mi_t": "I(Y;T)",
-    "mi_s": "I(Y;S)",
-    "mi_joint": "I(Y;T,S)",
-}
 
 #: Certified tolerance (bits) for the resampled decompositions (bootstrap and permutation baseline).
 #: Their spread is orders of magnitude larger, and the solver needs ~3x fewer Newton steps than at
@@ -213,14 +203,6 @@ def _side_summary(s: dict, side: str) -> str:
         f"k-means k={s[f'k_{side}']} ({s[f'clusters_used_{side}']} used), pca={pca}, "
         f"normalize={s['normalize']}, pool={s['pool']}, dim={s[f'dim_{side}']}"
     )
-
-
-def _format_table(cols: list, rows: list) -> str:
-    widths = [max(len(str(c)), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(cols, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(line.rstrip() for line in lines)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..atomic import atomic_write
+
 TENSORS, STATE, LATEST = "tensors.safetensors", "state.json", "latest.json"
 
 
@@ -114,12 +116,7 @@ def save_checkpoint(directory: str | os.PathLike, name: str, state: dict) -> Pat
         shutil.rmtree(final)
     os.replace(tmp, final)
     crash_point("checkpoint-before-pointer")
-    pointer = directory / f".{LATEST}.tmp"
-    with open(pointer, "w") as f:
-        f.write(json.dumps({"latest": name}))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(pointer, directory / LATEST)
+    atomic_write(directory / LATEST, json.dumps({"latest": name}))
     return final
 
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..atomic import atomic_write as _write_atomic
 from ..metrics import FidelityAccumulator
 from . import distributed
 from .checkpoint import (
@@ -492,12 +493,6 @@ def _append_log(path: Path, record: dict) -> None:
     log, never a torn last line that would make the log unreadable."""
     old = path.read_text() if path.exists() else ""
     _write_atomic(path, old + json.dumps(record) + "\n")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _latest_name(out: Path) -> str | None:

@@ -1,0 +1,75 @@
+"""Data sets by name: :func:`load_dataset` and the names it accepts (:data:`DATASET_NAMES`, with a
+few aliases), each mapped to its loader and to whether it takes, needs or refuses a ``root``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .array_dataset import ArrayDataset, PathLike
+from .cifar import _CIFAR_LAYOUT, load_cifar
+from .digits import load_digits_dataset
+from .errors import DataError
+from .fashion_mnist import load_fashion_mnist
+from .image_folder import _IMAGE_FOLDER_LAYOUT, load_image_folder
+from .mnist1d import load_mnist1d
+
+
+def _no_root(loader: Callable[..., tuple[ArrayDataset, ArrayDataset]], name: str) -> Callable[..., Any]:
+    def call(root: PathLike | None, **kw: Any) -> tuple[ArrayDataset, ArrayDataset]:
+        if root is not None:
+            raise DataError(f"dataset {name!r} is generated or bundled and takes no root (got {root})")
+        return loader(**kw)
+
+    return call
+
+
+def _needs_root(
+    loader: Callable[..., tuple[ArrayDataset, ArrayDataset]], name: str, layout: str
+) -> Callable[..., Any]:
+    def call(root: PathLike | None, **kw: Any) -> tuple[ArrayDataset, ArrayDataset]:
+        if root is None:
+            raise DataError(f"dataset {name!r} needs root=<directory>; expected {layout}")
+        return loader(root, **kw)
+
+    return call
+
+
+_LOADERS: dict[str, Callable[..., tuple[ArrayDataset, ArrayDataset]]] = {
+    "fashion-mnist": lambda root, **kw: load_fashion_mnist(root, **kw),
+    "mnist1d": _no_root(load_mnist1d, "mnist1d"),
+    "digits": _no_root(load_digits_dataset, "digits"),
+    "cifar10": _needs_root(lambda r, **kw: load_cifar(r, num_classes=10, **kw), "cifar10", _CIFAR_LAYOUT[10]),
+    "cifar100": _needs_root(
+        lambda r, **kw: load_cifar(r, num_classes=100, **kw), "cifar100", _CIFAR_LAYOUT[100]
+    ),
+    "image-folder": _needs_root(load_image_folder, "image-folder", _IMAGE_FOLDER_LAYOUT),
+}
+
+#: Names accepted by :func:`load_dataset`.
+DATASET_NAMES = tuple(sorted(_LOADERS))
+
+_ALIASES = {
+    "fashion_mnist": "fashion-mnist",
+    "fashionmnist": "fashion-mnist",
+    "mnist-1d": "mnist1d",
+    "cifar-10": "cifar10",
+    "cifar-100": "cifar100",
+    "image_folder": "image-folder",
+    "imagefolder": "image-folder",
+}
+
+
+def load_dataset(name: str, root: PathLike | None = None, **kw: Any) -> tuple[ArrayDataset, ArrayDataset]:
+    """Load ``(train, test)`` by name: one of :data:`DATASET_NAMES`.
+
+    ``root`` is the data directory (optional for ``fashion-mnist``, required for ``cifar10``,
+    ``cifar100`` and ``image-folder``, refused for the generated/bundled ``mnist1d`` and
+    ``digits``); other keyword arguments go to the loader.
+    """
+    key = name.strip().lower()
+    key = _ALIASES.get(key, key)
+    if key not in _LOADERS:
+        raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
+    return _LOADERS[key](root, **kw)

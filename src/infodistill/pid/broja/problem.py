@@ -1,0 +1,164 @@
+"""The BROJA problem as the solver holds it: the marginals P(y,t), P(y,s), their support cells
+grouped by pair (t, s), the dual constraint c(t,s) and the primal π(y|t,s) at a dual point, the
+certified dual bound, and which route the Newton systems take for the problem's shape (dense Schur
+complement, sparse Schur complement or pair space; the systems themselves are in ``newton``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .certificates import EPS, sum_error_factor
+
+
+class _Problem:
+    """Dual of the BROJA problem for marginals P(y,t), P(y,s) in which every symbol is used."""
+
+    def __init__(self, p_yt: np.ndarray, p_ys: np.ndarray):
+        self.p_yt, self.p_ys = p_yt, p_ys
+        self.m_yt, self.m_ys = p_yt > 0, p_ys > 0
+        self.support = self.m_yt[:, :, None] & self.m_ys[:, None, :]
+        self.pairs = self.support.any(axis=0)
+        self.n_pairs = int(self.pairs.sum())
+        self.pair_t, self.pair_s = np.nonzero(self.pairs)  # sorted by t, then s
+        Y = p_yt.shape[0]
+        # One μ(y, s) per label is pinned: (λ(y,·)+a_y, μ(y,·)−a_y) leaves every c(t,s) unchanged.
+        self.pin = np.argmax(self.m_ys, axis=1) * Y + np.arange(Y)
+        self._coupling_pattern = None
+        self._cells = None
+        self._pair_space = None
+        #: Never the sparse Schur complement (a restart's route, see ``_solve_broja``).
+        self.dense_only = False
+
+    @property
+    def pair_space(self) -> bool:
+        if self._pair_space is None:
+            self._pair_space = _pair_space(self)
+        return self._pair_space
+
+    def support_cells(self):
+        """The support cells (y, t, s) grouped by pair (t, s), the index where each pair's run of
+        cells starts, and each cell's pair number; computed once per problem."""
+        if self._cells is None:
+            t, s, y = np.nonzero(self.support.transpose(1, 2, 0))
+            starts = np.flatnonzero(np.r_[True, (t[1:] != t[:-1]) | (s[1:] != s[:-1])])
+            which = np.repeat(np.arange(starts.size), np.diff(np.r_[starts, y.size]))
+            self._cells = (y, t, s, starts, which)
+        return self._cells
+
+    def coupling_pattern(self):
+        """Nonzeros of the (T·Y)×(S·Y) block B: (y, z) ∈ support labels of the same pair (t, s).
+
+        Returned as cell indices (into the support cells listed in (t, s, y) order) for the row
+        and column of each nonzero, plus the B row/column indices; computed once per problem.
+        """
+        if self._coupling_pattern is None:
+            Y = self.p_yt.shape[0]
+            S = self.p_ys.shape[1]
+            y, t, s, _, _ = self.support_cells()
+            pair = t * S + s
+            k = np.bincount(pair, minlength=self.pairs.size)[pair]  # labels in each cell's pair
+            first = np.searchsorted(pair, pair)  # index of the pair's first cell
+            row = np.repeat(np.arange(pair.size), k)
+            within = np.arange(row.size) - np.repeat(np.cumsum(k) - k, k)
+            col = first[row] + within
+            self._coupling_pattern = (
+                (y, t, s),
+                row,
+                col,
+                t[row] * Y + y[row],
+                s[col] * Y + y[col],
+            )
+        return self._coupling_pattern
+
+    #: Below this fill of the (y, t, s) grid, c and π are computed on the support cells only.
+    SPARSE_EVAL_DENSITY = 0.3
+
+    def evaluate(self, lam: np.ndarray, mu: np.ndarray):
+        """c(t,s) = LSE_y(λ+μ) (−inf off the pairs) and π(y|t,s) = softmax_y(λ+μ)."""
+        y, t, s, starts, which = self.support_cells()
+        if y.size < self.SPARSE_EVAL_DENSITY * self.support.size:
+            z = lam[y, t] + mu[y, s]
+            zmax = np.maximum.reduceat(z, starts)
+            e = np.exp(z - zmax[which])
+            tot = np.add.reduceat(e, starts)
+            c = np.full(self.pairs.shape, -np.inf)
+            c[t[starts], s[starts]] = zmax + np.log(tot)
+            pi = np.zeros(self.support.shape)
+            vals = e / tot[which]
+            vals[vals < 1e-250] = 0.0
+            pi[y, t, s] = vals
+            return c, pi
+        z = np.where(self.support, lam[:, :, None] + mu[:, None, :], -np.inf)
+        zmax = np.where(self.pairs, z.max(axis=0), 0.0)
+        e = np.exp(z - zmax)
+        tot = np.where(self.pairs, e.sum(axis=0), 1.0)
+        c = np.where(self.pairs, zmax + np.log(tot), -np.inf)
+        pi = e / tot
+        pi[pi < 1e-250] = 0.0  # keep denormals out of the linear algebra
+        return c, pi
+
+    def linear(self, lam, mu) -> float:
+        return float((self.p_yt * lam).sum() + (self.p_ys * mu).sum())
+
+    def lower_bound(self, lam, mu, c) -> float:
+        """The certified dual bound D(λ, μ) − max c, less the rounding error of evaluating it: the
+        two sums (γ_n·Σ|P·λ|, ``sum_error_factor``) and max c, a log-sum-exp whose error is a few
+        ulps of |max z| + log(terms) (z = λ + μ)."""
+        a, b = self.p_yt * lam, self.p_ys * mu
+        c_max = float(c[self.pairs].max())
+        n = a.size + b.size
+        err = sum_error_factor(n) * float(np.abs(a).sum() + np.abs(b).sum() + abs(c_max))
+        z_big = float(np.abs(lam[self.m_yt]).max(initial=0.0) + np.abs(mu[self.m_ys]).max(initial=0.0))
+        err += 8 * EPS * (z_big + np.log(self.p_yt.shape[0]) + 1.0)
+        return float(a.sum() + b.sum()) - c_max - err
+
+
+# ---------------------------------------------------------------- the route of the Newton systems
+# Here rather than in ``newton``: ``_Problem.pair_space`` needs it, and ``newton`` needs ``_Problem``.
+
+#: Largest |Y| for which the single-product assembly is used (measured crossover on 2 cores).
+DENSE_MAX_Y = 16
+#: Below this fill of the coupling block, it is assembled as a sparse product (histograms of
+#: clustered representations have few labels per (t, s) pair).
+SPARSE_MAX_DENSITY = 0.05
+
+#: The pair-space system is chosen when its modelled work is below this fraction of the Schur
+#: complement's (the Schur complement's kernels are the more efficient ones).
+PAIR_SPACE_ADVANTAGE = 0.7
+
+
+def coupling_nnz(prob: _Problem) -> int:
+    """Nonzeros of the coupling block B: (support labels of the pair)² summed over pairs."""
+    k = prob.support.sum(axis=0)
+    return int((k * k).sum())
+
+
+def is_sparse(prob: _Problem) -> bool:
+    """Whether the Schur complement is assembled and factorised as a sparse matrix."""
+    if prob.dense_only:
+        return False
+    Y, T = prob.p_yt.shape
+    S = prob.p_ys.shape[1]
+    return coupling_nnz(prob) < SPARSE_MAX_DENSITY * (T * Y) * (S * Y)
+
+
+def _pair_space(prob: _Problem) -> bool:
+    """Whether the Newton systems of this problem are solved in pair space (see ``_PairSystem``).
+
+    Work model (flops): the Schur complement in μ costs (S·Y)³/3 to factorise plus its assembly,
+    Y³·T·S² as one SYRK for few labels, ~12·Y²·T·S² for the structured sums (their kernels are
+    less efficient); the pair-space system (2/3)·P³ (pivoted LU: it is indefinite while some W < 0)
+    plus 2·Y·P² to assemble and Y·(T+S)³ for the label blocks. Sparse supports keep the sparse
+    Schur complement.
+    """
+    Y, T = prob.p_yt.shape
+    S = prob.p_ys.shape[1]
+    if is_sparse(prob):
+        return False
+    assembly = Y**3 * T * S**2 if Y <= DENSE_MAX_Y else 12 * Y**2 * T * S**2
+    schur_cost = (S * Y) ** 3 / 3 + assembly
+    P = prob.n_pairs
+    pair_cost = 2 * P**3 / 3 + 2 * Y * P**2 + 2 * Y * (T + S) ** 3 + 20 * Y * (T + S) * P
+    return pair_cost < PAIR_SPACE_ADVANTAGE * schur_cost
+

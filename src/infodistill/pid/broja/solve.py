@@ -1,0 +1,178 @@
+"""``solve_broja``, the solver's entry point: the memory check, the BLAS thread count, and the
+restarts that run when the first path ends above the tolerance (another central path, the dense
+Schur route, a cautious step limit, the long polish, T and S exchanged); the best primal and the
+best dual bound of all runs combine.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..limits import check_bytes, memory_budget
+from ..threads import blas_threads
+from .certificates import objective_bound, round_to_feasible
+from .finish import _working_set, active_set_rounds, scaling_sweeps
+from .interior_point import CAUTIOUS_DUAL_MOVE, SolverInfo, _InteriorPoint, _solve_path
+from .newton import solver_bytes
+from .problem import _Problem, is_sparse
+
+#: Newton systems up to this size are solved with one BLAS thread: on the 2-core machines this
+#: project targets, threading overhead made every size measured up to (S·Y) = 1280 slower
+#: (10×32×32: 0.06 s with one thread, 0.10–0.23 s with two).
+SINGLE_THREAD_MAX_N = 2048
+
+
+#: Central paths of the restarts, in order, when a solve ends above the tolerance (see
+#: ``_InteriorPoint``): the weighted path first, then the plain path r·s = μ̄, then weights ∝ √Q0.
+#: Measured on the fuzz sweep's skewed joints (masses over up to 15 orders of magnitude): where one
+#: path's iterates collapse (a label's π on a pair falls to 1e-20, its curvature with it, and the
+#: next Newton direction is a near-null gauge move of 1e12: no step is accepted) or stall at a
+#: complementarity gap of ~1e-6, another path reaches the tolerance. Bounds from every run are
+#: certified on the full problem, so the best primal and the best dual bound of all runs combine.
+RESTART_PATHS = ("weighted", "plain", "sqrt")
+
+
+#: The dense Schur-complement restart of a pair-space or sparse problem is tried up to this size
+#: S·Y of its Newton system (100×32×32: 3200, ~0.5 s a step on 2 cores).
+RESTART_DENSE_MAX_N = 3200
+
+
+#: The long alternating-minimisation polish of a run that ends above the tolerance after its
+#: active-set finish (``_solve_broja``): at most this many sweeps, certified every
+#: ``FINAL_POLISH_EVERY``. Measured on the seed-0 joints it closes (1241, 5358, 7381, 8427): 500 to
+#: 10 000 sweeps, ~0.01 s per 1000 on their sizes.
+FINAL_POLISH_SWEEPS = 20000
+FINAL_POLISH_EVERY = 500
+FINAL_POLISH_STALL = 4
+
+
+def solve_broja(
+    p_yt: np.ndarray,
+    p_ys: np.ndarray,
+    tol: float = 1e-9,
+    max_iter: int = 100,
+) -> tuple[np.ndarray, float, float, SolverInfo]:
+    """See ``_solve_broja``; runs it with the BLAS thread count chosen for the size of the Newton
+    system it factorises (S·Y, or the number of pairs in pair space)."""
+    prob = _Problem(p_yt, p_ys)
+    (Y, T), S = p_yt.shape, p_ys.shape[1]
+    route = "pair space" if prob.pair_space else ("sparse" if is_sparse(prob) else "Schur")
+    check_bytes(solver_bytes(prob), f"the BROJA solver's Newton system for a {Y} x {T} x {S} joint ({route})")
+    n = prob.n_pairs if prob.pair_space else p_ys.size
+    with blas_threads(1 if n <= SINGLE_THREAD_MAX_N else None):
+        return _solve_broja(prob, tol, max_iter)
+
+
+def _solve_broja(prob: _Problem, tol: float, max_iter: int) -> tuple[np.ndarray, float, float, SolverInfo]:
+    """``_solve_path`` on the weighted central path; if its certified gap is above ``tol``, again
+    on the other paths of ``RESTART_PATHS`` until the combined gap (best upper bound of any run,
+    best lower bound of any run) is within ``tol``. ``info`` is the first run's, with ``paths`` (the
+    paths run), ``iterations`` summed over them and ``converged``/``gap`` for the combination."""
+    best = [None, np.inf, -np.inf]  # q, its certified f, the best dual bound
+    info = None
+    iterations = 0
+    paths = []
+
+    def finish(ipm: _InteriorPoint) -> None:
+        """The active-set Newton finish (an exact solve of the optimality conditions on the pairs
+        that carry mass) from a run's final iterate, on any route, certified on the full problem."""
+        for lam, mu, r_new, c, pi, _ in active_set_rounds(
+            prob, ipm.lam, ipm.mu, ipm.r, _working_set(prob, ipm.r, ipm.slack)
+        ):
+            q = round_to_feasible(np.maximum(r_new, 0.0)[None] * pi, prob.p_yt, prob.p_ys)
+            f, err = objective_bound(q)
+            if f + err < best[1]:
+                best[:2] = [q, f + err]
+            best[2] = max(best[2], prob.lower_bound(lam, mu, c))
+            if best[1] - best[2] <= tol:
+                info["finished_by"] = "active-set Newton"
+                return
+
+    def long_polish(ipm: _InteriorPoint) -> None:
+        """Alternating-minimisation sweeps from a run's final iterate, much longer than the IPM's
+        polish, each chunk's primal and scaling dual certified on the full problem; stops once the
+        combined gap is within tol. Where the Newton matrix is singular to working precision or
+        the directions are no longer accepted (seed-0 joints 1241, 5358, 7381, 8427), the sweeps,
+        which need no linear algebra, keep converging."""
+        gaps = []
+        for q, bound in scaling_sweeps(prob, ipm.mu, ipm.r, FINAL_POLISH_SWEEPS, FINAL_POLISH_EVERY):
+            q = round_to_feasible(q, prob.p_yt, prob.p_ys)
+            f, err = objective_bound(q)
+            if f + err < best[1]:
+                best[:2] = [q, f + err]
+            best[2] = max(best[2], bound)
+            gaps.append(best[1] - best[2])
+            if gaps[-1] <= tol:
+                info["finished_by"] = "long polish"
+                return
+            if len(gaps) > FINAL_POLISH_STALL and gaps[-1] > 0.5 * gaps[-1 - FINAL_POLISH_STALL]:
+                return  # not halved in FINAL_POLISH_STALL chunks: linear convergence too slow
+
+    runs = [(prob, path, None) for path in RESTART_PATHS]
+    # On the weighted path with steps of at most CAUTIOUS_DUAL_MOVE nats in λ, μ: one long step
+    # (18 nats) can collapse the π of a pair of tiny mass onto one label, after which the Newton
+    # directions are near-null gauge moves of 1e6..1e12 and no step is accepted (seed-0 joints
+    # 1546, 1793); shorter steps stay clear of it.
+    runs.insert(1, (prob, RESTART_PATHS[0], CAUTIOUS_DUAL_MOVE))
+    if prob.pair_space or is_sparse(prob):
+        # Pair space (Woodbury) forms D⁻¹ of the label blocks explicitly; with masses of 1e-14 its
+        # cancellation leaves directions the refinement cannot repair (steps of 1e7, none
+        # accepted: seed-0 joints 403, 436, 1713), where the Schur complement converges; the
+        # sparse route's splu stalls count histograms at Σ r·(−c) ≈ 1e-6 (3542), where the dense
+        # one does not. The dense Schur restart comes first, if its Newton systems fit the budget.
+        schur = _Problem(prob.p_yt, prob.p_ys)
+        schur._pair_space, schur.dense_only = False, True
+        if prob.p_ys.size <= RESTART_DENSE_MAX_N and solver_bytes(schur) <= memory_budget():
+            runs.insert(1, (schur, RESTART_PATHS[0], None))
+    for run_prob, path, move in runs:
+        q, f, d, more = _solve_path(run_prob, tol, max_iter, path, move)
+        ipm = more.pop("_ipm")
+        route = f" ({more['newton']})" if run_prob is not prob else ""
+        paths.append(path + route + (" cautious" if move else ""))
+        iterations += more["iterations"]
+        if info is None:
+            info = more
+        for key in ("garbling", "finished_by"):
+            if more.get(key) and not info.get(key):
+                info[key] = more[key]
+        if f < best[1]:
+            best[:2] = [q, f]
+        best[2] = max(best[2], d)
+        if best[1] - best[2] <= tol:
+            break
+        # Above the tolerance (a stall near the optimum, or no step possible): finish this run's
+        # iterate exactly on its active set, then restart on the next path if that fails too.
+        finish(ipm)
+        if best[1] - best[2] <= tol:
+            break
+        long_polish(ipm)
+        if best[1] - best[2] <= tol:
+            break
+    if best[1] - best[2] > tol:
+        # Last, the same problem with T and S exchanged (its Newton systems eliminate the other
+        # source, so their conditioning differs): seed-0 joint 1241 (22×20×3 after the swap in
+        # ``decompose``; the Newton matrix singular to working precision on every path and route)
+        # converges as 22×3×20. The result is mapped back and certified on this problem.
+        flip = _Problem(prob.p_ys, prob.p_yt)
+        if solver_bytes(flip) <= memory_budget():
+            q, _, d, more = _solve_path(flip, tol, max_iter, RESTART_PATHS[0])
+            ipm = more.pop("_ipm")
+            paths.append(RESTART_PATHS[0] + f" ({more['newton']}, T and S exchanged)")
+            iterations += more["iterations"]
+            q = round_to_feasible(q.transpose(0, 2, 1), prob.p_yt, prob.p_ys)
+            f, err = objective_bound(q)
+            if f + err < best[1]:
+                best[:2] = [q, f + err]
+            # Its certified bound d (best of the run) bounds the same minimum, which relabelling
+            # T and S leaves unchanged; the final iterate is also re-evaluated here.
+            lam, mu = ipm.mu, ipm.lam
+            c, _ = prob.evaluate(lam, mu)
+            best[2] = max(best[2], d, prob.lower_bound(lam, mu, c))
+            if best[1] - best[2] <= tol and more.get("finished_by") and not info.get("finished_by"):
+                info["finished_by"] = more["finished_by"]
+    best_q, best_f, d_low = best
+    info["paths"] = paths
+    info["iterations"] = iterations
+    info["gap"] = best_f - d_low
+    info["converged"] = bool(best_f - d_low <= tol)
+    return best_q, best_f, d_low, info
