@@ -208,11 +208,16 @@ def scaling_sweeps(prob: _Problem, mu, r, sweeps: int, every: int):
             r = r * np.einsum("yt,ys->ts", a, b)
             done += 1
         q = r[None] * a[:, :, None] * b[:, None, :]
-        # (log a, log b) shifted by max c is dual feasible: a certified bound of its own.
-        with np.errstate(divide="ignore"):
+        # (log a, log b) shifted by max c is dual feasible: a certified bound of its own. A scaling
+        # that underflowed to 0 or overflowed on a support cell has no finite logarithm there and
+        # gives no bound (-inf), rather than the NaN of -inf - -inf.
+        with np.errstate(divide="ignore", over="ignore"):
             la, lb = np.where(prob.m_yt, np.log(a), 0.0), np.where(prob.m_ys, np.log(b), 0.0)
+        if np.isfinite(la).all() and np.isfinite(lb).all():
             c, _ = prob.evaluate(la, lb)
-        yield q, prob.lower_bound(la, lb, c)
+            yield q, prob.lower_bound(la, lb, c)
+        else:
+            yield q, -np.inf
 
 
 #: Active-set Newton finish: rounds per attempt, Newton steps per round (at most: a round stops at
