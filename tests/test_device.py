@@ -365,3 +365,42 @@ def test_sync_batchnorm_conversion_keeps_hooks_parameters_and_keys():
     assert torch.equal(before, after) and torch.equal(feats_before[bn_name], feats_after[bn_name])
     fx.remove()
     assert not dict(model.named_modules())[bn_name]._forward_hooks
+
+
+def test_the_fp16_scaler_path_forced_on_the_cpu_checkpoints_and_resumes(tmp_path, monkeypatch):
+    """The config refuses fp16 on the CPU (no GPU here), but torch's CPU autocast and GradScaler run
+    it: with the refusal patched out, the scaler's scale/unscale/step/update, its checkpointed state
+    and its restore on resume run through the same code as on CUDA, and resume bit-identically."""
+    from infodistill.training import trainer
+
+    monkeypatch.setattr(dev, "check_amp", lambda amp, device: None)
+    monkeypatch.setattr(trainer, "check_amp", lambda amp, device: None)
+    torch.set_num_threads(1)
+    extra = ("run.amp=fp16", "optim.grad_clip=5.0")  # clipping needs the unscaled gradients
+    ref = distill(_cfg(tmp_path / "ref", *extra), progress=False)
+    assert all(torch.isfinite(torch.tensor(v)) for v in ref["train_loss"].values())
+    saved = load_checkpoint(tmp_path / "ref")["scaler"]
+    assert set(saved) == {"scale", "growth_factor", "backoff_factor", "growth_interval", "_growth_tracker"}
+
+    out = tmp_path / "resumed"
+    restore = _interrupt_at(monkeypatch, "epoch-logged", 2)
+    with pytest.raises(_Interrupt):
+        distill(_cfg(out, *extra), progress=False)
+    restore()
+    epoch1 = load_checkpoint(out)["scaler"]
+    fresh = torch.amp.GradScaler("cpu").state_dict()
+    assert epoch1 != fresh  # 22 steps counted towards the next growth, or the scale backed off
+    at_start = {}
+    original = trainer.Fit._epochs
+
+    def spy(self, *args):
+        at_start.update(self._scaler.state_dict())
+        return original(self, *args)
+
+    monkeypatch.setattr(trainer.Fit, "_epochs", spy)
+    distill(_cfg(out, *extra), progress=False, resume=True)
+    assert at_start == epoch1
+    assert _untimed(read_log(out / "log.jsonl")) == _untimed(read_log(tmp_path / "ref" / "log.jsonl"))
+    a, b = _tensors(out), _tensors(tmp_path / "ref")
+    assert all(torch.equal(a[k], b[k]) for k in b)
+    assert load_checkpoint(out)["scaler"] == saved
