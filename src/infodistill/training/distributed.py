@@ -27,6 +27,7 @@ pass.
 from __future__ import annotations
 
 import atexit
+import datetime
 import json
 import os
 import types
@@ -76,7 +77,9 @@ def init(backend: str | None = None) -> int:
         raise DistributedError(
             f"WORLD_SIZE={n} but {', '.join(missing)} is not set: start multi-process runs with torchrun"
         )
-    dist.init_process_group(backend=backend or "gloo")
+    # 30 minutes, gloo's default, for nccl too (whose default is 10): the other ranks wait at a
+    # barrier while rank 0 runs the per-epoch PID (docs/distributed.md).
+    dist.init_process_group(backend=backend or "gloo", timeout=datetime.timedelta(minutes=30))
     # Only the CPU BatchNorm below uses it (CUDA runs use torch.nn.SyncBatchNorm).
     _BN_GROUP = dist.new_group(backend="gloo")
     atexit.register(shutdown)
