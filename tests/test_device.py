@@ -404,3 +404,21 @@ def test_the_fp16_scaler_path_forced_on_the_cpu_checkpoints_and_resumes(tmp_path
     a, b = _tensors(out), _tensors(tmp_path / "ref")
     assert all(torch.equal(a[k], b[k]) for k in b)
     assert load_checkpoint(out)["scaler"] == saved
+
+
+def test_evaluating_a_gpu_run_where_there_is_none_names_the_flag(tmp_path, capsys, no_cuda):
+    out = tmp_path / "run"
+    distill(_cfg(out, "optim.epochs=1"), progress=False)
+    saved = json.loads((out / "config.json").read_text())
+    saved["run"]["device"] = "cuda"  # as if trained on a GPU machine
+    (out / "config.json").write_text(json.dumps(saved))
+    assert main(["evaluate", str(out)]) == 2
+    assert _one_line_error(capsys) == (
+        "infodistill: error: run.device is 'cuda' but CUDA is not available on this machine (the run's "
+        "config.json); evaluate it with --device cpu or auto"
+    )
+    assert main(["evaluate", str(out), "--device", "cpu", "--json"]) == 0
+    assert (
+        json.loads(capsys.readouterr().out)["test"]["accuracy"]
+        == read_log(out / "log.jsonl")[-1]["test"]["accuracy"]
+    )

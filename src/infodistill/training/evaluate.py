@@ -16,7 +16,7 @@ def evaluate_run(run_dir: str | Path, pid_pairs: list[str] | None = None, device
     from ..models import collect_features
     from ..pid import estimate
     from .checkpoint import load_checkpoint, load_model_state
-    from .config import DistillConfig, TeacherTrainConfig, from_dict
+    from .config import ConfigError, DistillConfig, TeacherTrainConfig, from_dict
     from .device import select_device
     from .runs import Teacher, _model, _teacher_members, prepare_data
     from .trainer import evaluate_model
@@ -30,7 +30,16 @@ def evaluate_run(run_dir: str | Path, pid_pairs: list[str] | None = None, device
         raise ValueError(f"{run_dir / 'config.json'} is not valid JSON ({exc})") from None
     is_distill = "student" in raw
     cfg = from_dict(DistillConfig if is_distill else TeacherTrainConfig, raw)
-    where = select_device(cfg.run.device) if device is None else select_device(device, key="--device")
+    if device is not None:
+        where = select_device(device, key="--device")
+    else:
+        try:
+            where = select_device(cfg.run.device)
+        except ConfigError as exc:  # trained on a GPU, evaluated where there is none
+            what = str(exc).split("; ")[0]
+            raise ConfigError(
+                f"{what} (the run's config.json); evaluate it with --device cpu or auto"
+            ) from None
     train, test = prepare_data(cfg.data, cfg.run.seed)
     what = "student" if is_distill else "model"
     model = _model(cfg.student if is_distill else cfg.model, train, weights=False, what=what)

@@ -135,6 +135,8 @@ class Fit:
     _test_teacher_logits: torch.Tensor | None = field(default=None, init=False, repr=False)
     #: the DistributedDataParallel wrapper of student + extra in a multi-process run
     _ddp: nn.Module | None = field(default=None, init=False, repr=False)
+    #: fp16's gradient scaler (None for other precisions); its state is checkpointed
+    _scaler: torch.amp.GradScaler | None = field(default=None, init=False, repr=False)
 
     def parameters(self):
         params = list(self.student.parameters())
