@@ -57,7 +57,7 @@ def _run(cmd: list[str], crash: str | None = None) -> subprocess.CompletedProces
 
 
 def _without_seconds(log: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in log]
+    return [{k: v for k, v in r.items() if k not in ("seconds", "examples_per_s")} for r in log]
 
 
 def _checkpoint_files(out: Path) -> dict[str, bytes]:

@@ -439,7 +439,21 @@ def _run_model(raw: dict) -> dict | None:
     # train-teacher runs store the trained model as "model", distill runs as "student"; either way
     # the checkpoint's "student" entry holds its weights.
     m = raw.get("model") if isinstance(raw.get("model"), dict) else raw.get("student")
-    return m if isinstance(m, dict) and "name" in m else None
+    return m if isinstance(m, dict) and (m.get("name") or m.get("factory")) else None
+
+
+#: suffixes of a weights file given as --teacher / --student
+WEIGHTS_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+
+
+def _model_spec(model: str) -> dict:
+    """A model given on the command line: a built-in name, or a factory ("module:function",
+    "file.py:function"; model names never hold a colon)."""
+    return {"factory": model} if ":" in model else {"name": model}
+
+
+def _label(spec: dict) -> str:
+    return spec.get("factory") or spec.get("name")
 
 
 def _kwargs(text: str | None, flag: str) -> dict | None:
@@ -461,29 +475,54 @@ def _kwargs(text: str | None, flag: str) -> dict | None:
     return value
 
 
-def _resolve(role: str, path: str, model: str | None, kwargs_text: str | None) -> dict:
-    """{'path', 'untrained', 'name', 'kwargs', 'run'} for one side of the audit (no torch yet)."""
+def _resolve(
+    role: str,
+    path: str,
+    model: str | None,
+    kwargs_text: str | None,
+    weights_prefix: str | None = None,
+    weights_key: str | None = None,
+) -> dict:
+    """{'path', 'untrained', 'weights', 'model', 'run'} for one side of the audit (no torch yet);
+    'model' holds the ModelConfig fields (name or factory, kwargs, and a weights file's options)."""
     kwargs = _kwargs(kwargs_text, f"--{role}-kwargs")
-    if path == UNTRAINED:
-        if model is None:
-            raise ValueError(f"--{role} untrained needs --{role}-model (the architecture to initialise)")
-        return {"path": None, "untrained": True, "name": model, "kwargs": kwargs or {}, "run": None}
     p = Path(path)
+    is_weights = path != UNTRAINED and p.is_file()
+    if (weights_prefix is not None or weights_key is not None) and not is_weights:
+        flag = f"--{role}-weights-prefix" if weights_prefix is not None else f"--{role}-weights-key"
+        raise ValueError(f"{flag} is for a weights file given as --{role}; {path} is not one")
+    if path == UNTRAINED or is_weights:
+        if model is None:
+            what = "the architecture to initialise" if path == UNTRAINED else "the model the weights are for"
+            raise ValueError(f"--{role} {path} needs --{role}-model ({what})")
+        spec = _model_spec(model) | {"kwargs": kwargs or {}}
+        if is_weights:
+            if p.suffix not in WEIGHTS_SUFFIXES:
+                raise ValueError(
+                    f"--{role} {path} is a file but not a weights file ({', '.join(WEIGHTS_SUFFIXES)}); "
+                    "pass a run directory, a checkpoint directory or a weights file"
+                )
+            spec |= {"weights": str(p), "weights_prefix": weights_prefix, "weights_key": weights_key}
+        return {"path": None, "untrained": not is_weights, "model": spec, "run": None}
     if not p.exists():
-        raise FileNotFoundError(f"--{role} {path}: no such run directory or checkpoint")
-    if not p.is_dir():
-        raise ValueError(f"--{role} {path} is a file; pass a run directory or a checkpoint directory")
+        raise FileNotFoundError(f"--{role} {path}: no such run directory, checkpoint or weights file")
     raw = _run_config(p)
     run_model = _run_model(raw) if raw else None
+    recorded = None
+    if run_model is not None:
+        recorded = {k: run_model.get(k) for k in ("name", "factory") if run_model.get(k)}
+        recorded["kwargs"] = dict(run_model.get("kwargs") or {})
     if model is None:
-        if run_model is None:
+        if recorded is None:
             raise ValueError(f"--{role} {path} has no config.json naming its model; pass --{role}-model")
-        model = run_model["name"]
-        if kwargs is None:
-            kwargs = dict(run_model.get("kwargs") or {})
-    elif kwargs is None and run_model is not None and run_model["name"] == model:
-        kwargs = dict(run_model.get("kwargs") or {})  # same architecture: its recorded options
-    return {"path": str(p), "untrained": False, "name": model, "kwargs": kwargs or {}, "run": raw}
+        spec = dict(recorded)
+        if kwargs is not None:
+            spec["kwargs"] = kwargs
+    else:
+        spec = _model_spec(model) | {"kwargs": kwargs or {}}
+        if kwargs is None and recorded is not None and _label(recorded) == model:
+            spec["kwargs"] = recorded["kwargs"]  # same architecture: its recorded options
+    return {"path": str(p), "untrained": False, "model": spec, "run": raw}
 
 
 def _split_layers(text: str | None, flag: str) -> list | None:
@@ -505,6 +544,7 @@ def run_audit(
     student_kwargs: str | None = None,
     data: str | None = None,
     data_root: str | None = None,
+    data_kwargs: str | None = None,
     layers_t: str | None = None,
     layers_s: str | None = None,
     n: int = 2000,
@@ -512,10 +552,19 @@ def run_audit(
     pca: int = 5,
     boot: int = 100,
     seed: int = 0,
+    teacher_weights_prefix: str | None = None,
+    teacher_weights_key: str | None = None,
+    student_weights_prefix: str | None = None,
+    student_weights_key: str | None = None,
+    device: str = "auto",
 ) -> AuditResult:
-    """:func:`audit` of a teacher and a student given as run directories, checkpoint directories or
-    ``untrained`` (with a model name), on the first ``n`` test examples of their data set; the
-    arguments are those of ``infodistill audit`` (errors name its flags)."""
+    """:func:`audit` of a teacher and a student given as run directories, checkpoint directories,
+    weights files (with a model) or ``untrained`` (with a model), on the first ``n`` test examples
+    of their data set; the arguments are those of ``infodistill audit`` (errors name its flags).
+
+    A model is a built-in name or a factory ``"module:function"`` / ``"file.py:function"`` (called
+    with the kwargs); so is ``data`` (a factory returning (train, test), called with
+    ``data_kwargs``)."""
     # --k 1: one cluster carries no information, and the verdict would read "nothing to distill".
     for flag, value, minimum in (("--n", n, 1), ("--k", k, 2), ("--pca", pca, 0)):
         if value < minimum:
@@ -524,36 +573,54 @@ def run_audit(
         raise ValueError(f"--boot must be >= 1 (the verdict needs intervals), got {boot}")
     if not 0 <= seed < 2**32:
         raise ValueError(f"--seed must be in [0, 2**32), got {seed}")
-    teacher = _resolve("teacher", teacher, teacher_model, teacher_kwargs)
-    student = _resolve("student", student, student_model, student_kwargs)
+    teacher = _resolve(
+        "teacher", teacher, teacher_model, teacher_kwargs, teacher_weights_prefix, teacher_weights_key
+    )
+    student = _resolve(
+        "student", student, student_model, student_kwargs, student_weights_prefix, student_weights_key
+    )
     t_layers = _split_layers(layers_t, "--layers-t")
     s_layers = _split_layers(layers_s, "--layers-s")
     if s_layers is not None and len(s_layers) != 1:
         raise ValueError(f"--layers-s takes one student layer, got {len(s_layers)}: {','.join(s_layers)}")
-    root = data_root
-    if data is None:
+    extra = _kwargs(data_kwargs, "--data-kwargs")
+    if data is not None:
+        source = _model_spec(data) | {"root": data_root, "kwargs": extra or {}}
+        if "factory" in source and data_root is not None:
+            raise ValueError(
+                "--data-root is for the built-in data sets; pass a factory's options in --data-kwargs"
+            )
+    else:
+        source = None
         for side in (teacher, student):
             run_data = (side["run"] or {}).get("data")
-            if isinstance(run_data, dict) and run_data.get("name"):
-                data, root = run_data["name"], root if root is not None else run_data.get("root")
+            if isinstance(run_data, dict) and (run_data.get("name") or run_data.get("factory")):
+                source = {k: run_data.get(k) for k in ("name", "factory") if run_data.get(k)}
+                source["root"] = data_root if data_root is not None else run_data.get("root")
+                source["kwargs"] = extra if extra is not None else dict(run_data.get("kwargs") or {})
                 break
-    if data is None:
+    if source is None:
         raise ValueError("--data is required (no run directory's config.json names the data set)")
 
     from .training.checkpoint import load_checkpoint, load_model_state
     from .training.config import DataConfig, ModelConfig
+    from .training.device import select_device
     from .training.runs import _model, prepare_data
 
-    _, test = prepare_data(DataConfig(name=data, root=root), 0)
+    where = select_device(device, key="--device")
+    _, test = prepare_data(DataConfig(**source), 0)
     train_like = test  # _model needs only the sample shape and the number of classes
 
     def build(side: dict, role: str, seed: int):
-        name = f"{side['name']}" + (f" {side['kwargs']}" if side["kwargs"] else "")
-        model = _model(ModelConfig(side["name"], dict(side["kwargs"])), train_like, seed=seed)
+        spec = side["model"]
+        name = _label(spec) + (f" {spec['kwargs']}" if spec["kwargs"] else "")
+        model = _model(ModelConfig(**spec), train_like, seed=seed, what=f"--{role}-model")
         if side["untrained"]:
-            return model, f"{name} (untrained, seed {seed})"
+            return model.to(where), f"{name} (untrained, seed {seed})"
+        if side["path"] is None:
+            return model.to(where), f"{name} ({spec['weights']})"
         load_model_state(model, load_checkpoint(side["path"])["student"], f"{role} ({side['path']})")
-        return model, f"{name} ({side['path']})"
+        return model.to(where), f"{name} ({side['path']})"
 
     # Distinct seeds so that an untrained teacher and student of one architecture are not identical.
     t_model, t_name = build(teacher, "teacher", seed + 1)

@@ -18,22 +18,43 @@ def add_commands(sub) -> None:
         "I(Y;T), Red, Uni(Y:T\\S), Uni(Y:S\\T), Syn (bits, bootstrap CIs, label-permutation bias),\n"
         "both models' accuracy, and one verdict: nothing to distill / already transferred /\n"
         "worth distilling. A run directory's config.json supplies the model (and data) when\n"
-        "--teacher-model / --student-model (--data) are omitted.",
+        "--teacher-model / --student-model (--data) are omitted. A model (or --data) is a built-in\n"
+        "name or your own factory, 'package.module:function' or 'file.py:function', called with\n"
+        "the --*-kwargs; a weights file (.safetensors, or a state dict for torch.load) given as\n"
+        "--teacher / --student is loaded into --*-model.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--teacher", required=True, metavar="RUN_DIR|CKPT|untrained", help="the teacher")
-    p.add_argument("--teacher-model", metavar="NAME", help="teacher architecture (e.g. wrn-16-2)")
+    p.add_argument("--teacher", required=True, metavar="RUN_DIR|CKPT|WEIGHTS|untrained", help="the teacher")
+    p.add_argument(
+        "--teacher-model",
+        metavar="NAME|MODULE:FN",
+        help="teacher architecture (e.g. wrn-16-2, models.py:build)",
+    )
     p.add_argument("--teacher-kwargs", metavar="YAML", help='architecture options, e.g. "{width: 16}"')
     p.add_argument(
         "--student",
         required=True,
-        metavar="RUN_DIR|CKPT|untrained",
+        metavar="RUN_DIR|CKPT|WEIGHTS|untrained",
         help="the student ('untrained': random init from --seed)",
     )
-    p.add_argument("--student-model", metavar="NAME", help="student architecture (e.g. cnn-small)")
+    p.add_argument("--student-model", metavar="NAME|MODULE:FN", help="student architecture (e.g. cnn-small)")
     p.add_argument("--student-kwargs", metavar="YAML", help='architecture options, e.g. "{width: 8}"')
-    p.add_argument("--data", metavar="NAME", help="data set (default: the teacher run's data.name)")
+    for role in ("teacher", "student"):
+        p.add_argument(
+            f"--{role}-weights-prefix",
+            metavar="PREFIX",
+            help=f"strip PREFIX (e.g. module.) from --{role}'s keys",
+        )
+        p.add_argument(
+            f"--{role}-weights-key",
+            metavar="KEY",
+            help=f"the state dict sits at KEY of --{role} (e.g. state_dict)",
+        )
+    p.add_argument(
+        "--data", metavar="NAME|MODULE:FN", help="data set or factory (default: the teacher run's data)"
+    )
     p.add_argument("--data-root", metavar="DIR", help="data directory (cifar10/100, image-folder)")
+    p.add_argument("--data-kwargs", metavar="YAML", help="options of a --data factory")
     p.add_argument("--layers-t", metavar="A,B,C", help="teacher layers (default: all its stages)")
     p.add_argument("--layers-s", metavar="X", help="student layer (default: its last stage)")
     p.add_argument("--n", type=int, default=2000, help="test examples audited (default 2000)")
@@ -41,6 +62,7 @@ def add_commands(sub) -> None:
     p.add_argument("--pca", type=int, default=5, help="PCA dimensions, 0 for none (default 5)")
     p.add_argument("--boot", type=int, default=100, help="bootstrap resamples (default 100)")
     p.add_argument("--seed", type=int, default=0, help="seed of the estimate and untrained inits")
+    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N", help="where the models run")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_audit, subparser=p)
 
@@ -73,6 +95,7 @@ def cmd_audit(args, parser) -> int:
             student_kwargs=args.student_kwargs,
             data=args.data,
             data_root=args.data_root,
+            data_kwargs=args.data_kwargs,
             layers_t=args.layers_t,
             layers_s=args.layers_s,
             n=args.n,
@@ -80,6 +103,11 @@ def cmd_audit(args, parser) -> int:
             pca=args.pca,
             boot=args.boot,
             seed=args.seed,
+            teacher_weights_prefix=args.teacher_weights_prefix,
+            teacher_weights_key=args.teacher_weights_key,
+            student_weights_prefix=args.student_weights_prefix,
+            student_weights_key=args.student_weights_key,
+            device=args.device,
         )
     except _errors() as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -38,6 +38,11 @@ def add_commands(sub) -> None:
     ev.add_argument("run_dir", help="a directory written by `infodistill distill` or `train-teacher`")
     ev.add_argument("--pid-pairs", nargs="*", metavar="S:T", help="student:teacher layers for the PID")
     ev.add_argument("--json", action="store_true", help="print JSON")
+    ev.add_argument(
+        "--device",
+        metavar="auto|cpu|cuda|cuda:N",
+        help="where the models run (default: the run's run.device)",
+    )
     ev.set_defaults(func=cmd_evaluate, subparser=ev)
 
 
@@ -76,7 +81,7 @@ def cmd_evaluate(args, parser) -> int:
     from ..training.evaluate import evaluate_run
 
     try:
-        result = evaluate_run(args.run_dir, args.pid_pairs)
+        result = evaluate_run(args.run_dir, args.pid_pairs, device=args.device)
     except errors() as exc:
         raise CLIError(message(exc)) from None
     if args.json:

@@ -22,6 +22,7 @@ __all__ = [
     "freeze_teacher",
     "interpolate_student",
     "is_frozen",
+    "model_device",
     "probe_shapes",
     "validate_layers",
 ]
@@ -145,6 +146,12 @@ def _param_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
         if t.is_floating_point():
             return t.device, t.dtype
     return torch.device("cpu"), torch.get_default_dtype()
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter (or floating buffer; the CPU for a model without
+    either): inputs are moved there, so callers follow the model instead of naming a device."""
+    return _param_device_dtype(model)[0]
 
 
 def probe_shapes(
@@ -314,17 +321,19 @@ def is_frozen(model: nn.Module) -> bool:
 def collect_features(model: nn.Module, layers: Sequence[str], x: torch.Tensor, batch_size: int):
     """Eval-mode, no-grad forward over ``x`` in batches, capturing ``layers`` with hooks.
 
-    Returns (the model's outputs concatenated, or None if they are not (N, C) tensors,
-    {layer: float32 CPU tensor}). Every module's own training flag is restored afterwards.
+    Batches are moved to the model's device; returns (the model's outputs concatenated, or None
+    if they are not (N, C) tensors, {layer: float32 CPU tensor}): features come back to the CPU
+    here, for the PID's numpy. Every module's own training flag is restored afterwards.
     """
     layers = list(layers)
+    device = model_device(model)
     flags = [(m, m.training) for m in model.modules()]
     outputs, feats = [], {name: [] for name in layers}
     try:
         model.eval()
         with FeatureExtractor(model, layers, detach=True) as fx:
             for start in range(0, x.shape[0], batch_size):
-                out, f = fx(x[start : start + batch_size])
+                out, f = fx(x[start : start + batch_size].to(device))
                 outputs.append(out if isinstance(out, torch.Tensor) else None)
                 for name in layers:
                     if not isinstance(f[name], torch.Tensor):

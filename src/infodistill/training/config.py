@@ -22,8 +22,13 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    name: str = "fashion-mnist"
+    #: a built-in data set (default fashion-mnist), or None with ``factory``
+    name: str | None = None
     root: str | None = None
+    #: your own data: "pkg.module:fn" or "path/to/file.py:fn" returning (train, test), called with
+    #: ``kwargs`` (data/factory.py); held in memory like the built-in sets
+    factory: str | None = None
+    kwargs: dict = field(default_factory=dict)
     #: train on the first n examples of a seeded permutation of the training set (None: all)
     train_subset: int | None = None
     #: seed of that permutation (None: the run's seed); fix it so that several runs (an ensemble's
@@ -38,7 +43,12 @@ class DataConfig:
     #: mixup of the distillation batch (0: off); teacher and student see the same mixed input
     mixup_alpha: float = 0.0
 
+    def __post_init__(self):
+        if self.name is None and self.factory is None:
+            self.name = "fashion-mnist"
+
     def check(self, key: str) -> None:
+        _name_or_factory(self, key, "root")
         _positive(self.batch_size, f"{key}.batch_size")
         _positive(self.eval_batch_size, f"{key}.eval_batch_size")
         _choice(self.augment, ("none", "crop-flip"), f"{key}.augment")
@@ -54,8 +64,34 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "cnn-small"
+    #: a built-in architecture (default cnn-small), or None with ``factory``
+    name: str | None = None
     kwargs: dict = field(default_factory=dict)
+    #: your own nn.Module: "pkg.module:fn" or "path/to/file.py:fn", called with ``kwargs``
+    factory: str | None = None
+    #: initial weights: a .safetensors file or a PyTorch state dict (torch.load, weights_only=True)
+    weights: str | None = None
+    #: strip this prefix from the file's keys (e.g. "module." of a DDP-saved model)
+    weights_prefix: str | None = None
+    #: the state dict sits under this key of the file's mapping (e.g. "state_dict"; "a.b" nests)
+    weights_key: str | None = None
+
+    def __post_init__(self):
+        if self.name is None and self.factory is None:
+            self.name = "cnn-small"
+
+    @property
+    def label(self) -> str:
+        """How messages name the model: its name, or its factory."""
+        return self.name if self.factory is None else self.factory
+
+    def check(self, key: str) -> None:
+        _name_or_factory(self, key)
+        if self.weights is None and (self.weights_prefix is not None or self.weights_key is not None):
+            option = "weights_prefix" if self.weights_prefix is not None else "weights_key"
+            raise ConfigError(f"{key}.{option} is set but {key}.weights is not; name the weights file")
+        if self.weights is not None and not self.weights.strip():
+            raise ConfigError(f"{key}.weights must name a file, got {self.weights!r}")
 
 
 @dataclass
@@ -104,8 +140,22 @@ class TeacherConfig:
     def check(self, key: str) -> None:
         _choice(self.kind, ("trained", "untrained", "noisy", "ensemble"), f"{key}.kind")
         _choice(self.noise_mode, ("add", "replace"), f"{key}.noise_mode")
-        if self.kind in ("trained", "noisy", "ensemble") and not self.checkpoints:
-            raise ConfigError(f"{key}.checkpoints: a {self.kind} teacher needs at least one checkpoint path")
+        weights = self.model.weights is not None
+        if weights and self.checkpoints:
+            raise ConfigError(
+                f"{key}.checkpoints and {key}.model.weights both give the teacher's weights; keep one"
+            )
+        if weights and self.kind not in ("trained", "noisy"):
+            raise ConfigError(
+                f"{key}.model.weights is one set of weights, for a trained or noisy teacher, not an "
+                f"{self.kind} one; use {key}.checkpoints"
+                + (" (a list of run directories)" if self.kind == "ensemble" else " or drop the weights")
+            )
+        if self.kind in ("trained", "noisy", "ensemble") and not self.checkpoints and not weights:
+            raise ConfigError(
+                f"{key}.checkpoints: a {self.kind} teacher needs at least one checkpoint path"
+                + (f" (or {key}.model.weights: a weights file)" if self.kind != "ensemble" else "")
+            )
         if self.kind == "ensemble" and len(self.checkpoints) < 2:
             raise ConfigError(
                 f"{key}.checkpoints: an ensemble needs >= 2 members, got {len(self.checkpoints)}"
@@ -159,7 +209,14 @@ class RunConfig:
     out_dir: str = "runs/run"
     eval_every: int = 1
     channels_last: bool = False
+    #: "auto" (CUDA when available), "cpu", "cuda" (cuda:LOCAL_RANK under torchrun) or "cuda:N"
+    device: str = "auto"
+    #: autocast of the training step: "none", "bf16" (CPU and CUDA) or "fp16" (CUDA, gradient scaler)
+    amp: str = "none"
+    #: the same as amp: bf16 (kept for configs written before run.amp)
     bf16: bool = False
+    #: also write the log's scalars for TensorBoard into <out_dir>/tensorboard (pip install tensorboard)
+    tensorboard: bool = False
     #: cache the teacher's outputs when the distillation data is fixed (no augmentation/mixup)
     cache_teacher: bool = True
     #: also keep the checkpoint of every n-th epoch (e.g. a teacher's trajectory for progressive
@@ -176,6 +233,18 @@ class RunConfig:
             _positive(self.threads, f"{key}.threads")
         if not self.out_dir.strip():
             raise ConfigError(f"{key}.out_dir must name a directory, got {self.out_dir!r}")
+        if not DEVICE_PATTERN.fullmatch(self.device):
+            raise ConfigError(
+                f"{key}.device must be 'auto', 'cpu', 'cuda' or 'cuda:N' (N a GPU index), got {self.device!r}"
+            )
+        _choice(self.amp, ("none", "bf16", "fp16"), f"{key}.amp")
+        if self.bf16 and self.amp == "fp16":
+            raise ConfigError(f"{key}.bf16=true and {key}.amp=fp16 contradict each other; keep {key}.amp")
+
+    @property
+    def precision(self) -> str:
+        """The autocast the run uses: run.amp, or bf16 from the older run.bf16 switch."""
+        return "bf16" if self.bf16 and self.amp == "none" else self.amp
 
 
 @dataclass
@@ -204,6 +273,28 @@ class DistillConfig:
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+#: what run.device may say (training/device.py resolves it on the machine)
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def _name_or_factory(cfg, key, *name_only):
+    """A built-in name or a factory, not both (``__post_init__`` fills the default name only when
+    neither is given), and options that only the built-in name takes."""
+    if cfg.name is not None and cfg.factory is not None:
+        raise ConfigError(f"{key}.name and {key}.factory both say what to build; keep one")
+    if cfg.factory is not None:
+        for option in name_only:
+            if getattr(cfg, option) is not None:
+                raise ConfigError(
+                    f"{key}.{option} is for the built-in data sets; pass it to {key}.factory in {key}.kwargs"
+                )
+        if not isinstance(cfg.factory, str) or ":" not in cfg.factory:
+            raise ConfigError(
+                f"{key}.factory must look like 'package.module:function' or 'path/to/file.py:function', "
+                f"got {cfg.factory!r}"
+            )
 
 
 def _positive(value, key):

@@ -5,7 +5,8 @@
 group and split every batch over the processes (see docs/distributed.md). This module holds the
 pieces the training loop needs, each a no-op in a single process:
 
-* :func:`init` joins the group (gloo: the training code keeps its tensors on the CPU);
+* :func:`init` joins the group (gloo for CPU runs; for CUDA runs nccl for CUDA tensors and gloo for
+  the CPU tensors below, ``training/device.py``);
 * :func:`world_size`, :func:`rank`, :func:`is_main` and :func:`barrier`; rank 0 alone writes files;
 * :func:`all_reduce_sum`, :func:`any_true`, :func:`broadcast_json`, :func:`broadcast_state` and
   :func:`all_gather_bytes` move sums, flags, small JSON values and checkpoint states between ranks
@@ -19,12 +20,14 @@ Why global BatchNorm: with per-process statistics (plain DDP) a run with W proce
 B normalises over chunks of B/W examples and is a different optimisation from the single-process run
 with batch B; with global statistics, and gradients averaged with the chunk weights used by the
 trainer, it is the same one up to floating-point rounding. ``torch.nn.SyncBatchNorm`` does this on
-GPUs only, so here it is written for any device with one all-reduce per layer and pass.
+GPUs only: CUDA runs use it, and for the CPU it is written here with one all-reduce per layer and
+pass.
 """
 
 from __future__ import annotations
 
 import atexit
+import datetime
 import json
 import os
 import types
@@ -58,8 +61,8 @@ def init(backend: str | None = None) -> int:
     """Join the process group described by torchrun's environment; return the world size.
 
     Outside torchrun (``WORLD_SIZE`` unset or 1) nothing happens and 1 is returned, so the
-    single-process path is untouched. ``backend`` defaults to gloo because the training code keeps
-    models and data on the CPU (nccl only moves CUDA tensors). Idempotent.
+    single-process path is untouched. ``backend`` defaults to gloo (CPU runs); CUDA runs pass
+    ``device.process_group_backend``'s "cpu:gloo,cuda:nccl". Idempotent.
     """
     global _BN_GROUP
     if dist.is_available() and dist.is_initialized():
@@ -74,8 +77,11 @@ def init(backend: str | None = None) -> int:
         raise DistributedError(
             f"WORLD_SIZE={n} but {', '.join(missing)} is not set: start multi-process runs with torchrun"
         )
-    dist.init_process_group(backend=backend or "gloo")
-    _BN_GROUP = dist.new_group(backend=backend or "gloo")
+    # 30 minutes, gloo's default, for nccl too (whose default is 10): the other ranks wait at a
+    # barrier while rank 0 runs the per-epoch PID (docs/distributed.md).
+    dist.init_process_group(backend=backend or "gloo", timeout=datetime.timedelta(minutes=30))
+    # Only the CPU BatchNorm below uses it (CUDA runs use torch.nn.SyncBatchNorm).
+    _BN_GROUP = dist.new_group(backend="gloo")
     atexit.register(shutdown)
     return dist.get_world_size()
 
@@ -248,17 +254,47 @@ def _global_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> 
     return y.to(x.dtype)
 
 
-def sync_batchnorm_(module: nn.Module) -> int:
+def sync_batchnorm_(module: nn.Module, device: torch.device | None = None) -> int:
     """Make every BatchNorm layer of ``module`` use global-batch statistics in training mode.
 
-    The layers keep their identity (hooks, state-dict keys and checkpoints are unchanged): only
-    their ``forward`` is replaced. Returns the number of layers changed; a no-op in one process."""
+    On the CPU the layers keep their identity (hooks, state-dict keys and checkpoints are
+    unchanged): only their ``forward`` is replaced. On CUDA they become ``torch.nn.SyncBatchNorm``
+    (:func:`to_sync_batchnorm_`). Returns the number of layers changed; a no-op in one process."""
     if world_size() == 1:
         return 0
+    if device is not None and device.type == "cuda":
+        return to_sync_batchnorm_(module)
     changed = 0
     for m in module.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and not isinstance(m, nn.SyncBatchNorm):
             m.forward = types.MethodType(_global_batch_norm, m)
+            changed += 1
+    return changed
+
+
+def to_sync_batchnorm_(module: nn.Module, process_group=None) -> int:
+    """Replace every BatchNorm child of ``module`` by a ``torch.nn.SyncBatchNorm`` in place.
+
+    Unlike ``SyncBatchNorm.convert_sync_batchnorm`` the new layers take over the old ones' hook
+    dictionaries, so feature hooks on a BatchNorm layer (and their handles) keep working; the
+    parameters and buffers are the same tensors (the optimiser and the state-dict keys are
+    unchanged). The top module itself is not replaced. Returns the number of layers replaced."""
+    changed = 0
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if not isinstance(child, nn.modules.batchnorm._BatchNorm) or isinstance(child, nn.SyncBatchNorm):
+                continue
+            new = nn.SyncBatchNorm.convert_sync_batchnorm(child, process_group)
+            for hooks in (
+                "_forward_hooks",
+                "_forward_pre_hooks",
+                "_forward_hooks_with_kwargs",
+                "_forward_pre_hooks_with_kwargs",
+                "_forward_hooks_always_called",
+            ):
+                if hasattr(child, hooks):
+                    setattr(new, hooks, getattr(child, hooks))
+            setattr(parent, name, new)
             changed += 1
     return changed
 
@@ -276,17 +312,22 @@ class _Closure(nn.Module):
         return fn(*args)
 
 
-def wrap(modules: list[nn.Module | None], find_unused_parameters: bool = True) -> nn.Module:
-    """``DistributedDataParallel`` over ``modules``; call it as ``ddp(fn, *args)`` to run ``fn``
-    (which uses the modules) as the forward whose gradients DDP averages over ranks.
+def wrap(
+    modules: list[nn.Module | None], find_unused_parameters: bool = True, device: torch.device | None = None
+) -> nn.Module:
+    """``DistributedDataParallel`` over ``modules`` (on ``device``); call it as ``ddp(fn, *args)`` to
+    run ``fn`` (which uses the modules) as the forward whose gradients DDP averages over ranks.
 
     ``find_unused_parameters`` is needed when some parameters get no gradient in some steps
     (methods that train different parts in different phases); parameters unused on every rank keep
     ``grad = None``, as in one process, so the optimiser skips them alike."""
     from torch.nn.parallel import DistributedDataParallel
 
+    cuda = device is not None and device.type == "cuda"
     return DistributedDataParallel(
-        _Closure([m for m in modules if m is not None]), find_unused_parameters=find_unused_parameters
+        _Closure([m for m in modules if m is not None]),
+        device_ids=[device.index] if cuda else None,
+        find_unused_parameters=find_unused_parameters,
     )
 
 
@@ -305,6 +346,7 @@ __all__ = [
     "shard_bounds",
     "shutdown",
     "sync_batchnorm_",
+    "to_sync_batchnorm_",
     "world_size",
     "wrap",
 ]

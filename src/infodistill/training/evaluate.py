@@ -6,14 +6,18 @@ import json
 from pathlib import Path
 
 
-def evaluate_run(run_dir: str | Path, pid_pairs: list[str] | None = None) -> dict:
+def evaluate_run(run_dir: str | Path, pid_pairs: list[str] | None = None, device: str | None = None) -> dict:
     """``{"test": {...}}`` (accuracy, NLL, ECE, and against the teacher agreement and KL) of the
     latest checkpoint in ``run_dir`` on its test set, plus ``"pid"`` per ``student:teacher`` layer
-    pair (``pid_pairs``, default the config's ``pid.pairs``) for a distillation run with a teacher."""
+    pair (``pid_pairs``, default the config's ``pid.pairs``) for a distillation run with a teacher.
+
+    ``device``: where the models run (``auto``, ``cpu``, ``cuda``, ``cuda:N``; default the run's
+    ``run.device``)."""
     from ..models import collect_features
     from ..pid import estimate
     from .checkpoint import load_checkpoint, load_model_state
-    from .config import DistillConfig, TeacherTrainConfig, from_dict
+    from .config import ConfigError, DistillConfig, TeacherTrainConfig, from_dict
+    from .device import select_device
     from .runs import Teacher, _model, _teacher_members, prepare_data
     from .trainer import evaluate_model
 
@@ -26,12 +30,24 @@ def evaluate_run(run_dir: str | Path, pid_pairs: list[str] | None = None) -> dic
         raise ValueError(f"{run_dir / 'config.json'} is not valid JSON ({exc})") from None
     is_distill = "student" in raw
     cfg = from_dict(DistillConfig if is_distill else TeacherTrainConfig, raw)
+    if device is not None:
+        where = select_device(device, key="--device")
+    else:
+        try:
+            where = select_device(cfg.run.device)
+        except ConfigError as exc:  # trained on a GPU, evaluated where there is none
+            what = str(exc).split("; ")[0]
+            raise ConfigError(
+                f"{what} (the run's config.json); evaluate it with --device cpu or auto"
+            ) from None
     train, test = prepare_data(cfg.data, cfg.run.seed)
-    model = _model(cfg.student if is_distill else cfg.model, train)
+    what = "student" if is_distill else "model"
+    model = _model(cfg.student if is_distill else cfg.model, train, weights=False, what=what)
     load_model_state(model, load_checkpoint(run_dir)["student"], "student")
+    model.to(where)
     teacher = None
     if is_distill and cfg.method.name != "progressive":
-        teacher = Teacher(_teacher_members(cfg, train), [])
+        teacher = Teacher([m.to(where) for m in _teacher_members(cfg, train)], [])
     t_logits = None if teacher is None else (lambda x: teacher(x)[0])
     result = {"test": evaluate_model(model, test.x, test.y, cfg.data.eval_batch_size, t_logits)}
     pairs = [p.split(":") for p in pid_pairs] if pid_pairs else (cfg.pid.pairs if is_distill else [])

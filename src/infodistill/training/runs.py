@@ -2,6 +2,8 @@
 
 Everything a run needs is checked when it is built (model and method names, layer names and
 feature shapes by a dummy forward, checkpoints against the architecture), before the first step.
+Models are built (by name or by a factory, with their weights) on the CPU and moved to the run's
+device once (``training/device.py`` decides which); everything downstream follows them.
 """
 
 from __future__ import annotations
@@ -14,19 +16,32 @@ import torch
 from torch import nn
 
 from ..data import RandomCropPad, RandomHFlip, load_dataset, mixup
+from ..data.factory import load_data_factory
 from ..methods import Batch, build_method, ensemble_logits, noisy_features
 from ..models import (
     FeatureExtractor,
+    build_from_factory,
     build_model,
     collect_features,
     freeze_teacher,
     interpolate_student,
+    load_weights,
+    model_device,
     probe_shapes,
     validate_layers,
 )
 from . import distributed
 from .checkpoint import crash_point, load_checkpoint, load_model_state
-from .config import ConfigError, DataConfig, DistillConfig, ModelConfig, TeacherTrainConfig, to_dict
+from .config import (
+    ConfigError,
+    DataConfig,
+    DistillConfig,
+    ModelConfig,
+    RunConfig,
+    TeacherTrainConfig,
+    to_dict,
+)
+from .device import process_group_backend, select_device, to_host
 from .rundir import make_run_dir, run_directory, writing
 from .trainer import Fit, StepOutput, cross_entropy_step, epoch_generator, seed_everything
 
@@ -36,7 +51,10 @@ CACHE_LIMIT_BYTES = 2 * 1024**3
 
 def prepare_data(cfg: DataConfig, seed: int):
     """(train, test) datasets; ``train_subset`` keeps a seeded random subset of the training set."""
-    train, test = load_dataset(cfg.name, cfg.root)
+    if cfg.factory is not None:
+        train, test = load_data_factory(cfg.factory, cfg.kwargs)
+    else:
+        train, test = load_dataset(cfg.name, cfg.root)
     if cfg.train_subset is not None and cfg.train_subset < len(train):
         subset_seed = seed if cfg.subset_seed is None else cfg.subset_seed
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(subset_seed))
@@ -66,9 +84,47 @@ def make_augment(cfg: DataConfig, sample_shape):
     return augment
 
 
-def _model(cfg: ModelConfig, train, seed: int | None = None) -> nn.Module:
+def start_device(run: RunConfig) -> torch.device:
+    """The run's device (``run.device``, checked against ``run.amp``), with the process group of a
+    torchrun run joined on the matching backend. Every entry point calls this first."""
+    device = select_device(run.device, run.precision)
+    distributed.init(process_group_backend(device))  # a no-op unless started by torchrun
+    return device
+
+
+def _model(
+    cfg: ModelConfig, train, seed: int | None = None, *, weights: bool = True, what: str = "model"
+) -> nn.Module:
+    """The model ``cfg`` describes, on the CPU: a built-in one by name or your own by factory, with
+    ``cfg.weights`` loaded unless ``weights=False`` (a checkpoint is loaded over it anyway).
+    ``what`` is its config key, for the messages."""
     shape = tuple(train.x.shape[1:])
-    return build_model(cfg.name, train.num_classes, shape[0], input_size=shape[1:], seed=seed, **cfg.kwargs)
+    # A config key ("student") names its options "student.factory"; a flag ("--teacher-model",
+    # audit's) is named as typed, with the weights file given as "--teacher".
+    flag = what.startswith("-")
+    if cfg.factory is not None:
+        model = build_from_factory(
+            cfg.factory, cfg.kwargs, seed=seed, what=what if flag else f"{what}.factory"
+        )
+    else:
+        model = build_model(
+            cfg.name, train.num_classes, shape[0], input_size=shape[1:], seed=seed, **cfg.kwargs
+        )
+    if weights and cfg.weights is not None:
+        label = what.removesuffix("-model") if flag else f"{what}.weights"
+        load_weights(model, cfg.weights, prefix=cfg.weights_prefix, key=cfg.weights_key, what=label)
+    return model
+
+
+def _fits(model: nn.Module, cfg: ModelConfig, data, what: str) -> None:
+    """:func:`check_model_fits` with the fix a factory model needs (its function, not a name)."""
+    fix = None
+    if cfg.factory is not None:
+        fix = (
+            f"make {what}.factory {cfg.factory!r} return a model taking inputs of shape "
+            f"{tuple(data.x.shape[1:])} and giving {data.num_classes} logits (see {what}.kwargs)"
+        )
+    check_model_fits(model, cfg.label, data, f"{what} model" if what != "model" else what, fix)
 
 
 @torch.no_grad()
@@ -76,7 +132,7 @@ def check_model_fits(model: nn.Module, name: str, data, what: str = "model", fix
     """A forward pass on two real examples (eval mode, so no statistic moves): a model built for
     other data fails here, when the run is built, not at its first training step. Two, because
     torch reads a single (C, L) example as an unbatched image and would let a 2-D CNN through."""
-    x = data.x[:2]
+    x = data.x[:2].to(model_device(model))
     kind = "1-D signals" if x.dim() == 3 else "images"
     hint = "cnn1d or mlp" if x.dim() == 3 else "cnn-small, wrn-D-K, resnetN or mlp"
     was = model.training
@@ -97,22 +153,23 @@ def check_model_fits(model: nn.Module, name: str, data, what: str = "model", fix
 
 def load_trained(path: str, cfg: ModelConfig, train) -> nn.Module:
     """A model from a ``train-teacher`` run directory (its latest checkpoint) or a checkpoint."""
-    model = _model(cfg, train)
+    model = _model(cfg, train, weights=False, what="teacher.model")
     load_model_state(model, load_checkpoint(path)["student"], f"teacher ({path})")
     return model
 
 
 def train_teacher(cfg: TeacherTrainConfig, progress: bool = True, resume: bool = True) -> dict:
     seed_everything(cfg.run.seed, cfg.run.threads)
-    distributed.init()  # a no-op unless started by torchrun
+    device = start_device(cfg.run)
+    _check_tensorboard(cfg.run)
     train, test = prepare_data(cfg.data, cfg.run.seed)
-    model = _model(cfg.model, train, seed=cfg.run.seed)
-    check_model_fits(model, cfg.model.name, train)
+    model = _model(cfg.model, train, seed=cfg.run.seed).to(device)
+    _fits(model, cfg.model, train, "model")
     with run_directory(cfg.run.out_dir):
-        return _train_teacher(cfg, model, train, test, progress, resume)
+        return _train_teacher(cfg, model, train, test, progress, resume, device)
 
 
-def _train_teacher(cfg, model, train, test, progress: bool, resume: bool) -> dict:
+def _train_teacher(cfg, model, train, test, progress: bool, resume: bool, device) -> dict:
     _channels_last(cfg.run.channels_last, [model], train, test)
     fit = _fit(
         cfg,
@@ -120,6 +177,7 @@ def _train_teacher(cfg, model, train, test, progress: bool, resume: bool) -> dic
         train,
         test,
         progress,
+        device=device,
         extra=None,
         step=cross_entropy_step(model),
         augment=make_augment(cfg.data, train.x.shape[1:]),
@@ -128,7 +186,7 @@ def _train_teacher(cfg, model, train, test, progress: bool, resume: bool) -> dic
 
 
 def _fit(cfg, student: nn.Module, train, test, progress: bool, *, step, **kw) -> Fit:
-    """A ``Fit`` over the config's data, optimiser and run settings (bf16 applied to ``step``)."""
+    """A ``Fit`` over the config's data, optimiser and run settings."""
     return Fit(
         student=student,
         train_x=train.x,
@@ -138,8 +196,9 @@ def _fit(cfg, student: nn.Module, train, test, progress: bool, *, step, **kw) ->
         data=cfg.data,
         optim=cfg.optim,
         run_cfg=cfg.run,
-        step=_autocast(step, cfg.run.bf16),
+        step=step,
         config_dict=to_dict(cfg),
+        config_defaults=to_dict(type(cfg)()),
         progress=progress,
         **kw,
     )
@@ -155,15 +214,11 @@ def _channels_last(enabled: bool, models, *datasets) -> None:
         ds.x = ds.x.contiguous(memory_format=torch.channels_last)
 
 
-def _autocast(step, bf16: bool):
-    if not bf16:
-        return step
+def _check_tensorboard(run: RunConfig) -> None:
+    if run.tensorboard:
+        from .scalars import require_tensorboard
 
-    def wrapped(*args):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return step(*args)
-
-    return wrapped
+        require_tensorboard()
 
 
 @dataclass
@@ -195,9 +250,13 @@ class Teacher:
 
 
 def _teacher_members(cfg: DistillConfig, train) -> list[nn.Module]:
+    """The teacher's networks on the CPU: one (trained from a checkpoint or a weights file,
+    untrained from its seed), an ensemble's members, or a progressive run's checkpoints."""
     t = cfg.teacher
     if t.kind == "untrained":
-        return [_model(t.model, train, seed=t.seed)]
+        return [_model(t.model, train, seed=t.seed, what="teacher.model")]
+    if t.model.weights is not None:
+        return [_model(t.model, train, what="teacher.model")]
     paths = t.checkpoints if t.kind == "ensemble" else t.checkpoints[:1]
     if cfg.method.name == "progressive":
         paths = t.checkpoints
@@ -210,20 +269,21 @@ def build_distillation(cfg: DistillConfig, progress: bool = True) -> Fit:
     Under torchrun every rank builds the same run (its own teacher-output cache of the whole
     training set included: the chunks a rank trains on change every epoch)."""
     seed_everything(cfg.run.seed, cfg.run.threads)
-    distributed.init()  # a no-op unless started by torchrun
+    device = start_device(cfg.run)
+    _check_tensorboard(cfg.run)
     out = Path(cfg.run.out_dir)
     train, test = prepare_data(cfg.data, cfg.run.seed)
     sample_shape = tuple(train.x.shape[1:])
-    members = _teacher_members(cfg, train)
-    student = _model(cfg.student, train, seed=cfg.run.seed)
-    check_model_fits(members[0], cfg.teacher.model.name, train, "teacher model")
-    check_model_fits(student, cfg.student.name, train, "student model")
+    members = [m.to(device) for m in _teacher_members(cfg, train)]
+    student = _model(cfg.student, train, seed=cfg.run.seed, what="student").to(device)
+    _fits(members[0], cfg.teacher.model, train, "teacher")
+    _fits(student, cfg.student, train, "student")
     if cfg.teacher.kind == "untrained" and distributed.is_main():
         from safetensors.torch import save_file
 
         make_run_dir(out)
         # Saved so the nuisance teacher of a run can be inspected; it is rebuilt from its seed.
-        weights = {k: v.contiguous() for k, v in members[0].state_dict().items()}
+        weights = {k: to_host(v).contiguous() for k, v in members[0].state_dict().items()}
         tmp = out / ".teacher-untrained.safetensors.tmp"
         with writing(f"the untrained teacher in {out}", "free space or choose another --out"):
             save_file(weights, str(tmp))
@@ -231,7 +291,7 @@ def build_distillation(cfg: DistillConfig, progress: bool = True) -> Fit:
     progressive = cfg.method.name == "progressive"
     checkpoints = members if progressive else None
     if progressive:
-        members = [_model(cfg.teacher.model, train)]
+        members = [_model(cfg.teacher.model, train, weights=False, what="teacher.model").to(device)]
     if cfg.init_lambda is not None:  # towards the final teacher (the last checkpoint if progressive)
         interpolate_student(checkpoints[-1] if progressive else members[0], student, cfg.init_lambda)
     _channels_last(cfg.run.channels_last, [student, *members, *(checkpoints or [])], train, test)
@@ -248,7 +308,7 @@ def build_distillation(cfg: DistillConfig, progress: bool = True) -> Fit:
         student_shapes=probe_shapes(student, s_layers, sample_shape) if pairs else {},
         teacher_shapes=probe_shapes(members[0], t_layers, sample_shape) if pairs else {},
         **params,
-    )
+    ).to(device)
     noise = None
     if cfg.teacher.kind == "noisy":
         noise = {
@@ -266,7 +326,7 @@ def build_distillation(cfg: DistillConfig, progress: bool = True) -> Fit:
 
     cache = None
     if cfg.run.cache_teacher and augment is None and not progressive and noise is None:
-        cache = _cache_teacher(teacher, train.x, cfg.data.eval_batch_size)
+        cache = _cache_teacher(teacher, train.x, cfg.data.eval_batch_size, device)
 
     state = {"student_frozen": False}
 
@@ -279,9 +339,12 @@ def build_distillation(cfg: DistillConfig, progress: bool = True) -> Fit:
 
     def step(x, y, epoch, idx):
         if cache is not None:
+            idx = idx.to(device)
             zt, tf = cache["logits"][idx], {k: v[idx] for k, v in cache["feats"].items()}
         else:
-            zt, tf = teacher(x, generator=epoch_generator(cfg.run.seed, epoch, stream=1))
+            # Drawn on the run's device: a CPU generator would copy every draw to the GPU.
+            gen = epoch_generator(cfg.run.seed, epoch, stream=1, device=device)
+            zt, tf = teacher(x, generator=gen)
         if state["student_frozen"]:
             # A phase that trains only the method's own modules: the student is a fixed feature
             # map (eval mode, so its BatchNorm statistics do not move either).
@@ -308,6 +371,7 @@ def build_distillation(cfg: DistillConfig, progress: bool = True) -> Fit:
         train,
         test,
         progress,
+        device=device,
         extra=method,
         step=step,
         teacher_logits=lambda x: teacher(x)[0],
@@ -320,17 +384,18 @@ def build_distillation(cfg: DistillConfig, progress: bool = True) -> Fit:
 
 
 def distill(cfg: DistillConfig, progress: bool = True, resume: bool = True) -> dict:
-    distributed.init()  # the lock below is rank 0's alone
+    start_device(cfg.run)  # the process group first: the lock below is rank 0's alone
     # Locked before the build: it writes the untrained teacher into the directory.
     with run_directory(cfg.run.out_dir):
         return build_distillation(cfg, progress).run(resume)
 
 
 @torch.no_grad()
-def _cache_teacher(teacher: Teacher, x: torch.Tensor, batch: int) -> dict | None:
+def _cache_teacher(teacher: Teacher, x: torch.Tensor, batch: int, device: torch.device) -> dict | None:
+    """The teacher's logits and features for the whole training set, kept on ``device``."""
     logits, feats = [], {}
     for start in range(0, x.shape[0], batch):
-        z, f = teacher(x[start : start + batch])
+        z, f = teacher(x[start : start + batch].to(device))
         logits.append(z)
         for k, v in f.items():
             feats.setdefault(k, []).append(v)

@@ -11,6 +11,12 @@ Under ``torchrun`` (``WORLD_SIZE`` > 1) the same loop runs data-parallel: every 
 epoch permutation, trains on its chunk of each global batch of ``data.batch_size`` examples under
 ``DistributedDataParallel``, metrics are summed over all ranks, and rank 0 alone writes the log
 and checkpoints (``distributed.py``, docs/distributed.md). With one process nothing of this runs.
+
+The loop runs on the device of the student (``Fit.device``, chosen by ``training/device.py``):
+batches are moved there, the step runs under the run's autocast (``run.amp``; fp16 with a gradient
+scaler whose state is checkpointed), and logits come back to the CPU for the metrics in
+``device.to_host``. The epoch's permutation and augmentation draws stay on the CPU generator of
+:func:`epoch_generator`, so a CPU and a GPU run see the same batches.
 """
 
 from __future__ import annotations
@@ -29,17 +35,18 @@ from torch import nn
 
 from ..atomic import atomic_write as _write_atomic
 from ..metrics import FidelityAccumulator
+from ..models import model_device
 from . import distributed
 from .checkpoint import (
     CheckpointError,
     crash_point,
     load_checkpoint,
     load_model_state,
-    rng_state,
     save_checkpoint,
     set_rng_state,
 )
 from .config import ConfigError, DataConfig, OptimConfig, RunConfig
+from .device import autocast, check_amp, grad_scaler, rng_state, set_cuda_rng_state, to_host
 from .rundir import run_directory, writing
 
 
@@ -54,10 +61,12 @@ def seed_everything(seed: int, threads: int | None = None) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
+def epoch_generator(seed: int, epoch: int, stream: int = 0, device=None) -> torch.Generator:
     """Randomness of one epoch (order, augmentation, mixup) as a function of (seed, epoch) only,
-    so a resumed run draws exactly what the uninterrupted run drew."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7919 + stream)
+    so a resumed run draws exactly what the uninterrupted run drew; on the CPU unless ``device``
+    names another (a generator draws on its own device)."""
+    gen = torch.Generator() if device is None else torch.Generator(device=device)
+    return gen.manual_seed(seed * 1_000_003 + epoch * 7919 + stream)
 
 
 def make_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -118,10 +127,17 @@ class Fit:
     #: multi-process run it is called on rank 0 only (its result goes to the log rank 0 writes)
     evaluate_extra: Callable[[int], dict] | None = None
     config_dict: dict = field(default_factory=dict)
+    #: the config class's defaults: a key missing from a saved config.json (written before the key
+    #: existed) counts as its default when a resumed run compares configs
+    config_defaults: dict = field(default_factory=dict)
     progress: bool = True
+    #: where the loop runs (None: the student's device); models must already be there
+    device: torch.device | None = None
     _test_teacher_logits: torch.Tensor | None = field(default=None, init=False, repr=False)
     #: the DistributedDataParallel wrapper of student + extra in a multi-process run
     _ddp: nn.Module | None = field(default=None, init=False, repr=False)
+    #: fp16's gradient scaler (None for other precisions); its state is checkpointed
+    _scaler: torch.amp.GradScaler | None = field(default=None, init=False, repr=False)
 
     def parameters(self):
         params = list(self.student.parameters())
@@ -145,6 +161,10 @@ class Fit:
         main = distributed.is_main()
         out = Path(self.run_cfg.out_dir)
         log_path = out / "log.jsonl"
+        if self.device is None:
+            self.device = model_device(self.student)
+        check_amp(self.run_cfg.precision, self.device)
+        self._scaler = grad_scaler(self.device, self.run_cfg.precision)
         if world > 1:
             self._check_split(world)
         opt = make_optimizer(self.parameters(), self.optim)
@@ -156,11 +176,16 @@ class Fit:
             if self.extra is not None:
                 load_model_state(self.extra, state["extra"], "method")
             opt.load_state_dict(state["optim"])
-            ranks = state.get("rng_ranks")
+            if self._scaler is not None and state.get("scaler"):
+                self._scaler.load_state_dict(state["scaler"])
+            ranks, cuda_ranks = state.get("rng_ranks"), state.get("cuda_rng_ranks")
             if ranks is not None and len(ranks) == world:
                 set_rng_state({"torch": ranks[distributed.rank()]})
+                cuda = cuda_ranks[distributed.rank()] if cuda_ranks and len(cuda_ranks) == world else None
             else:  # single process, or another number of processes than the run was started with
                 set_rng_state(state["rng"])
+                cuda = state["rng"].get("cuda")
+            set_cuda_rng_state(cuda, self.device)
             start, best = state["epoch"] + 1, state.get("best")
         if main:
             # Lines of epochs after the checkpoint (or of a first epoch that never reached one)
@@ -171,17 +196,34 @@ class Fit:
         if world > 1:
             for module in (self.student, self.extra):
                 if module is not None:
-                    distributed.sync_batchnorm_(module)
+                    distributed.sync_batchnorm_(module, self.device)
             # A method's phases leave parts without gradients; plain training uses every parameter.
             phased = self.extra is not None or self.frozen is not None
-            self._ddp = distributed.wrap([self.student, self.extra], find_unused_parameters=phased)
+            self._ddp = distributed.wrap(
+                [self.student, self.extra], find_unused_parameters=phased, device=self.device
+            )
+        scalars = None
+        if self.run_cfg.tensorboard and main:
+            from .scalars import ScalarWriter
+
+            scalars = ScalarWriter(out / "tensorboard", first_epoch=start + 1)
+        try:
+            self._epochs(opt, base_lrs, start, best, out, log_path, scalars)
+        finally:
+            if scalars is not None:
+                scalars.close()
+        final = read_log(log_path)[-1] if main and log_path.exists() else {}
+        return distributed.broadcast_json(final)
+
+    def _epochs(self, opt, base_lrs, start: int, best, out: Path, log_path: Path, scalars) -> None:
+        world, main = distributed.world_size(), distributed.is_main()
         for epoch in range(start, self.optim.epochs):
             t0 = time.perf_counter()
             for g, lr in zip(opt.param_groups, base_lrs, strict=True):
                 g["lr"] = lr * lr_factor(self.optim, epoch)
             if self.on_epoch is not None:
                 self.on_epoch(epoch)
-            train_terms, train_fid = self._train_epoch(opt, epoch)
+            train_terms, train_fid, train_seconds = self._train_epoch(opt, epoch)
             self._check_finite_weights(epoch)
             record = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": train_terms}
             record["distill_data"] = train_fid
@@ -194,18 +236,25 @@ class Fit:
                     best = {"epoch": epoch + 1, "accuracy": acc}
                 record["best"] = best
             record["seconds"] = round(time.perf_counter() - t0, 3)
+            # Training steps only (evaluation and the PID excluded): what a batch size or amp buys.
+            record["examples_per_s"] = round(self.train_x.shape[0] / max(train_seconds, 1e-9), 1)
+            rng = rng_state(self.device)
             state = {
                 "epoch": epoch,
                 "student": self.student.state_dict(),
                 "optim": opt.state_dict(),
-                "rng": rng_state(),
+                "rng": rng,
                 "best": best,
             }
             if self.extra is not None:
                 state["extra"] = self.extra.state_dict()
+            if self._scaler is not None:
+                state["scaler"] = self._scaler.state_dict()
             if world > 1:
                 # Each rank's own generator (dropout draws per chunk), for an exact resume.
-                state["rng_ranks"] = distributed.all_gather_bytes(torch.get_rng_state())
+                state["rng_ranks"] = distributed.all_gather_bytes(rng["torch"])
+                if "cuda" in rng:
+                    state["cuda_rng_ranks"] = distributed.all_gather_bytes(rng["cuda"])
             if main:
                 with writing(
                     f"the epoch {epoch + 1} checkpoint in {out}",
@@ -215,22 +264,22 @@ class Fit:
                     ),
                 ):
                     _append_log(log_path, record)
+                    if scalars is not None:
+                        scalars.write(record)  # before the checkpoint, like the log line: redone alike
                     crash_point("epoch-logged")
                     save_checkpoint(out, f"epoch-{epoch + 1:04d}", state)
                     _prune_checkpoints(out, f"epoch-{epoch + 1:04d}", self.run_cfg.keep_every)
             distributed.barrier()
-        final = read_log(log_path)[-1] if main and log_path.exists() else {}
-        return distributed.broadcast_json(final)
 
     def _resume_state(self, out: Path, resume: bool) -> dict | None:
         """The checkpoint to continue from (None: a fresh run). Rank 0 reads it and sends it to
         the others, so a refusal is raised on every rank alike."""
         if distributed.world_size() == 1:
-            return _read_resume_state(out, resume, self.config_dict)
+            return _read_resume_state(out, resume, self.config_dict, self.config_defaults)
         state, error = None, None
         if distributed.is_main():
             try:
-                state = _read_resume_state(out, resume, self.config_dict)
+                state = _read_resume_state(out, resume, self.config_dict, self.config_defaults)
             except (TrainingError, CheckpointError) as exc:
                 error = [type(exc).__name__, str(exc)]
         error = distributed.broadcast_json(error)
@@ -276,6 +325,8 @@ class Fit:
         return (distributed.rank(), distributed.world_size()) if distributed.world_size() > 1 else None
 
     def _train_epoch(self, opt, epoch: int):
+        """One epoch of steps: (mean loss terms, distillation-data metrics, seconds it took)."""
+        t0 = time.perf_counter()
         self.student.train()
         if self.extra is not None:
             self.extra.train()
@@ -286,13 +337,23 @@ class Fit:
         sums: dict[str, float] = {}
         fid = FidelityAccumulator()
         world, rank = distributed.world_size(), distributed.rank()
-        batches = range(0, n, self.data.batch_size)
+        device, amp, scaler = self.device, self.run_cfg.precision, self._scaler
+        bar = None
         if self.progress and rank == 0:
             from tqdm.auto import tqdm
 
-            batches = tqdm(batches, desc=f"epoch {epoch + 1}/{self.optim.epochs}", leave=False)
-        for start in batches:
+            # Counted in examples (of the global batch), so the bar's rate is examples/s.
+            bar = tqdm(
+                total=n,
+                desc=f"epoch {epoch + 1}/{self.optim.epochs}",
+                unit="ex",
+                unit_scale=True,
+                leave=False,
+            )
+        for start in range(0, n, self.data.batch_size):
             idx = order[start : start + self.data.batch_size]
+            if bar is not None:
+                bar.update(len(idx))
             weight = 1.0
             if world > 1:
                 # This rank's chunk of the global batch. Its mean loss is weighted by
@@ -301,14 +362,16 @@ class Fit:
                 weight = (hi - lo) * world / len(idx)
                 if self.augment is None:
                     idx = idx[lo:hi]
-            x, y = self.train_x[idx], self.train_y[idx]
+            x = self.train_x[idx].to(device, non_blocking=True)
+            y = self.train_y[idx].to(device, non_blocking=True)
             if self.augment is not None:
                 x = self.augment(x, gen)
                 if world > 1:
                     # Augmented as a whole (mixup pairs across chunks), drawing exactly what one
                     # process draws from the shared generator, then cut.
                     idx, x, y = idx[lo:hi], x[lo:hi], y[lo:hi]
-            out = self._step(x, y, epoch, idx)
+            with autocast(device, amp):
+                out = self._step(x, y, epoch, idx)
             total = sum(out.losses.values())
             local_bad = not torch.isfinite(total)
             if distributed.any_true(local_bad):
@@ -321,10 +384,15 @@ class Fit:
             if weight != 1.0:
                 total = total * weight
             opt.zero_grad(set_to_none=True)
-            total.backward()
+            if scaler is not None:
+                scaler.scale(total).backward()
+            else:
+                total.backward()
             for p in frozen:
                 p.grad = None  # optimisers skip params without grad: no decay, no momentum
             if self.optim.grad_clip is not None:
+                if scaler is not None:
+                    scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
                 # The student and the method's own modules (filters, heads, regressors) are clipped
                 # each on its own: one global norm let a large auxiliary gradient (a filter head's
                 # cross-entropy) shrink the student's step, which cost RID about half a point.
@@ -332,22 +400,28 @@ class Fit:
                     grads = [] if module is None else [p for p in module.parameters() if p.grad is not None]
                     if grads:
                         nn.utils.clip_grad_norm_(grads, self.optim.grad_clip)
-            opt.step()
+            if scaler is not None:
+                scaler.step(opt)  # skipped when the scaled gradients overflowed; the scale then drops
+                scaler.update()
+            else:
+                opt.step()
             crash_point("train-step")
             for k, v in out.losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(idx)
             # Metrics on the inputs the student was trained on (after augmentation/mixup), with
             # the logits of this very step: labels of a mixed batch are those of its first image.
             fid.update(
-                out.student_logits.detach().float(),
-                y,
-                None if out.teacher_logits is None else out.teacher_logits.detach().float(),
+                to_host(out.student_logits).float(),
+                to_host(y),
+                None if out.teacher_logits is None else to_host(out.teacher_logits).float(),
             )
+        if bar is not None:
+            bar.close()
         if world > 1:
             totals = distributed.all_reduce_sum(torch.tensor(list(sums.values()), dtype=torch.float64))
             sums = dict(zip(sums, totals.tolist(), strict=True))
             _all_reduce_fidelity(fid)
-        return {k: v / n for k, v in sums.items()}, fid.result()
+        return {k: v / n for k, v in sums.items()}, fid.result(), time.perf_counter() - t0
 
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict:
         return evaluate_model(
@@ -359,7 +433,7 @@ class Fit:
         t = self.teacher_logits
         if t is not None and self.teacher_fixed:
             if self._test_teacher_logits is None:
-                self._test_teacher_logits = _batched(t, self.test_x, self.data.eval_batch_size)
+                self._test_teacher_logits = _batched(t, self.test_x, self.data.eval_batch_size, self.device)
             t = self._test_teacher_logits
         return evaluate_model(
             self.student, self.test_x, self.test_y, self.data.eval_batch_size, t, shard=self._shard()
@@ -367,8 +441,8 @@ class Fit:
 
 
 @torch.no_grad()
-def _batched(fn, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    return torch.cat([fn(x[i : i + batch_size]).float() for i in range(0, x.shape[0], batch_size)])
+def _batched(fn, x: torch.Tensor, batch_size: int, device) -> torch.Tensor:
+    return torch.cat([fn(x[i : i + batch_size].to(device)).float() for i in range(0, x.shape[0], batch_size)])
 
 
 @torch.no_grad()
@@ -386,21 +460,24 @@ def evaluate_model(
 
     ``shard=(rank, world)``: this rank evaluates batches rank, rank + world, ... (the batches one
     process would form, so every example's logits are the single-process ones) and the sums of
-    all ranks are added, so every rank returns the metrics of the whole set."""
+    all ranks are added, so every rank returns the metrics of the whole set.
+
+    Batches are moved to the model's device and the logits brought back for the sums."""
     was = model.training
     model.eval()
+    device = model_device(model)
     acc = FidelityAccumulator()
     for k, start in enumerate(range(0, x.shape[0], batch_size)):
         if shard is not None and k % shard[1] != shard[0]:
             continue
-        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        xb, yb = x[start : start + batch_size].to(device), y[start : start + batch_size]
         if teacher_logits is None:
             zt = None
         elif isinstance(teacher_logits, torch.Tensor):
             zt = teacher_logits[start : start + batch_size]
         else:
             zt = teacher_logits(xb)
-        acc.update(model(xb).float(), yb, None if zt is None else zt.float())
+        acc.update(to_host(model(xb)).float(), to_host(yb), None if zt is None else to_host(zt).float())
     model.train(was)
     if shard is not None and shard[1] > 1:
         _all_reduce_fidelity(acc)
@@ -425,19 +502,21 @@ def _all_reduce_fidelity(acc: FidelityAccumulator) -> None:
     acc.bin_count, acc.bin_correct, acc.bin_conf = packed[len(scalars) :].view(3, -1).clone().unbind(0)
 
 
-def _read_resume_state(out: Path, resume: bool, config: dict) -> dict | None:
+def _read_resume_state(out: Path, resume: bool, config: dict, defaults: dict | None = None) -> dict | None:
     if not (out / "latest.json").exists():
         return None
     if not resume:
         raise TrainingError(
             f"{out} already holds a run: pass --resume to continue it, or choose another --out"
         )
-    _check_same_config(out / "config.json", config)
+    _check_same_config(out / "config.json", config, defaults)
     return load_checkpoint(out)
 
 
-def _check_same_config(path: Path, config: dict) -> None:
-    """Resuming with another config would silently mix two runs: name the keys that differ."""
+def _check_same_config(path: Path, config: dict, defaults: dict | None = None) -> None:
+    """Resuming with another config would silently mix two runs: name the keys that differ.
+
+    A key the saved config lacks (it was written before the key existed) counts as its default."""
     if not path.exists():
         return
     try:
@@ -455,6 +534,8 @@ def _check_same_config(path: Path, config: dict) -> None:
         return items
 
     a, b = flat(saved), flat(json.loads(json.dumps(config)))
+    for k, v in flat(json.loads(json.dumps(defaults or {}))).items():
+        a.setdefault(k, v)
     diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     if diff:
         raise TrainingError(

@@ -1,0 +1,120 @@
+"""Your own data set from a config: ``data: {factory: "pkg.module:fn", kwargs: {...}}``.
+
+The function returns ``(train, test)``: two :class:`~infodistill.data.ArrayDataset` s, or two
+``torch.utils.data.Dataset`` s (anything with ``len`` and integer indexing) whose items are
+``(x, y)`` pairs: x a tensor or array of one example, (C, H, W) or (C, L), and y an integer label.
+Datasets are read item by item once and held in memory as tensors, like the built-in sets (no
+streaming yet). The number of classes is the datasets' ``num_classes`` or ``len(classes)`` when
+they declare one, else 1 + the largest label of either split.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..models.factory import import_object
+from . import ArrayDataset
+
+__all__ = ["load_data_factory", "materialise"]
+
+
+def load_data_factory(spec: str, kwargs: dict | None = None) -> tuple[ArrayDataset, ArrayDataset]:
+    """``(train, test)`` from the function ``spec`` names, called with ``kwargs``; one-line
+    ValueErrors for anything it cannot use."""
+    fn = import_object(spec, "data.factory")
+    if not callable(fn):
+        raise ValueError(f"data.factory {spec!r} names a {type(fn).__name__}, not a function")
+    kwargs = dict(kwargs or {})
+    try:
+        out = fn(**kwargs)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ValueError(
+            f"data.factory {spec!r} failed with kwargs {kwargs} ({type(exc).__name__}"
+            f"{': ' + first if first else ''}); check data.kwargs or the function"
+        ) from None
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise ValueError(
+            f"data.factory {spec!r} returned a {type(out).__name__}; it must return (train, test) datasets"
+        )
+    train, test = out
+    if isinstance(train, ArrayDataset) and isinstance(test, ArrayDataset):
+        return train, test
+    n_classes = _declared_classes(train) or _declared_classes(test)
+    name = spec.rpartition(":")[2]
+    xs = [materialise(d, spec, split) for d, split in ((train, "train"), (test, "test"))]
+    if n_classes is None:
+        n_classes = 1 + max(int(y.max()) for _, y in xs if y.numel())
+    if tuple(xs[0][0].shape[1:]) != tuple(xs[1][0].shape[1:]):
+        raise ValueError(
+            f"data.factory {spec!r}: train examples have shape {tuple(xs[0][0].shape[1:])} but test "
+            f"examples {tuple(xs[1][0].shape[1:])}; both splits need the same input shape"
+        )
+    classes = getattr(train, "classes", None)
+    if classes is not None and len(classes) != n_classes:
+        classes = None
+    try:
+        return tuple(
+            ArrayDataset(x, y, n_classes, name, classes, split)
+            for (x, y), split in zip(xs, ("train", "test"), strict=True)
+        )
+    except ValueError as exc:
+        raise ValueError(f"data.factory {spec!r}: {exc}") from None
+
+
+def _declared_classes(ds: Any) -> int | None:
+    n = getattr(ds, "num_classes", None)
+    if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+        return n
+    classes = getattr(ds, "classes", None)
+    return len(classes) if isinstance(classes, (list, tuple)) and classes else None
+
+
+def _tensor(value: Any, spec: str, split: str, i: int, what: str) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (np.ndarray, np.generic, int, float)) and not isinstance(value, bool):
+        return torch.as_tensor(np.asarray(value))
+    raise ValueError(
+        f"data.factory {spec!r}: {split} item {i} has {what} of type {type(value).__name__}; return "
+        "tensors or numpy arrays (for images, e.g. torchvision's ToTensor())"
+    )
+
+
+def materialise(
+    ds: Any, spec: str = "data.factory", split: str = "train"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) tensors of every item of a map-style dataset of ``(x, y)`` pairs."""
+    try:
+        n = len(ds)
+    except TypeError:
+        raise ValueError(
+            f"data.factory {spec!r}: the {split} set ({type(ds).__name__}) has no len(); return a "
+            "map-style torch Dataset or an ArrayDataset"
+        ) from None
+    if n == 0:
+        raise ValueError(f"data.factory {spec!r}: the {split} set is empty")
+    xs, ys = [], []
+    for i in range(n):
+        item = ds[i]
+        if not isinstance(item, (tuple, list)) or len(item) < 2:
+            raise ValueError(
+                f"data.factory {spec!r}: {split} item {i} is a {type(item).__name__}, not an (x, y) pair"
+            )
+        x = _tensor(item[0], spec, split, i, "x")
+        y = _tensor(item[1], spec, split, i, "label")
+        if y.numel() != 1 or y.is_floating_point() and float(y) != int(y):
+            raise ValueError(
+                f"data.factory {spec!r}: {split} item {i} has label {y.tolist()}; use an integer"
+            )
+        if xs and x.shape != xs[0].shape:
+            raise ValueError(
+                f"data.factory {spec!r}: {split} item {i} has shape {tuple(x.shape)}, item 0 "
+                f"{tuple(xs[0].shape)}; every example needs the same shape (resize or crop them)"
+            )
+        xs.append(x.to(torch.float32))
+        ys.append(int(y.reshape(())))
+    return torch.stack(xs), torch.tensor(ys, dtype=torch.int64)

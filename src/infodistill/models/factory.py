@@ -1,0 +1,272 @@
+"""Your own model and your own weights: build any ``nn.Module`` by import path, load a weights file.
+
+``build_from_factory("pkg.module:fn", kwargs)`` imports ``pkg.module`` (or, for
+``"path/to/file.py:fn"``, the file itself; a relative path is taken from the current directory)
+and returns ``fn(**kwargs)``, which must be an ``nn.Module``. Naming a factory runs that code, as
+importing it would: a config that names one is a program, to be trusted like one.
+
+``load_weights(model, path, prefix=..., key=...)`` reads a ``.safetensors`` file, or a PyTorch file
+through ``torch.load(weights_only=True)`` (tensors and plain containers only: a pickle that would
+run code is refused), takes the state dict at ``key`` ("state_dict", or "a.b" for nested
+mappings), strips ``prefix`` ("module." of a model saved inside DDP) and loads it, with a one-line
+error listing missing and unexpected keys. Every error here is a ``ValueError`` of one line that
+names the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["build_from_factory", "import_object", "load_weights", "read_state_dict"]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def import_object(spec: str, what: str = "factory"):
+    """The object ``spec`` names: ``"package.module:attr"`` or ``"path/to/file.py:attr"``
+    (``attr`` may be dotted, e.g. ``"module:Class.create"``)."""
+    if not isinstance(spec, str) or spec.count(":") < 1:
+        raise ValueError(
+            f"{what} must look like 'package.module:function' or 'path/to/file.py:function', got {spec!r}"
+        )
+    where, _, attr = spec.rpartition(":")
+    if not where or not attr:
+        raise ValueError(
+            f"{what} {spec!r} must name a module and a function, as 'package.module:function' "
+            "or 'path/to/file.py:function'"
+        )
+    if where.endswith(".py"):
+        module = _import_file(Path(where), what, spec)
+    else:
+        try:
+            module = importlib.import_module(where)
+        except ModuleNotFoundError as exc:
+            if exc.name and (where == exc.name or where.startswith(exc.name + ".")):
+                raise ValueError(
+                    f"{what} {spec!r}: no module named {exc.name!r}; install it, put its directory on "
+                    "PYTHONPATH, or name a file as 'path/to/file.py:function'"
+                ) from None
+            raise ValueError(f"{what} {spec!r}: importing {where} failed ({_first_line(exc)})") from None
+        except Exception as exc:
+            raise ValueError(f"{what} {spec!r}: importing {where} failed ({_first_line(exc)})") from None
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            public = sorted(n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n)))
+            shown = ", ".join(public[:8]) + (" ..." if len(public) > 8 else "")
+            raise ValueError(
+                f"{what} {spec!r}: {where} has no attribute {attr!r}; it defines {shown or 'no callables'}"
+            )
+        obj = getattr(obj, part)
+    return obj
+
+
+def _import_file(path: Path, what: str, spec: str):
+    if not path.is_file():
+        raise ValueError(
+            f"{what} {spec!r}: no file {path} (relative paths start from the current directory "
+            f"{Path.cwd()}); give the file's path"
+        )
+    path = path.resolve()
+    # One module per file, so two configs naming the same file share its classes.
+    name = "infodistill_user_" + "_".join(p for p in path.with_suffix("").parts if p not in ("/", "\\"))
+    name = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+    if name in sys.modules:
+        return sys.modules[name]
+    loader_spec = importlib.util.spec_from_file_location(name, path)
+    if loader_spec is None or loader_spec.loader is None:
+        raise ValueError(f"{what} {spec!r}: {path} cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(loader_spec)
+    sys.modules[name] = module
+    try:
+        loader_spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise ValueError(f"{what} {spec!r}: importing {path} failed ({_first_line(exc)})") from None
+    return module
+
+
+def build_from_factory(
+    spec: str, kwargs: dict | None = None, *, seed: int | None = None, what: str = "factory"
+):
+    """``fn(**kwargs)`` for the function ``spec`` names, which must return an ``nn.Module``.
+
+    ``seed``: the module is built under ``torch.manual_seed(seed)`` inside a forked RNG state, as
+    :func:`~infodistill.models.build_model` builds the built-in ones (same seed, same weights; the
+    global RNG is untouched)."""
+    fn = import_object(spec, what)
+    if not callable(fn):
+        raise ValueError(f"{what} {spec!r} names a {type(fn).__name__}, not a function or class")
+    kwargs = dict(kwargs or {})
+    try:
+        if seed is None:
+            model = fn(**kwargs)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model = fn(**kwargs)
+    except Exception as exc:
+        raise ValueError(
+            f"{what} {spec!r} failed with kwargs {kwargs} ({_first_line(exc)}); check the kwargs "
+            "or the function"
+        ) from None
+    if not isinstance(model, nn.Module):
+        raise ValueError(
+            f"{what} {spec!r} returned a {type(model).__name__}, not a torch.nn.Module; "
+            "make it return the model"
+        )
+    return model
+
+
+def _is_state_dict(obj) -> bool:
+    return (
+        isinstance(obj, dict)
+        and bool(obj)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    )
+
+
+def _keys(obj: dict) -> str:
+    keys = [repr(k) for k in list(obj)[:6]]
+    return ", ".join(keys) + (" ..." if len(obj) > 6 else "")
+
+
+def read_state_dict(
+    path: str | Path, *, prefix: str | None = None, key: str | None = None, what: str = "weights"
+) -> dict[str, torch.Tensor]:
+    """The state dict in a weights file (see the module docstring), on the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{what} file {path} does not exist; give the path of a .safetensors or .pt file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            obj: Any = load_file(str(path))
+        except Exception as exc:
+            raise ValueError(
+                f"{what} file {path} is not a readable safetensors file ({_first_line(exc)})"
+            ) from None
+    else:
+        import pickle
+
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            # torch's message is a paragraph; the line after "WeightsUnpickler error:" says why.
+            text = str(exc).partition("WeightsUnpickler error:")[2] or str(exc)
+            why = next((line.strip() for line in text.splitlines() if line.strip()), "").split(". ")[0]
+            if "global" not in why.lower():
+                raise ValueError(
+                    f"{what} file {path} is not a PyTorch file torch.load can read ({why[:160]}); "
+                    "save it with torch.save(model.state_dict(), path) or as .safetensors"
+                ) from None
+            raise ValueError(
+                f"{what} file {path} holds more than tensors and plain containers, which "
+                f"torch.load(weights_only=True) refuses to unpickle ({why[:160]}); save the "
+                "state dict alone (torch.save(model.state_dict(), path)) or a .safetensors file"
+            ) from None
+        except Exception as exc:
+            raise ValueError(
+                f"{what} file {path} is not a PyTorch file torch.load can read ({_first_line(exc)}); "
+                "save it with torch.save(model.state_dict(), path) or as .safetensors"
+            ) from None
+    if key is not None:
+        obj = _at_key(obj, key, path, what)
+    if not _is_state_dict(obj):
+        if isinstance(obj, dict) and obj:
+            nested = [k for k, v in obj.items() if isinstance(k, str) and _is_state_dict(v)]
+            hint = f"set weights_key: {nested[0]}" if nested else "set weights_key to the entry holding it"
+            raise ValueError(
+                f"{what} file {path}{f' at key {key!r}' if key else ''} holds a mapping with keys "
+                f"{_keys(obj)}, not a state dict of named tensors; {hint}"
+            )
+        raise ValueError(
+            f"{what} file {path}{f' at key {key!r}' if key else ''} holds a {type(obj).__name__}, not a "
+            "state dict of named tensors; save model.state_dict()"
+        )
+    if prefix:
+        if not any(k.startswith(prefix) for k in obj):
+            raise ValueError(
+                f"{what} file {path}: no key starts with weights_prefix {prefix!r} (keys: {_keys(obj)}); "
+                "drop weights_prefix or correct it"
+            )
+        obj = {k[len(prefix) :] if k.startswith(prefix) else k: v for k, v in obj.items()}
+    return obj
+
+
+def _at_key(obj, key: str, path: Path, what: str):
+    if isinstance(obj, dict) and key in obj:
+        return obj[key]
+    node = obj
+    for i, part in enumerate(key.split(".")):
+        if not isinstance(node, dict) or part not in node:
+            where = ".".join(key.split(".")[:i]) or "the top level"
+            have = _keys(node) if isinstance(node, dict) else f"a {type(node).__name__}"
+            raise ValueError(
+                f"{what} file {path} has no weights_key {key!r} (at {where}: {have}); "
+                "name one of those keys, or drop weights_key"
+            )
+        node = node[part]
+    return node
+
+
+def load_weights(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    prefix: str | None = None,
+    key: str | None = None,
+    what: str = "weights",
+) -> nn.Module:
+    """Load the weights file ``path`` into ``model`` (in place; returned). Every key must match:
+    missing, unexpected and mis-shaped keys are listed in the one-line error."""
+    state = read_state_dict(path, prefix=prefix, key=key, what=what)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    shape = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    kind = sorted(
+        k for k in set(own) & set(state) if own[k].is_floating_point() != state[k].is_floating_point()
+    )
+    if missing or extra or shape or kind:
+        parts = []
+        for label, keys in (
+            ("missing", missing),
+            ("unexpected", extra),
+            ("shape mismatch", shape),
+            ("integer/float mismatch", kind),
+        ):
+            if keys:
+                shown = ", ".join(keys[:4]) + (f" ... ({len(keys)} in all)" if len(keys) > 4 else "")
+                parts.append(f"{label}: {shown}")
+        hint = "check the model's kwargs, weights_prefix and weights_key"
+        common = _common_prefix(extra)
+        if missing and common and any(k[len(common) :] in own for k in extra):
+            hint = f"its keys start with {common!r}: set weights_prefix: {common!r}"
+        raise ValueError(
+            f"{what} file {path} does not fit the model {type(model).__name__} ({'; '.join(parts)}); {hint}"
+        )
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())), None)
+    if bad is not None:
+        raise ValueError(f"{what} file {path} holds NaN or infinite values (in {bad}); use other weights")
+    model.load_state_dict(state)
+    return model
+
+
+def _common_prefix(keys: list[str]) -> str:
+    """The dotted prefix shared by all ``keys`` ("module." for a DDP-saved model), or ''."""
+    if not keys:
+        return ""
+    first = keys[0].split(".")[0] + "."
+    return first if len(first) > 1 and all(k.startswith(first) for k in keys) else ""
