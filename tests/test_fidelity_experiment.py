@@ -217,3 +217,18 @@ def test_reproduce_fidelity_cli_errors(args, message, capsys, tmp_path):
     assert main(["reproduce", "fidelity", "--out", str(tmp_path), *args]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_inversion_needs_half_a_point_even_when_the_seeds_agree_exactly():
+    """Three seeds 0.2 pt apart each (standard error 0) are a quantisation step of a 1 000-example
+    test set, not a less accurate student."""
+    preset = FidelityPreset(
+        **{**TINY, "lambdas": (), "data_settings": (), "ensembles": (1,), "taus": (1.0, 4.0)}
+    )
+    claim = "More fidelity does not always mean more accuracy"
+    rows = _rows({"ens1-tau1": (0.801, 0.95, 0.97), "ens1-tau4": (0.803, 0.90, 0.93)})
+    verdict = {c.split(" (")[0]: (h, n) for c, h, n in check_claims(preset, rows)}
+    assert verdict[claim] == (False, "none found")
+    # one member: the ensemble claim is not run, and says why
+    ens = [(h, n) for c, h, n in check_claims(preset, rows) if c.startswith("An ensemble")]
+    assert ens == [(None, "not run (the preset trains one member)")]
