@@ -1,5 +1,22 @@
 """Suite-wide settings.
 
+Layout: the tests mirror the package, one folder per room of ``src/infodistill/`` (``pid/``,
+``data/``, ``models/``, ``methods/``, ``metrics/``, ``training/``, ``audit/``, ``experiments/``,
+``cli/``), plus ``contract/`` (the hostile-input suites: every entry point, library and command line,
+fed broken and malicious input), ``bench/`` (the bench scripts on tiny sizes) and, here at the top,
+the repository-wide checks (layers, public names, the README's example). Data files a test reads lie
+beside it (``pid/fixtures/``).
+
+Imports: the folders have no ``__init__.py``, so pytest's default ``prepend`` import mode puts each
+test file's folder on ``sys.path`` and imports the file by its basename; basenames must therefore be
+unique across folders (pytest refuses a second ``test_x.py`` with "import file mismatch"). Code that
+several test files share lives in ``tests/helpers/`` (``gates``, ``datafiles``, ``interrupts``,
+``broja_brute``), which ``pythonpath = ["tests/helpers"]`` in pyproject.toml's
+``[tool.pytest.ini_options]`` puts on ``sys.path`` before anything is collected, whichever folder or
+file is run and whatever the import mode; a test imports a helper by name (``from gates import
+AND_RED``), never another test file. Fixtures that several folders share belong in this file, those
+of one folder in that folder's ``conftest.py``.
+
 Hypothesis runs derandomised by default, so CI and every developer see the same examples. Passing
 ``--hypothesis-seed N`` switches to the ``seeded`` profile (random examples from seed N), which is
 how the suite is shaken for examples the fixed seed never draws; ``--hypothesis-profile NAME``

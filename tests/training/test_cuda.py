@@ -1,6 +1,6 @@
 """The CUDA side of the device code path: distill, resume, evaluate and audit on a GPU, in fp32,
 bf16 and fp16, and two processes over nccl when two GPUs exist. Skipped without CUDA (the CPU
-side of the same code is tests/test_device.py).
+side of the same code is tests/training/test_device.py).
 
 Not yet run: the machine this was written on has no GPU.
 
@@ -26,14 +26,16 @@ import torch
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
+import infodistill  # noqa: E402
 from infodistill.cli import main  # noqa: E402
 from infodistill.models import build_model  # noqa: E402
 from infodistill.training.checkpoint import load_checkpoint  # noqa: E402
 from infodistill.training.config import DistillConfig, load_config  # noqa: E402
 from infodistill.training.runs import build_distillation  # noqa: E402
 from infodistill.training.trainer import read_log  # noqa: E402
+from interrupts import interrupt_at  # noqa: E402
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(infodistill.__file__).resolve().parents[1])
 RTOL = 1e-3
 TIMING = ("seconds", "examples_per_s")
 
@@ -86,8 +88,6 @@ def _weights_close(a: dict, b: dict) -> None:
 
 @pytest.mark.parametrize("amp", ["none", "bf16", "fp16"])
 def test_distill_resume_evaluate_audit_on_cuda(tmp_path, teacher_dir, capsys, monkeypatch, amp):
-    from test_device import _interrupt_at
-
     cfg = tmp_path / "distill.yaml"
     cfg.write_text(STUDENT.replace("TEACHER", str(teacher_dir)))
     over = [f"run.amp={amp}"]
@@ -106,7 +106,7 @@ def test_distill_resume_evaluate_audit_on_cuda(tmp_path, teacher_dir, capsys, mo
 
     ref, run = str(tmp_path / "ref"), str(tmp_path / "run")
     assert main(["distill", str(cfg), *over, "--quiet", "--out", ref]) == 0
-    restore = _interrupt_at(monkeypatch, "train-step", 30)  # inside epoch 2 (22 steps an epoch)
+    restore = interrupt_at(monkeypatch, "train-step", 30)  # inside epoch 2 (22 steps an epoch)
     with pytest.raises(Exception, match="train-step"):
         main(["distill", str(cfg), *over, "--quiet", "--out", run])
     restore()

@@ -19,6 +19,7 @@ from infodistill.models import build_from_factory, import_object, load_weights
 from infodistill.training.checkpoint import load_checkpoint
 from infodistill.training.config import ConfigError, DistillConfig, TeacherTrainConfig, load_config
 from infodistill.training.trainer import read_log
+from interrupts import interrupt_at  # the in-process kill
 
 MODELS = """
 import torch
@@ -341,11 +342,9 @@ def _accuracy(model, x, y) -> float:
 
 
 def test_factory_model_and_weights_distill_resume_evaluate_audit(user_files, flow, capsys, monkeypatch):
-    from test_device import _interrupt_at  # the in-process kill
-
     ref, run = str(user_files / "ref"), str(user_files / "run")
     assert main(["distill", "distill.yaml", "--quiet", "--out", ref]) == 0
-    restore = _interrupt_at(monkeypatch, "train-step", 30)  # inside epoch 2 (24 steps an epoch)
+    restore = interrupt_at(monkeypatch, "train-step", 30)  # inside epoch 2 (24 steps an epoch)
     with pytest.raises(Exception, match="train-step"):
         main(["distill", "distill.yaml", "--quiet", "--out", run])
     restore()
@@ -492,11 +491,9 @@ def test_tensorboard_scalars_are_the_log_values(user_files, flow, monkeypatch):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from test_device import _interrupt_at
-
     # Killed after epoch 2's log line and scalars, before its checkpoint: the rerun redoes epoch 2
     # and replaces its events.
-    restore = _interrupt_at(monkeypatch, "epoch-logged", 2)
+    restore = interrupt_at(monkeypatch, "epoch-logged", 2)
     with pytest.raises(Exception, match="epoch-logged"):
         main(["distill", "distill.yaml", "run.tensorboard=true", "--quiet", "--out", "tb"])
     restore()

@@ -9,6 +9,7 @@ within the certified gaps.
 import numpy as np
 import pytest
 
+from broja_brute import brute_coupling
 from infodistill.pid import broja
 from infodistill.pid.broja import (
     _Factor,
@@ -25,7 +26,6 @@ from infodistill.pid.broja import (
     round_to_feasible,
     solve_broja,
 )
-from test_solver_internals import brute_coupling
 
 
 def random_joint(shape, seed, density=1.0):

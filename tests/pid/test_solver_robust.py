@@ -21,8 +21,8 @@ from infodistill.pid.broja import objective, objective_bound, solve_broja, sum_e
 from infodistill.pid.decompose import DEFAULT_TOL_BITS
 from infodistill.pid.gates import GATES
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(__file__).resolve().parent / "data"
+ROOT = Path(__file__).resolve().parents[2]
+DATA = Path(__file__).resolve().parent / "fixtures"
 TERMS = ("redundancy", "unique_t", "unique_s", "synergy")
 
 

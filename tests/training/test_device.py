@@ -1,6 +1,6 @@
 """Device placement and mixed precision (training/device.py), run here with ``run.device=cpu``.
 
-The CUDA side of the same code path is tests/test_cuda.py (skipped without a GPU). Resolving a
+The CUDA side of the same code path is tests/training/test_cuda.py (skipped without a GPU). Resolving a
 device is tested against a faked ``torch.cuda`` where it needs GPUs; nothing here touches CUDA.
 """
 
@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import nn
 
+import infodistill
 from infodistill.cli import main
 from infodistill.training import device as dev
 from infodistill.training.checkpoint import load_checkpoint
@@ -23,8 +24,9 @@ from infodistill.training.config import ConfigError, DistillConfig, TeacherTrain
 from infodistill.training.distributed import to_sync_batchnorm_
 from infodistill.training.runs import build_distillation, distill
 from infodistill.training.trainer import read_log
+from interrupts import Interrupt, interrupt_at
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(infodistill.__file__).resolve().parents[1])
 
 BASE = [
     "data.name=digits",
@@ -270,29 +272,6 @@ def test_explicit_cpu_is_the_auto_run_on_a_cpu_machine(tmp_path, no_cuda):
     assert a["examples_per_s"] > 0
 
 
-class _Interrupt(Exception):
-    pass
-
-
-def _interrupt_at(monkeypatch, name: str, k: int):
-    """Make the trainer raise at its k-th crash point ``name`` (an in-process stand-in for the
-    SIGKILL of tests/test_crash_resume.py)."""
-    from infodistill.training import trainer
-
-    seen = {"n": 0}
-    original = trainer.crash_point
-
-    def point(where):
-        original(where)
-        if where == name:
-            seen["n"] += 1
-            if seen["n"] == k:
-                raise _Interrupt(where)
-
-    monkeypatch.setattr(trainer, "crash_point", point)
-    return lambda: monkeypatch.setattr(trainer, "crash_point", original)
-
-
 def test_bf16_trains_on_the_cpu_and_resumes_bit_identically(tmp_path, monkeypatch):
     torch.set_num_threads(1)
     fit = build_distillation(_cfg(tmp_path / "ref", "run.amp=bf16"), progress=False)
@@ -306,8 +285,8 @@ def test_bf16_trains_on_the_cpu_and_resumes_bit_identically(tmp_path, monkeypatc
     assert ref["train_loss"] != fp32["train_loss"]  # the bf16 run is another computation
 
     out = tmp_path / "resumed"
-    restore = _interrupt_at(monkeypatch, "epoch-logged", 2)  # epoch 2 logged, its checkpoint not
-    with pytest.raises(_Interrupt):
+    restore = interrupt_at(monkeypatch, "epoch-logged", 2)  # epoch 2 logged, its checkpoint not
+    with pytest.raises(Interrupt):
         distill(_cfg(out, "run.amp=bf16"), progress=False)
     restore()
     assert len(read_log(out / "log.jsonl")) == 2 and load_checkpoint(out)["epoch"] == 0
@@ -383,8 +362,8 @@ def test_the_fp16_scaler_path_forced_on_the_cpu_checkpoints_and_resumes(tmp_path
     assert set(saved) == {"scale", "growth_factor", "backoff_factor", "growth_interval", "_growth_tracker"}
 
     out = tmp_path / "resumed"
-    restore = _interrupt_at(monkeypatch, "epoch-logged", 2)
-    with pytest.raises(_Interrupt):
+    restore = interrupt_at(monkeypatch, "epoch-logged", 2)
+    with pytest.raises(Interrupt):
         distill(_cfg(out, *extra), progress=False)
     restore()
     epoch1 = load_checkpoint(out)["scaler"]

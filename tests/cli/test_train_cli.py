@@ -10,7 +10,7 @@ from infodistill.cli import main
 from infodistill.training.config import DistillConfig, TeacherTrainConfig, load_config
 from infodistill.training.runs import build_distillation
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])

@@ -3,20 +3,8 @@
 import numpy as np
 import pytest
 
+from broja_brute import brute_coupling
 from infodistill.pid.broja import _NewtonSystem, _Problem, objective, round_to_feasible
-
-
-def brute_coupling(A_inv, pi, q, W):
-    """Σ_t B_tᵀ A_t⁻¹ B_t by explicit loops over the pair blocks, as (s, y, e, z)."""
-    Y, T, S = pi.shape
-    out = np.zeros((S * Y, S * Y))
-    for t in range(T):
-        B = np.zeros((Y, S, Y))
-        for s in range(S):
-            B[:, s, :] = np.diag(q[:, t, s]) + W[t, s] * np.outer(pi[:, t, s], pi[:, t, s])
-        B = B.reshape(Y, S * Y)
-        out += B.T @ A_inv[t] @ B
-    return out.reshape(S, Y, S, Y)
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 2), (3, 5, 4), (7, 6, 9), (20, 8, 6)])
