@@ -12,20 +12,28 @@ whole command, including data loading, caching and the test-set evaluation.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 from infodistill.training.config import DistillConfig, load_config
 from infodistill.training.runs import build_distillation
 from infodistill.training.trainer import read_log
 
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # loaded by path (the tests): bench/ is not on sys.path then
+    sys.path.insert(0, str(HERE))
+import benchkit  # noqa: E402
 
-def main() -> None:
+
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--method", default="kd")
     ap.add_argument("--width", type=int, default=8)
     ap.add_argument("--teacher-width", type=int, default=32)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    print(benchkit.machine_line(benchkit.machine_info()), flush=True)
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
         cfg = load_config(
@@ -49,9 +57,11 @@ def main() -> None:
         fit.run()
         total = time.perf_counter() - t0
         epoch = read_log(f"{out}/log.jsonl")[-1]["seconds"]
-    print("| what | seconds | target | result |\n|---|---:|---:|---|")
-    print(f"| epoch (train + test evaluation) | {epoch:.1f} | 40 | {'pass' if epoch < 40 else 'FAIL'} |")
-    print(f"| whole command (load, cache teacher, epoch) | {total:.1f} | — | build {t_built - t0:.1f} s |")
+    rows = [
+        ["epoch (train + test evaluation)", f"{epoch:.1f}", "40", "pass" if epoch < 40 else "FAIL"],
+        ["whole command (load, cache teacher, epoch)", f"{total:.1f}", "—", f"build {t_built - t0:.1f} s"],
+    ]
+    print(benchkit.md_table(["what", "seconds", "target", "result"], rows, ["---", "---:", "---:", "---"]))
 
 
 if __name__ == "__main__":

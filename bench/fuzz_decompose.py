@@ -23,23 +23,27 @@ solver (mutual informations from the marginals of p, the marginals of the return
 * on every ``--symmetry-every``-th joint, the decomposition of p with T and S swapped has the same
   terms (Uni_T and Uni_S exchanged) within the two gaps.
 
-It prints one line per failure (seed, index, shape, kind, what failed) and a summary: how many
-joints, how many certified, the largest gap, the slowest joint and the total time.
+It prints the machine, one line per failure (seed, index, shape, kind, what failed) and a summary:
+how many joints, how many certified, the largest gap, the slowest joint and the total time.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 
 from infodistill.pid import decompose
 from infodistill.pid.decompose import DEFAULT_TOL_BITS
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # loaded by path (the tests): bench/ is not on sys.path then
+    sys.path.insert(0, str(HERE))
+import benchkit  # noqa: E402
 
 KINDS = ("dense", "counts", "skewed")
 
@@ -218,7 +222,6 @@ def sweep(n: int, seed: int = 0, start: int = 0, symmetry_every: int = 10, out=s
         worst_seconds=worst[0],
         worst_case=worst[1],
         total_seconds=time.perf_counter() - t0,
-        machine=f"{platform.machine()} {platform.processor() or ''}".strip(),
         failed=failures,
         uncertified_cases=uncertified,
     )
@@ -233,16 +236,18 @@ def main(argv=None) -> int:
     ap.add_argument("--symmetry-every", type=int, default=10, help="check T<->S symmetry on every k-th joint")
     ap.add_argument("--json", help="also write the summary as JSON here")
     args = ap.parse_args(argv)
+    machine = benchkit.machine_info(torch=False)
+    print(benchkit.machine_line(machine), flush=True)
     s = sweep(args.n, args.seed, args.start, args.symmetry_every)
+    s["machine"] = machine
     print(
         f"{s['n']} joints (seed {s['seed']}, from {s['start']}): {s['certified']} certified, "
         f"{s['uncertified']} uncertified (with a warning), {s['failures']} failed; "
         f"max gap {s['max_gap_bits']:.3g} bits; slowest {s['worst_seconds']:.2f} s "
-        f"{s['worst_case']}; total {s['total_seconds']:.0f} s on {s['machine']}"
+        f"{s['worst_case']}; total {s['total_seconds']:.0f} s"
     )
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(s, f, indent=1)
+        benchkit.write_json(args.json, s, indent=1)
     return 1 if s["failures"] else 0
 
 

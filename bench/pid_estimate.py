@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
+from pathlib import Path
 
 import numpy as np
 
 from infodistill.pid import estimate, sweep
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # loaded by path (the tests): bench/ is not on sys.path then
+    sys.path.insert(0, str(HERE))
+import benchkit  # noqa: E402
 
 
 def make_data(n: int = 10_000, dim: int = 512, n_classes: int = 10, seed: int = 0):
@@ -29,19 +34,12 @@ def make_data(n: int = 10_000, dim: int = 512, n_classes: int = 10, seed: int = 
     return y, t.astype(np.float32), s.astype(np.float32)
 
 
-def timed(fn, repeat: int):
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args(argv)
+    print(benchkit.machine_line(benchkit.machine_info(torch=False, packages=("sklearn",))))
+    print()
 
     y, t, s = make_data()
     cases = [
@@ -52,15 +50,13 @@ def main(argv=None) -> int:
     ]
     rows, ok, last = [], True, {}
     for name, target, fn in cases:
-        sec, res = timed(fn, args.repeat)
+        sec, res = benchkit.best_time(fn, args.repeat)
         last[name] = res
         verdict = "-" if target is None else ("pass" if sec < target else "FAIL")
         ok &= verdict != "FAIL"
         rows.append((name, f"{sec:.3f}", "-" if target is None else f"{target:g}", verdict))
 
-    widths = [max(len(r[i]) for r in [("case", "time s", "target s", "result"), *rows]) for i in range(4)]
-    for r in [("case", "time s", "target s", "result"), *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    print(benchkit.text_table(("case", "time s", "target s", "result"), rows))
     print()
     print(last["estimate + n_boot=100"].table())
     print()

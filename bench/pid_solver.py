@@ -35,16 +35,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
-import json
 import os
-import platform
 import re
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 from infodistill.pid import decompose
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # loaded by path (the tests): bench/ is not on sys.path then
+    sys.path.insert(0, str(HERE))
+import benchkit  # noqa: E402
+from benchkit import fmt_or_dash, md_table  # noqa: E402
 
 TERMS = ("redundancy", "unique_t", "unique_s", "synergy")
 DEFAULT_CASES = (
@@ -257,53 +262,85 @@ def evaluate_targets(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _fmt(x, spec):
-    return "—" if x is None else format(x, spec)
+def _speedup(x) -> str:
+    return "—" if x is None else format(x, ".1f") + "×"
 
 
 def markdown(rows: list[dict], targets: list[dict]) -> str:
-    lines = [
-        "| case | \\|Y\\|×\\|T\\|×\\|S\\| | support cells | ours (s) | ours CPU (s) | reference (s) | "
-        "speed-up | max \\|Δ term\\| (bits) | our gap (bits) | ref gap (bits) | note |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+    header = [
+        "case",
+        "\\|Y\\|×\\|T\\|×\\|S\\|",
+        "support cells",
+        "ours (s)",
+        "ours CPU (s)",
+        "reference (s)",
+        "speed-up",
+        "max \\|Δ term\\| (bits)",
+        "our gap (bits)",
+        "ref gap (bits)",
+        "note",
     ]
+    body = []
     for r in rows:
         note = r["note"]
         if r["ref_status"] and r["ref_status"] != "optimal":
             note = (note + "; " if note else "") + f"reference status {r['ref_status']}"
         if r["ours_repeats"] > 1:
             note = (note + "; " if note else "") + f"ours best of {r['ours_repeats']}"
-        lines.append(
-            f"| {r['case']} | {'×'.join(map(str, r['shape']))} | {r['support_cells']} | "
-            f"{r['ours_s']:.4f} | {r['ours_cpu_s']:.4f} | {_fmt(r['ref_s'], '.3f')} | "
-            f"{'—' if r['speedup'] is None else format(r['speedup'], '.1f') + '×'} | "
-            f"{_fmt(r['max_abs_diff_bits'], '.1e')} | {r['gap_bits']:.1e} | "
-            f"{_fmt(r['ref_gap_bits'], '.1e')} | {note} |"
+        body.append(
+            [
+                r["case"],
+                "×".join(map(str, r["shape"])),
+                str(r["support_cells"]),
+                f"{r['ours_s']:.4f}",
+                f"{r['ours_cpu_s']:.4f}",
+                fmt_or_dash(r["ref_s"], ".3f"),
+                _speedup(r["speedup"]),
+                fmt_or_dash(r["max_abs_diff_bits"], ".1e"),
+                f"{r['gap_bits']:.1e}",
+                fmt_or_dash(r["ref_gap_bits"], ".1e"),
+                note,
+            ]
         )
+    parts = [md_table(header, body)]
     if any(r["baseline_s"] is not None for r in rows):
-        lines += [
-            "",
-            "| case | ours (s) | baseline (s) | speed-up | ours CPU (s) | baseline CPU (s) | "
-            "speed-up (CPU) | iterations (ours / baseline) | float32 steps | baseline gap (bits) | "
-            "max \\|Δ term\\| (bits) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+        header = [
+            "case",
+            "ours (s)",
+            "baseline (s)",
+            "speed-up",
+            "ours CPU (s)",
+            "baseline CPU (s)",
+            "speed-up (CPU)",
+            "iterations (ours / baseline)",
+            "float32 steps",
+            "baseline gap (bits)",
+            "max \\|Δ term\\| (bits)",
         ]
-        for r in rows:
-            if r["baseline_s"] is None:
-                continue
-            lines.append(
-                f"| {r['case']} | {r['ours_s']:.4f} | {r['baseline_s']:.4f} | {r['baseline_speedup']:.2f}× | "
-                f"{r['ours_cpu_s']:.4f} | {r['baseline_cpu_s']:.4f} | "
-                f"{r['baseline_cpu_s'] / r['ours_cpu_s']:.2f}× | "
-                f"{r['solver_info'].get('iterations', '—')} / {r['baseline_iterations']} | "
-                f"{r['solver_info'].get('single_precision_steps', '—')} | {r['baseline_gap_bits']:.1e} | "
-                f"{r['baseline_max_abs_diff_bits']:.1e} |"
-            )
-    lines += ["", "| target | holds | measured |", "|---|---|---|"]
-    for t in targets:
-        holds = "n/a" if t["holds"] is None else ("yes" if t["holds"] else "**NO**")
-        lines.append(f"| {t['target']} | {holds} | {t['detail']} |")
-    return "\n".join(lines)
+        body = [
+            [
+                r["case"],
+                f"{r['ours_s']:.4f}",
+                f"{r['baseline_s']:.4f}",
+                f"{r['baseline_speedup']:.2f}×",
+                f"{r['ours_cpu_s']:.4f}",
+                f"{r['baseline_cpu_s']:.4f}",
+                f"{r['baseline_cpu_s'] / r['ours_cpu_s']:.2f}×",
+                f"{r['solver_info'].get('iterations', '—')} / {r['baseline_iterations']}",
+                str(r["solver_info"].get("single_precision_steps", "—")),
+                f"{r['baseline_gap_bits']:.1e}",
+                f"{r['baseline_max_abs_diff_bits']:.1e}",
+            ]
+            for r in rows
+            if r["baseline_s"] is not None
+        ]
+        parts.append(md_table(header, body))
+    body = [
+        [t["target"], "n/a" if t["holds"] is None else ("yes" if t["holds"] else "**NO**"), t["detail"]]
+        for t in targets
+    ]
+    parts.append(md_table(["target", "holds", "measured"], body))
+    return "\n\n".join(parts)
 
 
 def main(argv=None) -> int:
@@ -355,25 +392,16 @@ def main(argv=None) -> int:
         except argparse.ArgumentTypeError as exc:
             ap.error(str(exc))
 
-    meta = dict(
-        python=platform.python_version(),
-        numpy=np.__version__,
-        machine=platform.machine(),
-        processor=platform.processor(),
-        cpu_count=os.cpu_count(),
-        omp_num_threads=os.environ.get("OMP_NUM_THREADS"),
-        seed=args.seed,
-        n_samples_hist=N_SAMPLES,
-    )
+    meta = dict(seed=args.seed, n_samples_hist=N_SAMPLES)
     try:
-        import clarabel
-        import cvxpy
-
-        meta.update(cvxpy=cvxpy.__version__, clarabel=getattr(clarabel, "__version__", "?"))
+        import clarabel  # noqa: F401
+        import cvxpy  # noqa: F401
     except ImportError:
         if not args.no_reference:
             print("cvxpy/clarabel missing: pip install infodistill[test]; running with --no-reference")
             args.no_reference = True
+    meta["machine"] = benchkit.machine_info(torch=False, packages=("cvxpy", "clarabel"))
+    print(benchkit.machine_line(meta["machine"]), flush=True)
 
     rows = []
     for name in names:
@@ -388,17 +416,8 @@ def main(argv=None) -> int:
     targets = evaluate_targets(rows)
     print()
     print(markdown(rows, targets))
-    print()
-    print(
-        "machine: "
-        + ", ".join(
-            f"{k}={meta[k]}" for k in ("python", "numpy", "cpu_count", "omp_num_threads") if k in meta
-        )
-        + (f", cvxpy={meta['cvxpy']}, clarabel={meta['clarabel']}" if "cvxpy" in meta else "")
-    )
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(dict(meta=meta, rows=rows, targets=targets), fh, indent=2)
+        benchkit.write_json(args.json, dict(meta=meta, rows=rows, targets=targets))
         print(f"saved {args.json}")
     return 0
 

@@ -58,14 +58,9 @@ solver ~3 min, estimate ~1 min, training ~1 min; each section prints its own wal
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
-import datetime
-import importlib.util
-import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -74,13 +69,17 @@ from pathlib import Path
 
 import numpy as np
 
-from infodistill.atomic import atomic_write
 from infodistill.pid import decompose
 from infodistill.pid import estimate as estimate_fn
 from infodistill.pid.decompose import DEFAULT_TOL_BITS
 from infodistill.pid.estimate import ESTIMATE_STAGES
 
 HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # loaded by path (the tests): bench/ is not on sys.path then
+    sys.path.insert(0, str(HERE))
+import benchkit  # noqa: E402
+from benchkit import fmt_s, md_table, median_ratio  # noqa: E402
+from pid_solver import make_hist  # noqa: E402
 
 SOLVER_YS = (2, 10, 32, 100)
 SOLVER_KS = (8, 16, 32, 64, 128)
@@ -120,128 +119,6 @@ EST_STAGES = ESTIMATE_STAGES
 
 
 # ---------------------------------------------------------------------------------------------
-# Machine
-
-
-def _load_sibling(name: str):
-    """Import bench/<name>.py by path (bench/ is not a package and need not be on sys.path)."""
-    key = f"_bench_{name}"
-    if key in sys.modules:
-        return sys.modules[key]
-    spec = importlib.util.spec_from_file_location(key, HERE / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[key] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_info() -> dict:
-    info = {
-        "cpu": cpu_model(),
-        "logical_cpus": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "os": f"{platform.system()} {platform.machine()}",
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
-        "date": datetime.date.today().isoformat(),
-    }
-    with contextlib.suppress(OSError, AttributeError):
-        info["load_avg_1min"] = round(os.getloadavg()[0], 2)
-    with contextlib.suppress(OSError):
-        with open("/proc/meminfo") as fh:
-            kb = int(fh.readline().split()[1])
-        info["memory_gib"] = round(kb / 2**20, 1)
-    try:
-        from threadpoolctl import threadpool_info
-
-        info["blas"] = [
-            f"{p.get('internal_api')} {p.get('version')} "
-            f"({p.get('num_threads')} thread{'' if p.get('num_threads') == 1 else 's'})"
-            for p in threadpool_info()
-            if p.get("user_api") == "blas"
-        ]
-    except ImportError:
-        info["blas"] = []
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-        info["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
-        info["torch_threads"] = torch.get_num_threads()
-    except ImportError:
-        info["torch"] = None
-    return info
-
-
-def machine_line(info: dict) -> str:
-    torch_part = (
-        f"torch {info['torch']} ({info['torch_cpu_capability']}, {info['torch_threads']} intra-op "
-        f"thread{'' if info['torch_threads'] == 1 else 's'})"
-        if info.get("torch")
-        else "torch not installed"
-    )
-    blas = "; ".join(dict.fromkeys(info["blas"])) or "unknown"
-    mem = f", {info['memory_gib']} GiB" if "memory_gib" in info else ""
-    load = f", load avg {info['load_avg_1min']}" if "load_avg_1min" in info else ""
-    return (
-        f"machine: {info['cpu']}, {info['logical_cpus']} logical CPUs ({info['usable_cpus']} usable){mem}, "
-        f"{info['os']}; Python {info['python']}, numpy {info['numpy']} (BLAS: {blas}), {torch_part}; "
-        f"OMP_NUM_THREADS={info['OMP_NUM_THREADS'] or 'unset'}, "
-        f"OMP_WAIT_POLICY={info['OMP_WAIT_POLICY'] or 'unset'}{load}; {info['date']}"
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Shared helpers
-
-
-def _median_time(fn, *, fast_s: float, medium_s: float, max_reps: int):
-    """Run ``fn`` once; repeat up to 5 times if that took < fast_s, 3 if < medium_s (capped at
-    max_reps). Returns (median seconds, reps, the last output, per-run outputs)."""
-    outs, times = [], []
-    t0 = time.perf_counter()
-    outs.append(fn())
-    times.append(time.perf_counter() - t0)
-    reps = 5 if times[0] < fast_s else 3 if times[0] < medium_s else 1
-    for _ in range(min(reps, max(max_reps, 1)) - 1):
-        t0 = time.perf_counter()
-        outs.append(fn())
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), len(times), outs
-
-
-def _fmt_s(x: float) -> str:
-    """Three significant digits, never in exponent notation (0.00515, 7.66, 123)."""
-    return np.format_float_positional(x, precision=3, unique=False, fractional=False, trim="-")
-
-
-def _md(header: list[str], rows: list[list[str]], align: list[str] | None = None) -> str:
-    align = align or ["---"] * len(header)
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def _write_json_atomic(path: str, payload: dict) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(target, json.dumps(payload, indent=2, default=float))
-
-
-# ---------------------------------------------------------------------------------------------
 # PID solver
 
 
@@ -255,7 +132,7 @@ def solver_input(kind: str, ny: int, k: int, seed: int) -> np.ndarray:
     if kind == "dense":
         return make_dirichlet((ny, k, k), seed)
     if kind == "hist":
-        return _load_sibling("pid_solver").make_hist((ny, k, k), seed)
+        return make_hist((ny, k, k), seed)
     raise ValueError(f"unknown solver input kind {kind!r}; use 'dense' or 'hist'")
 
 
@@ -308,7 +185,7 @@ def run_solver(
                     p = solver_input(kind, ny, k, cell_seed)
                     with warnings.catch_warnings(record=True) as caught:
                         warnings.simplefilter("always", RuntimeWarning)
-                        t, reps, outs = _median_time(
+                        t, reps, outs = benchkit.median_time(
                             lambda p=p: decompose(p), fast_s=1.0, medium_s=5.0, max_reps=max_reps
                         )
                     res = outs[-1]
@@ -365,7 +242,7 @@ def solver_tables(cells: list[dict], cap_s: float) -> str:
                     cols.append(f"skipped (> {cap_s:g} s cap)")
                 else:
                     flag = " †" if c["gap_bits"] > DEFAULT_TOL_BITS else ""
-                    cols.append(f"{_fmt_s(c['time_s'])} (×{_fmt_s(c['time_s'] / ref)}){flag}")
+                    cols.append(f"{fmt_s(c['time_s'])} (×{fmt_s(c['time_s'] / ref)}){flag}")
             overall, local = _row_exponents(row)
             gaps = [c["gap_bits"] for c in row if c["gap_bits"] is not None]
             cols += [
@@ -375,7 +252,7 @@ def solver_tables(cells: list[dict], cap_s: float) -> str:
             ]
             rows.append(cols)
         header = ["\\|Y\\|"] + [f"k={k}" for k in ks] + ["exponent", "local exp.", "max gap (bits)"]
-        out.append(_md(header, rows, ["---"] + ["---:"] * (len(ks) + 3)))
+        out.append(md_table(header, rows, ["---"] + ["---:"] * (len(ks) + 3)))
         out.append("")
     note = (
         f"Time: median of up to 5 runs; k = |T| = |S|; † marks a certified gap above the default "
@@ -427,7 +304,7 @@ def run_estimate(ns=EST_NS, ds=EST_DS, *, max_reps: int = 3, seed: int = 0, log=
                 runs.append((total, dict(res.timings), res))
                 return res
 
-            _, reps, _ = _median_time(once, fast_s=2.0 / 3.0, medium_s=2.0, max_reps=max_reps)
+            _, reps, _ = benchkit.median_time(once, fast_s=2.0 / 3.0, medium_s=2.0, max_reps=max_reps)
             # The call's own clock, without the wrapper set-up around it.
             total = statistics.median(r[0] for r in runs)
             res = runs[-1][2]
@@ -462,9 +339,9 @@ def estimate_table(cells: list[dict]) -> str:
     header += ["PCA solver", "gap (bits)"]
     rows = []
     for c in cells:
-        r = [f"{c['n']:,}", str(c["d"]), _fmt_s(c["time_s"]), f"{_fmt_s(c['time_s'] / ref['time_s'])}×"]
+        r = [f"{c['n']:,}", str(c["d"]), fmt_s(c["time_s"]), f"{fmt_s(c['time_s'] / ref['time_s'])}×"]
         if has_stages:
-            r += [_fmt_s(1e3 * c["stages_s"][st]) for st in (*EST_STAGES, "other")]
+            r += [fmt_s(1e3 * c["stages_s"][st]) for st in (*EST_STAGES, "other")]
         r += [str(c["pca_solver"]), f"{c['gap_bits']:.1e}"]
         rows.append(r)
     head = (
@@ -472,7 +349,7 @@ def estimate_table(cells: list[dict]) -> str:
         "float32 features; median of up to 3 runs (each column its own median)\n\n"
     )
     note = "" if has_stages else "\n(estimate's internal steps were not found; only the total is reported)"
-    return head + _md(header, rows, ["---:"] * len(header)) + note
+    return head + md_table(header, rows, ["---:"] * len(header)) + note
 
 
 # ---------------------------------------------------------------------------------------------
@@ -489,9 +366,6 @@ class _TrainCell:
         g = torch.Generator().manual_seed(1000 + batch)
         self.x = torch.randn((batch, *bench.input_shape), generator=g)
         self.y = torch.randint(0, 10, (batch,), generator=g)
-        self.samples: list[float] = []
-        self.steps_per_chunk = 1
-        self.last_loss = None
 
 
 class _ModelBench:
@@ -564,28 +438,24 @@ def run_train(
                 continue
             mb = _ModelBench(name, kwargs, shape, seed=seed)
             cells = [_TrainCell(mb, b, th) for b in batches for th in threads]
-            for c in cells:
+
+            def prepare(c, mb=mb):
                 torch.set_num_threads(c.threads)
                 mb.reset()
-                for _ in range(max(warmup - 1, 0)):
-                    mb.step(c.x, c.y)
-                t0 = time.perf_counter()
-                mb.step(c.x, c.y)
-                c.steps_per_chunk = max(1, math.ceil(min_time / max(time.perf_counter() - t0, 1e-6)))
-            for r in range(rounds):
-                shift = r % len(cells)
-                for c in cells[shift:] + cells[:shift]:
-                    torch.set_num_threads(c.threads)
-                    mb.reset()
-                    t0 = time.perf_counter()
-                    for _ in range(c.steps_per_chunk):
-                        loss = mb.step(c.x, c.y)
-                    c.samples.append((time.perf_counter() - t0) / c.steps_per_chunk)
-                    c.last_loss = float(loss)
-            ref = next(c for c in cells if (c.batch, c.threads) == ref_key)
-            for c in cells:
-                ms = 1e3 * statistics.median(c.samples)
-                time_ratio = statistics.median(a / b for a, b in zip(c.samples, ref.samples, strict=True))
+
+            timed = benchkit.time_rounds(
+                cells,
+                lambda c, mb=mb: mb.step(c.x, c.y),
+                prepare=prepare,
+                warmup=warmup,
+                rounds=rounds,
+                min_time=min_time,
+            )
+            ref, ref_t = next(
+                (c, t) for c, t in zip(cells, timed, strict=True) if (c.batch, c.threads) == ref_key
+            )
+            for c, t in zip(cells, timed, strict=True):
+                ms = 1e3 * statistics.median(t.samples)
                 out.append(
                     dict(
                         model=mb.label,
@@ -593,16 +463,15 @@ def run_train(
                         threads=c.threads,
                         ms_per_step=ms,
                         images_per_s=c.batch / (ms / 1e3),
-                        time_ratio=time_ratio,
-                        throughput_ratio=statistics.median(
-                            (c.batch / a) / (ref.batch / b)
-                            for a, b in zip(c.samples, ref.samples, strict=True)
+                        time_ratio=median_ratio(t.samples, ref_t.samples),
+                        throughput_ratio=median_ratio(
+                            [c.batch / a for a in t.samples], [ref.batch / b for b in ref_t.samples]
                         ),
                         reference=f"batch {ref.batch}, {ref.threads} thread{'s' if ref.threads > 1 else ''}",
-                        rounds=len(c.samples),
-                        steps_per_round=c.steps_per_chunk,
-                        samples_ms=[1e3 * s for s in c.samples],
-                        last_loss=c.last_loss,
+                        rounds=len(t.samples),
+                        steps_per_round=t.steps_per_chunk,
+                        samples_ms=[1e3 * x for x in t.samples],
+                        last_loss=float(t.outputs[-1]),
                     )
                 )
                 log(f"  train {mb.label} B={c.batch} threads={c.threads}: {ms:.1f} ms/step")
@@ -638,7 +507,7 @@ def train_table(rows: list[dict]) -> str:
         "### training step (forward, CE, backward, SGD lr 0.05 momentum 0.9 wd 5e-4), fp32; "
         f"ratios: median over rounds of the per-round ratio to {ref} of the same model\n\n"
     )
-    return head + _md(header, body, ["---", "---:", "---:", "---:", "---:", "---:", "---:"])
+    return head + md_table(header, body, ["---", "---:", "---:", "---:", "---:", "---:", "---:"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -716,8 +585,8 @@ def main(argv=None, log=print) -> int:
                 f"of the {have / 2**30:.0f} GiB of memory; use smaller --ns or --ds"
             )
 
-    info = machine_info()
-    log(machine_line(info))
+    info = benchkit.machine_info()
+    log(benchkit.machine_line(info))
     results: dict = {"machine": info, "args": vars(args)}
     start = time.perf_counter()
 
@@ -785,7 +654,7 @@ def main(argv=None, log=print) -> int:
     results["seconds"] = round(time.perf_counter() - start, 1)
     log(f"total {results['seconds']} s")
     if args.json:
-        _write_json_atomic(args.json, results)
+        benchkit.write_json(args.json, results)
         log(f"saved {args.json}")
     return 0
 

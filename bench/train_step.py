@@ -69,16 +69,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -86,6 +85,12 @@ from torch import nn
 
 from infodistill.methods import Batch, build_method, rid_schedule
 from infodistill.models import FeatureExtractor, build_model, freeze_teacher, probe_shapes
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # loaded by path (the tests): bench/ is not on sys.path then
+    sys.path.insert(0, str(HERE))
+import benchkit  # noqa: E402
+from benchkit import fmt_or_dash, md_table, median_ratio, spread  # noqa: E402
 
 NUM_CLASSES = 10
 VID_RID_TARGET = 1.3  # x (student step + teacher forward)
@@ -353,35 +358,22 @@ class PairBench:
 
 def measure(rows: list[Row], *, warmup: int, repeats: int, min_time: float) -> None:
     """Warm up each row, size its chunk to ``min_time``, then time ``repeats`` interleaved rounds."""
-    for row in rows:
-        row.step.reset()
-        for _ in range(max(0, warmup - 1)):
-            row.step.run()
-        t0 = time.perf_counter()
-        row.step.run()
-        per_step = time.perf_counter() - t0
-        row.steps_per_chunk = max(1, math.ceil(min_time / max(per_step, 1e-6)))
-    for r in range(repeats):
-        shift = r % len(rows)
-        for row in rows[shift:] + rows[:shift]:
-            row.step.reset()
-            t0 = time.perf_counter()
-            for _ in range(row.steps_per_chunk):
-                out = row.step.run()
-            row.samples.append((time.perf_counter() - t0) / row.steps_per_chunk)
+    timed = benchkit.time_rounds(
+        rows,
+        lambda row: row.step.run(),
+        prepare=lambda row: row.step.reset(),
+        warmup=warmup,
+        rounds=repeats,
+        min_time=min_time,
+    )
+    for row, t in zip(rows, timed, strict=True):
+        row.samples += t.samples
+        row.steps_per_chunk = t.steps_per_chunk
+        for out in t.outputs:
             if out is not None:
                 row.last_loss = float(out)
                 if not math.isfinite(row.last_loss):
                     row.nonfinite += 1
-
-
-def median_ratio(num: list[float], den: list[float]) -> float:
-    return statistics.median(n / d for n, d in zip(num, den, strict=True))
-
-
-def spread(samples: list[float]) -> float:
-    """(max - min) / median of a row's per-round times."""
-    return (max(samples) - min(samples)) / statistics.median(samples)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -551,50 +543,58 @@ def bench_precision(spec: PairSpec, args) -> list[dict]:
 # Output
 
 
-def _fmt(x, spec: str) -> str:
-    return "—" if x is None else format(x, spec)
-
-
 def main_table(rows: list[dict]) -> str:
-    lines = [
-        "| pair | method | ms/step | reference | ratio | target | pass/fail |",
-        "|---|---|---:|---|---:|---:|---|",
-    ]
+    body = []
     for r in rows:
         ref = "—" if r["reference"] is None else f"{r['reference']} = {r['reference_ms']:.1f} ms"
         verdict = "—" if r["passed"] is None else ("pass" if r["passed"] else "**FAIL**")
         target = "—" if r["target"] is None else f"≤ {r['target']:.2f}"
-        lines.append(
-            f"| {r['pair']} (B={r['batch']}) | {r['method']} | {r['ms']:.1f} | {ref} | "
-            f"{_fmt(r['ratio'], '.3f')} | {target} | {verdict} |"
+        body.append(
+            [
+                f"{r['pair']} (B={r['batch']})",
+                r["method"],
+                f"{r['ms']:.1f}",
+                ref,
+                fmt_or_dash(r["ratio"], ".3f"),
+                target,
+                verdict,
+            ]
         )
-    return "\n".join(lines)
+    header = ["pair", "method", "ms/step", "reference", "ratio", "target", "pass/fail"]
+    return md_table(header, body, ["---", "---", "---:", "---", "---:", "---:", "---"])
 
 
 def breakdown_table(rows: list[dict]) -> str:
-    lines = [
-        "| pair | method | ms/step | a+b | extra | adapter alone | hooks | rest |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+    body = [
+        [
+            f"{r['pair']} (B={r['batch']})",
+            r["method"],
+            f"{r['ms']:.1f}",
+            f"{r['reference_ms']:.1f}",
+            f"{r['extra_ms']:+.1f}",
+            f"{r['adapter_ms']:.1f}",
+            f"{r['hooks_ms']:+.1f}",
+            f"{r['rest_ms']:+.1f}",
+        ]
+        for r in rows
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['pair']} (B={r['batch']}) | {r['method']} | {r['ms']:.1f} | {r['reference_ms']:.1f} | "
-            f"{r['extra_ms']:+.1f} | {r['adapter_ms']:.1f} | {r['hooks_ms']:+.1f} | {r['rest_ms']:+.1f} |"
-        )
-    return "\n".join(lines)
+    header = ["pair", "method", "ms/step", "a+b", "extra", "adapter alone", "hooks", "rest"]
+    return md_table(header, body, ["---", "---"] + ["---:"] * 6)
 
 
 def precision_table(rows: list[dict]) -> str:
-    lines = [
-        "| pair | step | precision | ms/step | speedup vs fp32 |",
-        "|---|---|---|---:|---:|",
+    body = [
+        [
+            f"{r['pair']} (B={r['batch']})",
+            r["what"],
+            r["precision"],
+            f"{r['ms']:.1f}",
+            f"{r['speedup']:.2f}×",
+        ]
+        for r in rows
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['pair']} (B={r['batch']}) | {r['what']} | {r['precision']} | {r['ms']:.1f} | "
-            f"{r['speedup']:.2f}× |"
-        )
-    return "\n".join(lines)
+    header = ["pair", "step", "precision", "ms/step", "speedup vs fp32"]
+    return md_table(header, body, ["---", "---", "---", "---:", "---:"])
 
 
 def main(argv=None) -> int:
@@ -632,23 +632,15 @@ def main(argv=None) -> int:
     prec = Precision(channels_last=args.channels_last, bf16=args.bf16)
     omp_wait = os.environ.get("OMP_WAIT_POLICY")
     meta = {
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "OMP_WAIT_POLICY": omp_wait,
+        "machine": benchkit.machine_info(),
         "precision": prec.label,
         "quick": args.quick,
         "repeats": args.repeats,
         "warmup": args.warmup,
         "min_time_s": args.min_time,
     }
-    print(
-        f"torch {meta['torch']} ({meta['cpu_capability']}), {meta['threads']} threads, "
-        f"OMP_WAIT_POLICY={omp_wait or 'unset'}, precision: {prec.label}, "
-        f"{args.repeats} rounds x >= {args.min_time} s per row"
-    )
+    print(benchkit.machine_line(meta["machine"]))
+    print(f"precision: {prec.label}, {args.repeats} rounds x >= {args.min_time} s per row")
     if omp_wait is None:
         print("note: set OMP_WAIT_POLICY=PASSIVE before starting Python for steadier timings")
 
@@ -697,10 +689,9 @@ def main(argv=None) -> int:
     meta["seconds"] = round(time.perf_counter() - t_start, 1)
     print(f"total {meta['seconds']} s")
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(
-                {"meta": meta, "rows": rows, "breakdown": breakdown, "precision": prec_rows}, fh, indent=2
-            )
+        benchkit.write_json(
+            args.json, {"meta": meta, "rows": rows, "breakdown": breakdown, "precision": prec_rows}
+        )
         print(f"saved {args.json}")
     return 1 if failed and args.strict else 0
 

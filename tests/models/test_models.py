@@ -476,3 +476,20 @@ def test_collect_features_batches_and_restores_modes():
         ref = model(x)
     assert torch.allclose(logits, ref, atol=1e-6)
     assert feats["stage3"].shape[0] == 7 and feats["stage3"].dtype == torch.float32
+
+
+def test_every_row_of_the_model_table_builds_and_has_its_stages():
+    """The one model table: each listed name builds, takes exactly its family's options, and the
+    stage modules it declares (the pairs E1 distils) exist with the names given."""
+    from infodistill.models.registry import FAMILIES, MODEL_NAMES, build_model, parse_model_spec
+
+    assert MODEL_NAMES == tuple(n for f in FAMILIES.values() for n in f.examples)
+    for name in MODEL_NAMES:
+        family = parse_model_spec(name)[0]
+        shape = {"cnn1d": (1, 40), "mlp": (1, 8, 8)}.get(family, (3, 32, 32))
+        model = build_model(name, num_classes=10, in_channels=shape[0], input_size=shape[1:])
+        modules = dict(model.named_modules())
+        for stage in FAMILIES[family].stages or ():
+            assert stage in modules, (name, stage)
+        with pytest.raises(ValueError, match="unknown option"):
+            build_model(name, num_classes=10, in_channels=shape[0], input_size=shape[1:], not_an_option=1)

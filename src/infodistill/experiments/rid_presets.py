@@ -11,6 +11,7 @@ from copy import deepcopy
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..models.registry import FAMILIES
 from ..training.config import DistillConfig, TeacherTrainConfig, from_dict
 from .common import model_for_data, subset_size
 
@@ -38,17 +39,15 @@ VID_VARIANTS = {
 #: variants distilled on the last pair only (the others use every pair of the preset)
 LAST_PAIR_ONLY = ("vid-repdistiller",)
 
-#: the paper's three stage pairs (outputs of the three residual groups) per model family
-STAGES = {
-    "cnn-small": ("stage1", "stage2", "stage3"),
-    "cnn1d": ("stage1", "stage2", "stage3"),
-    "wrn": ("block1", "block2", "block3"),
-    "resnet": ("layer1", "layer2", "layer3"),
-}
+
+#: the paper's three stage pairs (outputs of the three residual groups) per model family, read from
+#: the model table
+STAGES = {family: f.stages for family, f in FAMILIES.items() if f.stages}
 
 
 def stage_pairs(student: str, teacher: str) -> tuple[tuple[str, str], ...]:
-    """The K = 3 (student stage, teacher stage) pairs of [PID-KD] for two model names."""
+    """The K = 3 (student stage, teacher stage) pairs of [PID-KD] for two model names (the stages
+    of each family are in the model table, ``infodistill.models.registry.FAMILIES``)."""
     from ..models import parse_model_spec
 
     def stages(name):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -16,23 +17,81 @@ from .wrn import WideResNet
 
 __all__ = ["MODEL_NAMES", "available_models", "build_model", "parse_model_spec"]
 
-# The names a config may use.  ``wrn-D-K`` and ``resnetN`` accept any valid D, K, N; these are the
-# ones listed in error messages and used by the experiments.
-MODEL_NAMES: tuple[str, ...] = (
-    "wrn-16-1",
-    "wrn-16-2",
-    "wrn-40-1",
-    "wrn-40-2",
-    "resnet8",
-    "resnet20",
-    "resnet56",
-    "cnn-small",
-    "mlp",
-    "cnn1d",
-)
-
 _WRN = re.compile(r"^wrn-(\d+)-(\d+)$")
 _RESNET = re.compile(r"^resnet(\d+)$")
+
+
+def _wrn_args(m: re.Match, name: str) -> dict[str, int]:
+    depth, width = int(m.group(1)), int(m.group(2))
+    if depth < 10 or (depth - 4) % 6 != 0 or width < 1:
+        raise _unknown(name, "WRN depth must be 6n+4 >= 10 and width >= 1")
+    return {"depth": depth, "width": width}
+
+
+def _resnet_args(m: re.Match, name: str) -> dict[str, int]:
+    depth = int(m.group(1))
+    if depth < 8 or (depth - 2) % 6 != 0:
+        raise _unknown(name, "CIFAR ResNet depth must be 6n+2 >= 8")
+    return {"depth": depth}
+
+
+def _mlp(arch, num_classes, in_channels, input_size, kw) -> nn.Module:
+    kw = dict(kw)
+    in_features = kw.pop("in_features", None)
+    if in_features is None:
+        in_features = _input_numel(in_channels, input_size)
+    return MLP(in_features, num_classes, **kw)
+
+
+@dataclass(frozen=True)
+class _Family:
+    """One model family: the names it answers to, its options and how it is built."""
+
+    #: names listed in error messages and used by the experiments
+    examples: tuple[str, ...]
+    options: frozenset[str]
+    #: (arch args, num_classes, in_channels, input_size, options) -> the module
+    build: Callable[..., nn.Module]
+    #: a family of many names: (regex, arch args from the match); None: the family name only
+    pattern: tuple[re.Pattern, Callable[[re.Match, str], dict[str, int]]] | None = None
+    #: the modules that output its three stages (residual groups), as [PID-KD] distils them
+    stages: tuple[str, ...] | None = None
+
+
+#: The one table of models: adding a model is adding a row.
+FAMILIES: dict[str, _Family] = {
+    "wrn": _Family(
+        ("wrn-16-1", "wrn-16-2", "wrn-40-1", "wrn-40-2"),
+        frozenset({"dropout"}),
+        lambda a, n, c, size, kw: WideResNet(a["depth"], a["width"], n, c, **kw),
+        (_WRN, _wrn_args),
+        ("block1", "block2", "block3"),
+    ),
+    "resnet": _Family(
+        ("resnet8", "resnet20", "resnet56"),
+        frozenset(),
+        lambda a, n, c, size, kw: CifarResNet(a["depth"], n, c),
+        (_RESNET, _resnet_args),
+        ("layer1", "layer2", "layer3"),
+    ),
+    "cnn-small": _Family(
+        ("cnn-small",),
+        frozenset({"width", "convs_per_stage", "pool_size"}),
+        lambda a, n, c, size, kw: SmallCNN(n, c, **kw),
+        stages=("stage1", "stage2", "stage3"),
+    ),
+    "mlp": _Family(("mlp",), frozenset({"hidden", "batch_norm", "dropout", "in_features"}), _mlp),
+    "cnn1d": _Family(
+        ("cnn1d",),
+        frozenset({"width", "kernel_size", "convs_per_stage", "pool_size"}),
+        lambda a, n, c, size, kw: CNN1d(n, c, **kw),
+        stages=("stage1", "stage2", "stage3"),
+    ),
+}
+
+# The names a config may use.  ``wrn-D-K`` and ``resnetN`` accept any valid D, K, N; these are the
+# ones listed in error messages and used by the experiments.
+MODEL_NAMES: tuple[str, ...] = tuple(name for f in FAMILIES.values() for name in f.examples)
 
 
 def available_models() -> list[str]:
@@ -58,18 +117,12 @@ def parse_model_spec(name: str) -> tuple[str, dict[str, int]]:
     if not isinstance(name, str):
         raise TypeError(f"model name must be a string, got {type(name).__name__}")
     key = name.strip().lower()
-    if m := _WRN.match(key):
-        depth, width = int(m.group(1)), int(m.group(2))
-        if depth < 10 or (depth - 4) % 6 != 0 or width < 1:
-            raise _unknown(name, "WRN depth must be 6n+4 >= 10 and width >= 1")
-        return "wrn", {"depth": depth, "width": width}
-    if m := _RESNET.match(key):
-        depth = int(m.group(1))
-        if depth < 8 or (depth - 2) % 6 != 0:
-            raise _unknown(name, "CIFAR ResNet depth must be 6n+2 >= 8")
-        return "resnet", {"depth": depth}
-    if key in ("cnn-small", "mlp", "cnn1d"):
-        return key, {}
+    for family, f in FAMILIES.items():
+        if f.pattern is None:
+            if key == family:
+                return family, {}
+        elif m := f.pattern[0].match(key):
+            return family, f.pattern[1](m, name)
     raise _unknown(name)
 
 
@@ -110,13 +163,7 @@ def build_model(
             ``dropout``, ``in_features`` (mlp).  Unknown options are a ValueError naming them.
     """
     family, arch = parse_model_spec(name)
-    allowed = {
-        "wrn": {"dropout"},
-        "resnet": set(),
-        "cnn-small": {"width", "convs_per_stage", "pool_size"},
-        "cnn1d": {"width", "kernel_size", "convs_per_stage", "pool_size"},
-        "mlp": {"hidden", "batch_norm", "dropout", "in_features"},
-    }[family]
+    allowed = FAMILIES[family].options
     bad = sorted(set(kw) - allowed)
     if bad:
         raise ValueError(f"unknown option(s) {bad} for model {name!r}; allowed: {sorted(allowed) or 'none'}")
@@ -142,16 +189,4 @@ def _construct(
     input_size: int | Sequence[int] | None,
     kw: dict[str, Any],
 ) -> nn.Module:
-    if family == "wrn":
-        return WideResNet(arch["depth"], arch["width"], num_classes, in_channels, **kw)
-    if family == "resnet":
-        return CifarResNet(arch["depth"], num_classes, in_channels)
-    if family == "cnn-small":
-        return SmallCNN(num_classes, in_channels, **kw)
-    if family == "cnn1d":
-        return CNN1d(num_classes, in_channels, **kw)
-    kw = dict(kw)
-    in_features = kw.pop("in_features", None)
-    if in_features is None:
-        in_features = _input_numel(in_channels, input_size)
-    return MLP(in_features, num_classes, **kw)
+    return FAMILIES[family].build(arch, num_classes, in_channels, input_size, kw)
