@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "gpu.py"
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "gpu.py"
 
 
 def _bench():

@@ -20,7 +20,7 @@ import pytest
 from infodistill.pid import estimate
 from infodistill.pid.decompose import DEFAULT_TOL_BITS
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "scaling.py"
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "scaling.py"
 
 
 def quiet(*_args):
