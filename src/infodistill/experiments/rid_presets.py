@@ -139,10 +139,12 @@ PRESETS = {
         teachers=("trained", "untrained"),
         seeds=(0, 1, 2, 3, 4),
     ),
+    # MNIST-1D's teacher is cnn1d w32, chosen by measurement (README, "Regimes"): its untrained
+    # stage 3 carries 27 % of the trained one's I(Y;T) (w64: 46 %), with the same KD gain.
     "quick-mnist1d": RIDPreset(
         name="quick-mnist1d",
         data="mnist1d",
-        teacher_model={"name": "cnn1d", "kwargs": {"width": 64}},
+        teacher_model={"name": "cnn1d", "kwargs": {"width": 32}},
         teacher_train_subset=None,
         teacher_epochs=5,
         student_model={"name": "cnn1d", "kwargs": {"width": 8}},
@@ -155,7 +157,7 @@ PRESETS = {
     "standard-mnist1d": RIDPreset(
         name="standard-mnist1d",
         data="mnist1d",
-        teacher_model={"name": "cnn1d", "kwargs": {"width": 64}},
+        teacher_model={"name": "cnn1d", "kwargs": {"width": 32}},
         teacher_train_subset=None,
         teacher_epochs=10,
         student_model={"name": "cnn1d", "kwargs": {"width": 8}},
