@@ -215,7 +215,7 @@ def test_kd_rid_variance_starts_at_softplus_5_plus_1e3():
     (var,) = vid.variances()
     # softplus(5) = log(1 + e^5) = 5.0067153..., so sigma^2 = 5.0077153..., not 5
     np.testing.assert_allclose(t2n(var), math.log(1 + math.exp(5.0)) + 1e-3, rtol=1e-6)
-    assert abs(float(var[0]) - 5.0077) < 1e-4
+    assert abs(float(var[0].detach()) - 5.0077) < 1e-4
 
 
 def test_kd_rid_vid_loss_by_hand():

@@ -21,9 +21,10 @@ def test_round_trip_of_model_optimizer_and_rng(tmp_path):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    # the scheduler wraps opt.step when built: built after it, it warns of the wrong call order
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=5)
     model(torch.randn(8, 3)).sum().backward()
     opt.step()
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=5)
     sched.step()
     state = {
         "epoch": 3,
