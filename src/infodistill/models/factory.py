@@ -221,6 +221,28 @@ def _at_key(obj, key: str, path: Path, what: str):
     return node
 
 
+def state_dict_mismatch(own: dict, state: dict) -> list[str]:
+    """What keeps ``state`` from loading into a model whose state dict is ``own``: one
+    'label: keys' entry each for missing, unexpected, mis-shaped and integer/float-mismatched keys
+    (empty: it fits). ``load_state_dict`` would cast an integer tensor into a float one silently."""
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    both = set(own) & set(state)
+    shape = sorted(k for k in both if tuple(own[k].shape) != tuple(state[k].shape))
+    kind = sorted(k for k in both if own[k].is_floating_point() != state[k].is_floating_point())
+    parts = []
+    for label, keys in (
+        ("missing", missing),
+        ("unexpected", extra),
+        ("shape mismatch", shape),
+        ("integer/float mismatch", kind),
+    ):
+        if keys:
+            shown = ", ".join(keys[:4]) + (f" ... ({len(keys)} in all)" if len(keys) > 4 else "")
+            parts.append(f"{label}: {shown}")
+    return parts
+
+
 def load_weights(
     model: nn.Module,
     path: str | Path,
@@ -233,23 +255,9 @@ def load_weights(
     missing, unexpected and mis-shaped keys are listed in the one-line error."""
     state = read_state_dict(path, prefix=prefix, key=key, what=what)
     own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    extra = sorted(set(state) - set(own))
-    shape = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-    kind = sorted(
-        k for k in set(own) & set(state) if own[k].is_floating_point() != state[k].is_floating_point()
-    )
-    if missing or extra or shape or kind:
-        parts = []
-        for label, keys in (
-            ("missing", missing),
-            ("unexpected", extra),
-            ("shape mismatch", shape),
-            ("integer/float mismatch", kind),
-        ):
-            if keys:
-                shown = ", ".join(keys[:4]) + (f" ... ({len(keys)} in all)" if len(keys) > 4 else "")
-                parts.append(f"{label}: {shown}")
+    parts = state_dict_mismatch(own, state)
+    if parts:
+        missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
         hint = "check the model's kwargs, weights_prefix and weights_key"
         common = _common_prefix(extra)
         if missing and common and any(k[len(common) :] in own for k in extra):

@@ -209,23 +209,10 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], wha
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
         raise CheckpointError(f"the {what} checkpoint does not hold a state dict of named tensors")
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    extra = sorted(set(state) - set(own))
-    shape = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-    kind = sorted(
-        k for k in set(own) & set(state) if own[k].is_floating_point() != state[k].is_floating_point()
-    )
-    if missing or extra or shape or kind:
-        parts = []
-        for label, keys in (
-            ("missing", missing),
-            ("unexpected", extra),
-            ("shape mismatch", shape),
-            ("integer/float mismatch", kind),
-        ):
-            if keys:
-                parts.append(f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}")
+    from ..models.factory import state_dict_mismatch
+
+    parts = state_dict_mismatch(model.state_dict(), state)
+    if parts:
         raise CheckpointError(f"the {what} checkpoint is from another architecture ({'; '.join(parts)})")
     bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())), None)
     if bad is not None:
