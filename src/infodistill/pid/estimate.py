@@ -500,6 +500,22 @@ class _Clock:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
 
 
+def _side_choices(mode: str, k: int, opts: _Options) -> dict:
+    """The choices that decide one side's symbols (None where argmax ignores them): what a
+    :class:`Discretized` records and what :func:`estimate` checks it against."""
+    kmeans = mode == "kmeans"
+    return {
+        "mode": mode,
+        "k": k if kmeans else None,
+        "pca": opts.pca if kmeans else None,
+        "normalize": opts.normalize if kmeans else None,
+        "pool": opts.pool,
+        "seed": opts.seed if kmeans else None,
+        "n_init": opts.n_init if kmeans else None,
+        "max_iter": opts.max_iter if kmeans else None,
+    }
+
+
 def _given_side(d: Discretized, name: str, mode: str, k: int, n: int, opts: _Options) -> _Side:
     """A side discretised beforehand: its settings must be the ones this estimate records."""
     if opts.fit_fraction is not None:
@@ -509,17 +525,7 @@ def _given_side(d: Discretized, name: str, mode: str, k: int, n: int, opts: _Opt
         )
     if len(d.symbols) != n:
         raise ValueError(f"{name} has {len(d.symbols)} samples but labels has {n}: lengths must match")
-    expected = {
-        "mode": mode,
-        "k": k if mode == "kmeans" else None,
-        "pca": opts.pca if mode == "kmeans" else None,
-        "normalize": opts.normalize if mode == "kmeans" else None,
-        "pool": opts.pool,
-        "seed": opts.seed if mode == "kmeans" else None,
-        "n_init": opts.n_init if mode == "kmeans" else None,
-        "max_iter": opts.max_iter if mode == "kmeans" else None,
-    }
-    for key, want in expected.items():
+    for key, want in _side_choices(mode, k, opts).items():
         if d.settings[key] != want:
             raise ValueError(
                 f"{name} was discretised with {key}={d.settings[key]!r} but this estimate uses "
@@ -744,16 +750,8 @@ def discretize(
     idx = np.arange(n)
     side = _prepare_side(arr, shape, "features", opts.discretize_t, opts.k_t, idx, idx, opts)
     symbols, alphabet = _discretize(side, opts.k_t, opts)
-    kmeans = opts.discretize_t == "kmeans"
     settings = {
-        "mode": opts.discretize_t,
-        "k": opts.k_t if kmeans else None,
-        "pca": opts.pca if kmeans else None,
-        "normalize": opts.normalize if kmeans else None,
-        "pool": opts.pool,
-        "seed": opts.seed if kmeans else None,
-        "n_init": opts.n_init if kmeans else None,
-        "max_iter": opts.max_iter if kmeans else None,
+        **_side_choices(opts.discretize_t, opts.k_t, opts),
         "dim": int(side.dim),
         "sample_shape": [int(d) for d in side.sample_shape],
         "pca_solver": side.pca_solver,
