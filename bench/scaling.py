@@ -39,7 +39,7 @@ timers for the duration of the call (input checks, normalisation + PCA, k-means,
 main decomposition, the permutation baseline; "other" is the rest of the total). Median of 3 runs
 when one takes under 2 s, else one run; ratio to the smallest (n, d).
 
-``--train``: the trainer's step (:func:`infodistill.training.trainer.cross_entropy_step`: forward,
+``--train``: the trainer's step (:class:`infodistill.training.task.Supervised`: forward,
 cross-entropy, ``zero_grad(set_to_none=True)``, backward, SGD with the trainer's defaults lr 0.05,
 momentum 0.9, weight decay 5e-4) of ``cnn-small`` (width 16, the students of the Fashion-MNIST
 configs) on 1×28×28 and ``wrn-16-1`` on 3×32×32, batch in ``--batches`` (32, 64, 128, 256),
@@ -378,12 +378,13 @@ class _ModelBench:
 
         from infodistill.models import build_model
         from infodistill.training.config import OptimConfig
-        from infodistill.training.trainer import cross_entropy_step, make_optimizer
+        from infodistill.training.task import Supervised
+        from infodistill.training.trainer import make_optimizer
 
         self.name, self.kwargs, self.input_shape = name, kwargs, input_shape
         self.model = build_model(name, 10, input_shape[0], seed=seed, **kwargs).train()
         self.opt = make_optimizer(self.model.parameters(), OptimConfig())
-        self.step_fn = cross_entropy_step(self.model)
+        self.step_fn = Supervised(self.model).step
         self._init = copy.deepcopy(self.model.state_dict())
         self._torch = torch
 

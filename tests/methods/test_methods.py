@@ -12,14 +12,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from infodistill.methods import (
-    KD,
     METHODS,
-    RID,
-    TED,
     VID,
     Batch,
-    FitNets,
-    Progressive,
     build_method,
     ensemble_logits,
     noisy_features,
@@ -118,7 +113,7 @@ def test_baseline_is_ce():
 def test_kd_matches_numpy_including_tau_squared():
     b = make_batch(TinyStudent())
     tau, alpha = 4.0, 0.3
-    out = KD(num_classes=K, tau=tau, alpha=alpha)(b)
+    out = build_method("kd", num_classes=K, tau=tau, alpha=alpha)(b)
     zs, zt, y = t2n(b.student_logits), t2n(b.teacher_logits), b.labels.numpy()
     p_t = np.exp(np_log_softmax(zt / tau))
     soft = float(-(p_t * np_log_softmax(zs / tau)).sum(-1).mean())
@@ -158,7 +153,7 @@ def test_ensemble_logits_is_log_mean_softmax():
 
 
 def test_vid_variance_initialised_to_5_and_registered():
-    vid = VID(**FEATURE_KW)
+    vid = build_method("vid", **FEATURE_KW)
     (var,) = vid.variances()
     assert var.shape == (C_T,)
     np.testing.assert_allclose(t2n(var), 5.0, rtol=1e-6)
@@ -169,7 +164,7 @@ def test_vid_variance_initialised_to_5_and_registered():
 def test_vid_loss_is_gaussian_nll_by_hand():
     student = TinyStudent()
     b = make_batch(student)
-    vid = VID(**FEATURE_KW, lam=3.0)
+    vid = build_method("vid", **FEATURE_KW, lam=3.0)
     with torch.no_grad():
         vid.alphas[0].copy_(torch.tensor([-1.0, 0.0, 0.5, 2.0, 4.0]))
     out = vid(b)
@@ -187,7 +182,7 @@ def test_vid_loss_is_gaussian_nll_by_hand():
 
 
 def test_vid_variances_reach_the_optimizer():
-    student, vid = TinyStudent(), VID(**FEATURE_KW, lam=1.0)
+    student, vid = TinyStudent(), build_method("vid", **FEATURE_KW, lam=1.0)
     opt = torch.optim.SGD([*student.parameters(), *vid.parameters()], lr=0.1)
     before = vid.alphas[0].detach().clone()
     total(vid(make_batch(student))).backward()
@@ -196,7 +191,7 @@ def test_vid_variances_reach_the_optimizer():
 
 
 def test_kd_rid_regressor_architecture_and_parameter_count():
-    vid = VID(**FEATURE_KW, regressor="kd-rid", alpha_init=5.0, eps=1e-3)
+    vid = build_method("vid", **FEATURE_KW, regressor="kd-rid", alpha_init=5.0, eps=1e-3)
     convs = [m for m in vid.regressors[0].modules() if isinstance(m, nn.Conv2d)]
     # C_s = 3 -> 2C_t = 10 -> 10 -> C_t = 5, 1x1 kernels, no biases
     assert [(c.in_channels, c.out_channels, c.kernel_size, c.bias) for c in convs] == [
@@ -211,7 +206,7 @@ def test_kd_rid_regressor_architecture_and_parameter_count():
 
 
 def test_kd_rid_variance_starts_at_softplus_5_plus_1e3():
-    vid = VID(**FEATURE_KW, regressor="kd-rid", alpha_init=5.0, eps=1e-3)
+    vid = build_method("vid", **FEATURE_KW, regressor="kd-rid", alpha_init=5.0, eps=1e-3)
     (var,) = vid.variances()
     # softplus(5) = log(1 + e^5) = 5.0067153..., so sigma^2 = 5.0077153..., not 5
     np.testing.assert_allclose(t2n(var), math.log(1 + math.exp(5.0)) + 1e-3, rtol=1e-6)
@@ -223,7 +218,7 @@ def test_kd_rid_vid_loss_by_hand():
     Gaussian NLL written out in numpy."""
     student = TinyStudent()
     b = make_batch(student)
-    vid = VID(**FEATURE_KW, lam=100.0, regressor="kd-rid", alpha_init=5.0, eps=1e-3)
+    vid = build_method("vid", **FEATURE_KW, lam=100.0, regressor="kd-rid", alpha_init=5.0, eps=1e-3)
     out = vid(b)
     w = [t2n(c.weight)[:, :, 0, 0] for c in vid.regressors[0] if isinstance(c, nn.Conv2d)]
 
@@ -244,7 +239,7 @@ def test_kd_rid_vid_loss_by_hand():
 
 def test_vid_rejects_an_unknown_regressor():
     with pytest.raises(ValueError, match="regressor must be one of"):
-        VID(**FEATURE_KW, regressor="mlp")
+        build_method("vid", **FEATURE_KW, regressor="mlp")
 
 
 # --- RID ------------------------------------------------------------------------------------------
@@ -252,7 +247,7 @@ def test_vid_rejects_an_unknown_regressor():
 
 def rid_for(epoch, total_epochs=40, **kw):
     torch.manual_seed(3)
-    rid = RID(**FEATURE_KW, **kw)
+    rid = build_method("rid", **FEATURE_KW, **kw)
     with torch.no_grad():
         rid.alphas[0].copy_(torch.tensor([4.0, 5.0, 6.0]))
     rid.set_phase(epoch, total_epochs)
@@ -394,9 +389,11 @@ def test_rid_schedule_boundaries():
 def test_fitnets_stages_and_hint_loss():
     student = TinyStudent()
     b = make_batch(student)
-    fit = FitNets(**FEATURE_KW, regressor_kernel=3, tau=2.0, alpha=0.5)
+    fit = build_method("fitnets", **FEATURE_KW, regressor_kernel=3, tau=2.0, alpha=0.5)
     assert [fit.stage(e, 8) for e in range(8)] == ["hint"] * 2 + ["kd"] * 6
-    assert [FitNets(**FEATURE_KW, hint_epochs=3).stage(e, 5) for e in range(5)] == ["hint"] * 3 + ["kd"] * 2
+    assert [build_method("fitnets", **FEATURE_KW, hint_epochs=3).stage(e, 5) for e in range(5)] == [
+        "hint"
+    ] * 3 + ["kd"] * 2
     assert fit.stage(0, 1) == "kd"
     fit.set_phase(0, 8)
     out = fit(b)
@@ -406,16 +403,16 @@ def test_fitnets_stages_and_hint_loss():
     out["hint"].backward()
     assert student.fc.weight.grad is None and student.conv.weight.grad is not None  # up to the hint layer
     fit.set_phase(2, 8)
-    kd = KD(num_classes=K, tau=2.0, alpha=0.5)(b)
+    kd = build_method("kd", num_classes=K, tau=2.0, alpha=0.5)(b)
     assert {k: v.item() for k, v in fit(b).items()} == {k: v.item() for k, v in kd.items()}
     assert fit.phase_parameters() == []
-    one = FitNets(**FEATURE_KW, one_stage=True)
+    one = build_method("fitnets", **FEATURE_KW, one_stage=True)
     assert set(one(b)) == {"ce", "hint"} and "one-stage" in one.label and "CE" in one.label
 
 
 def test_ted_stages_losses_and_isolation():
     student = TinyStudent()
-    ted = TED(**FEATURE_KW)
+    ted = build_method("ted", **FEATURE_KW)
     assert [ted.stage(e, 10) for e in range(10)] == ["filters"] * 3 + ["distill"] * 7
     ted.set_phase(0, 10)
     b = make_batch(student)
@@ -444,19 +441,19 @@ def test_ted_stages_losses_and_isolation():
 
 
 def test_progressive_active_teacher():
-    p = Progressive(num_classes=K, num_checkpoints=3)
+    p = build_method("progressive", num_classes=K, num_checkpoints=3)
     assert [p.active_teacher(e, 9) for e in range(9)] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     assert [p.active_teacher(e, 10) for e in range(10)] == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
     assert [p.active_teacher(e, 2) for e in range(2)] == [0, 1]
-    m = Progressive(num_classes=K, num_checkpoints=3, milestones=[2, 5])
+    m = build_method("progressive", num_classes=K, num_checkpoints=3, milestones=[2, 5])
     assert [m.active_teacher(e, 10) for e in range(10)] == [0, 0, 1, 1, 1, 2, 2, 2, 2, 2]
     m.set_phase(6, 10)
     assert (m.active, m.phase) == (2, "checkpoint_2")
     b = make_batch(TinyStudent())
-    kd = KD(num_classes=K)(b)
+    kd = build_method("kd", num_classes=K)(b)
     assert {k: v.item() for k, v in m(b).items()} == {k: v.item() for k, v in kd.items()}
     with pytest.raises(ValueError, match="milestones"):
-        Progressive(num_classes=K, num_checkpoints=3, milestones=[5, 2])
+        build_method("progressive", num_classes=K, num_checkpoints=3, milestones=[5, 2])
 
 
 @pytest.mark.parametrize("name", ["fitnets", "rid", "ted", "progressive"])
@@ -512,13 +509,15 @@ def test_build_time_shape_validation_names_the_layer(name):
 
 
 def test_runtime_feature_shape_mismatch_and_1d_maps():
-    vid = VID(**FEATURE_KW)
+    vid = build_method("vid", **FEATURE_KW)
     b = make_batch(TinyStudent())
     b.teacher_feats["t1"] = torch.randn(B, C_T, 3, 3)
     with pytest.raises(ValueError, match="teacher layer 't1'.*built for"):
         vid(b)
     # (C, L) features of 1-D convs are maps (C, L, 1)
-    vid1d = VID(num_classes=K, pairs=[("a", "b")], student_shapes={"a": (3, 8)}, teacher_shapes={"b": (4, 6)})
+    vid1d = build_method(
+        "vid", num_classes=K, pairs=[("a", "b")], student_shapes={"a": (3, 8)}, teacher_shapes={"b": (4, 6)}
+    )
     out = vid1d(
         Batch(
             labels=torch.zeros(2, dtype=torch.long),
@@ -573,3 +572,55 @@ def test_noisy_features_deterministic_with_seeded_generator():
     assert all(torch.equal(first[k], again[k]) for k in feats)
     assert not torch.equal(first["a"], other["a"])
     assert noisy_features(feats, 1.0, 0.0)["a"] is feats["a"]
+
+
+SETUP_ARGUMENTS = {"num_classes", "pairs", "student_shapes", "teacher_shapes", "num_checkpoints"}
+
+
+def test_methods_declare_only_their_own_hyperparameters():
+    """What every method shares is resolved once by build_method (a MethodSetup); a constructor
+    takes that and its own hyper-parameters only."""
+    import inspect
+
+    from infodistill.methods import METHODS, method_hparams
+
+    for name, cls in METHODS.items():
+        params = list(inspect.signature(cls.__init__).parameters)
+        assert params[:2] == ["self", "setup"], name
+        assert not SETUP_ARGUMENTS & set(method_hparams(name)), name
+
+
+def test_build_method_ignores_pairs_for_a_method_without_feature_terms():
+    kd = build_method("kd", **dict(FEATURE_KW, pairs=[("s1", "no-such-layer")]))
+    assert kd.pairs == [] and kd.student_layers == [] and kd.teacher_layers == []
+
+
+def test_capabilities_are_declared_by_the_method_class():
+    from infodistill.methods import METHODS, MethodSetup, method_class
+
+    assert [n for n, c in METHODS.items() if c.uses_teacher_checkpoints] == ["progressive"]
+    assert method_class("progressive") is METHODS["progressive"]
+    with pytest.raises(ValueError, match="unknown method"):
+        method_class("nope")
+    assert build_method("kd", num_classes=K).active_teacher(3, 5) == 0
+    for bad in (1, True, 2.0, "10"):
+        with pytest.raises(ValueError, match="num_classes must be an integer >= 2"):
+            MethodSetup(bad)
+    with pytest.raises(ValueError, match="LayerPair"):
+        MethodSetup(K, pairs=[("a", "b")])
+
+
+def test_fitnets_and_ted_share_the_two_stage_schedule():
+    from infodistill.methods import TwoStageMethod
+
+    fit = build_method("fitnets", **FEATURE_KW)
+    ted = build_method("ted", **FEATURE_KW)
+    assert isinstance(fit, TwoStageMethod) and isinstance(ted, TwoStageMethod)
+    # first-stage epochs by hand: round(0.25 * total), at least 1 when both stages fit
+    for total, n in {1: 0, 2: 1, 3: 1, 5: 1, 8: 2, 13: 3}.items():
+        assert [fit.stage(e, total) for e in range(total)] == ["hint"] * n + ["kd"] * (total - n)
+        assert [ted.stage(e, total) for e in range(total)] == ["filters"] * n + ["distill"] * (total - n)
+    with pytest.raises(ValueError, match="hint_epochs must be >= 0"):
+        build_method("fitnets", **FEATURE_KW, hint_epochs=-1)
+    with pytest.raises(ValueError, match="filter_fraction must be in"):
+        build_method("ted", **FEATURE_KW, filter_fraction=1.5)

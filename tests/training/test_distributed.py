@@ -44,6 +44,7 @@ from infodistill.training.config import (
     load_config,
 )
 from infodistill.training.runs import distill
+from infodistill.training.task import Supervised
 from infodistill.training.trainer import Fit, evaluate_model, read_log
 
 CONFIG = """
@@ -190,8 +191,7 @@ def test_sharded_evaluation_adds_up_to_the_whole_set():
 
 def test_batch_size_must_give_every_process_an_example(tmp_path):
     fit = Fit(
-        student=nn.Linear(2, 2),
-        extra=None,
+        task=Supervised(nn.Linear(2, 2)),
         train_x=torch.zeros(1797, 2),
         train_y=torch.zeros(1797, dtype=torch.long),
         test_x=torch.zeros(4, 2),
@@ -199,7 +199,6 @@ def test_batch_size_must_give_every_process_an_example(tmp_path):
         data=DataConfig(batch_size=64),
         optim=OptimConfig(),
         run_cfg=RunConfig(out_dir=str(tmp_path)),
-        step=None,
     )
     fit._check_split(5)  # 1797 = 28 * 64 + 5: the last batch still has one example per process
     with pytest.raises(ConfigError, match="holds 5 of the 1797 .* 0 or >= 8"):

@@ -164,14 +164,14 @@ def test_distillation_resume_is_exact(tmp_path, teacher_dir):
         "run.out_dir=" + str(tmp_path / "cut"),
     )
     fit = build_distillation(cut, progress=False)
-    original = fit.on_epoch
+    original = fit.task.on_epoch
 
-    def crash(epoch):
+    def crash(epoch, total_epochs):
         if epoch == 3:
             raise KeyboardInterrupt
-        original(epoch)
+        original(epoch, total_epochs)
 
-    fit.on_epoch = crash
+    fit.task.on_epoch = crash
     with pytest.raises(KeyboardInterrupt):
         fit.run()
     resumed = distill(cut, progress=False)

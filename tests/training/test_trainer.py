@@ -9,14 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from infodistill.training.config import DataConfig, OptimConfig, RunConfig
-from infodistill.training.trainer import (
-    Fit,
-    StepOutput,
-    TrainingError,
-    cross_entropy_step,
-    lr_factor,
-    read_log,
-)
+from infodistill.training.task import StepOutput, Supervised, Task
+from infodistill.training.trainer import Fit, TrainingError, lr_factor, read_log
 
 
 def tiny_data(seed=0, n=96):
@@ -26,14 +20,25 @@ def tiny_data(seed=0, n=96):
     return x, y
 
 
+class HookedSupervised(Supervised):
+    """Training on the labels with a callback at every epoch start (to crash a run on purpose)."""
+
+    def __init__(self, model, hook=None):
+        super().__init__(model)
+        self.hook = hook
+
+    def on_epoch(self, epoch, total_epochs):
+        if self.hook is not None:
+            self.hook(epoch)
+
+
 def make_fit(tmp_path, epochs=3, on_epoch=None, lr=0.1, seed=0, init_seed=0):
     torch.manual_seed(init_seed)
     model = nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 2))
     x, y = tiny_data()
     xt, yt = tiny_data(1, 64)
     return Fit(
-        student=model,
-        extra=None,
+        task=HookedSupervised(model, on_epoch),
         train_x=x,
         train_y=y,
         test_x=xt,
@@ -41,8 +46,6 @@ def make_fit(tmp_path, epochs=3, on_epoch=None, lr=0.1, seed=0, init_seed=0):
         data=DataConfig(batch_size=16, eval_batch_size=32),
         optim=OptimConfig(lr=lr, epochs=epochs, schedule="cosine", grad_clip=5.0),
         run_cfg=RunConfig(seed=seed, out_dir=str(tmp_path)),
-        step=cross_entropy_step(model),
-        on_epoch=on_epoch,
         progress=False,
     ), model
 
@@ -103,7 +106,7 @@ def test_resume_gives_the_same_final_weights(tmp_path):
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
     fit, model = make_fit(tmp_path, epochs=3)
-    base = fit.step
+    base = fit.task.step
 
     def poisoned(x, y, epoch, idx):
         out = base(x, y, epoch, idx)
@@ -111,7 +114,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
             out.losses["ce"] = out.losses["ce"] * float("nan")
         return out
 
-    fit.step = poisoned
+    fit.task.step = poisoned
     with pytest.raises(TrainingError, match="non-finite loss at epoch 2.*last good checkpoint"):
         fit.run()
     assert json.loads((tmp_path / "latest.json").read_text()) == {"latest": "epoch-0001"}
@@ -127,7 +130,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
 
 def test_non_finite_weights_after_a_finite_loss_stop_before_the_checkpoint(tmp_path):
     fit, model = make_fit(tmp_path, epochs=3)
-    base = fit.step
+    base = fit.task.step
     calls = []
 
     def overflowing(x, y, epoch, idx):
@@ -137,7 +140,7 @@ def test_non_finite_weights_after_a_finite_loss_stop_before_the_checkpoint(tmp_p
             model[3].weight.data.fill_(float("inf"))
         return out
 
-    fit.step = overflowing
+    fit.task.step = overflowing
     with pytest.raises(TrainingError, match=r"non-finite weights after epoch 2 \(0\.weight.*last good"):
         fit.run()
     assert json.loads((tmp_path / "latest.json").read_text()) == {"latest": "epoch-0001"}
@@ -156,15 +159,18 @@ def test_grad_clip_is_per_module_so_a_method_head_never_shrinks_the_student_step
     s0 = [p.detach().clone() for p in student.parameters()]
     w0 = extra.weight.detach().clone()
 
-    def step(xb, yb, epoch, idx=None):
-        logits = student(xb)
-        # d/dw of 1e4 * sum(w) is 1e4 everywhere: norm 1e4 * sqrt(3), far above the clip.
-        return StepOutput({"ce": F.cross_entropy(logits, yb), "aux": 1e4 * extra.weight.sum()}, logits)
+    class WithHead(Task):
+        def __init__(self):
+            self.student, self.extra = student, extra
+
+        def step(self, xb, yb, epoch, idx=None):
+            logits = student(xb)
+            # d/dw of 1e4 * sum(w) is 1e4 everywhere: norm 1e4 * sqrt(3), far above the clip.
+            return StepOutput({"ce": F.cross_entropy(logits, yb), "aux": 1e4 * extra.weight.sum()}, logits)
 
     lr, clip = 0.1, 5.0
     fit = Fit(
-        student=student,
-        extra=extra,
+        task=WithHead(),
         train_x=x,
         train_y=y,
         test_x=x,
@@ -174,7 +180,6 @@ def test_grad_clip_is_per_module_so_a_method_head_never_shrinks_the_student_step
             lr=lr, epochs=1, schedule="constant", momentum=0.0, weight_decay=0.0, grad_clip=clip
         ),
         run_cfg=RunConfig(seed=0, out_dir=str(tmp_path)),
-        step=step,
         progress=False,
     )
     fit.run()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 
-from .base import Batch, DistillMethod, LayerPair
+from .base import Batch, DistillMethod, LayerPair, MethodSetup, TwoStageMethod, resolve_pairs
 from .baseline import Baseline
 from .fitnets import FitNets
 from .kd import KD, ensemble_logits, soft_cross_entropy
@@ -27,9 +27,27 @@ def method_hparams(name: str) -> dict[str, object]:
     return {k: p.default for k, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
 
-def build_method(name: str, **kwargs) -> DistillMethod:
-    """Build a method by name; unknown names and unknown or missing arguments raise ValueError."""
+def build_method(
+    name: str,
+    *,
+    num_classes: int | None = None,
+    pairs=(),
+    student_shapes=None,
+    teacher_shapes=None,
+    num_checkpoints: int | None = None,
+    **kwargs,
+) -> DistillMethod:
+    """Build a method by name from what every method shares and the method's own hyper-parameters.
+
+    The shared part is resolved here, once: ``pairs`` of (student layer, teacher layer) checked
+    against ``student_shapes`` / ``teacher_shapes`` (feature shapes without the batch dimension,
+    e.g. from :func:`~infodistill.models.probe_shapes`) for a method with feature terms and ignored
+    by the others, ``num_classes``, and ``num_checkpoints`` (the teacher checkpoints a progressive
+    run learns from). ``kwargs`` are the method's hyper-parameters (:func:`method_hparams`).
+    Unknown names and unknown or missing arguments raise ValueError."""
     cls = _lookup(name)
+    if num_classes is None:
+        raise ValueError(f"method {name!r}: missing required argument(s) ['num_classes']")
     allowed = method_hparams(name)
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
@@ -46,7 +64,15 @@ def build_method(name: str, **kwargs) -> DistillMethod:
                 raise ValueError(f"method {name!r}: {key} must be a finite number, got {value!r}")
             if key == "lam" and value < 0:  # the loss weight: negative would maximise the loss
                 raise ValueError(f"method {name!r}: lam must be >= 0, got {value}")
-    return cls(**kwargs)
+    layer_pairs = (
+        resolve_pairs(pairs, student_shapes, teacher_shapes, name) if cls.uses_teacher_features else ()
+    )
+    return cls(MethodSetup(num_classes, tuple(layer_pairs), num_checkpoints), **kwargs)
+
+
+def method_class(name: str) -> type[DistillMethod]:
+    """The class registered under ``name`` (its capabilities before anything is built)."""
+    return _lookup(name)
 
 
 def _lookup(name: str) -> type[DistillMethod]:
@@ -63,12 +89,15 @@ __all__ = [
     "FitNets",
     "KD",
     "LayerPair",
+    "MethodSetup",
     "Progressive",
     "RID",
     "TED",
+    "TwoStageMethod",
     "VID",
     "build_method",
     "ensemble_logits",
+    "method_class",
     "method_hparams",
     "noisy_features",
     "rid_schedule",

@@ -27,6 +27,7 @@ Conventions shared by all methods:
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -71,6 +72,30 @@ class LayerPair:
             min(self.student_shape[1], self.teacher_shape[1]),
             min(self.student_shape[2], self.teacher_shape[2]),
         )
+
+
+@dataclass(frozen=True)
+class MethodSetup:
+    """What :func:`~infodistill.methods.build_method` resolves once, for every method: the number of
+    classes, the layer pairs with both shapes (empty for a method without feature terms), and how
+    many teacher checkpoints a run hands over (``None``: one teacher; progressive needs it).
+    A method's constructor takes this and declares only its own hyper-parameters."""
+
+    num_classes: int
+    pairs: tuple = ()
+    num_checkpoints: int | None = None
+
+    def __post_init__(self):
+        try:
+            n = operator.index(self.num_classes)
+        except TypeError:
+            n = None
+        if n is None or isinstance(self.num_classes, bool) or n < 2:
+            raise ValueError(f"num_classes must be an integer >= 2, got {self.num_classes!r}")
+        object.__setattr__(self, "num_classes", n)
+        object.__setattr__(self, "pairs", tuple(self.pairs))
+        if not all(isinstance(p, LayerPair) for p in self.pairs):
+            raise ValueError("MethodSetup.pairs holds LayerPair objects: build methods with build_method")
 
 
 def map_shape(layer: str, shape, side: str) -> tuple[int, int, int]:
@@ -184,15 +209,19 @@ class DistillMethod(nn.Module):
     phases: tuple[str, ...] = ("train",)
     uses_teacher_logits = False
     uses_teacher_features = False
+    #: the method learns from a sequence of teacher checkpoints (earliest first): before every
+    #: epoch the framework loads checkpoint ``active_teacher(epoch, total)`` into the teacher
+    uses_teacher_checkpoints = False
 
-    def __init__(self, *, num_classes: int, pairs=(), student_shapes=None, teacher_shapes=None):
+    def __init__(self, setup: MethodSetup):
         super().__init__()
-        if int(num_classes) < 2:
-            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-        self.num_classes = int(num_classes)
-        self.pairs: list[LayerPair] = []
-        if self.uses_teacher_features:
-            self.pairs = resolve_pairs(pairs, student_shapes, teacher_shapes, self.name)
+        self.num_classes = setup.num_classes
+        # A method without feature terms ignores any pairs it was given (it captures no features).
+        self.pairs: list[LayerPair] = list(setup.pairs) if self.uses_teacher_features else []
+        if self.uses_teacher_features and not self.pairs:
+            raise ValueError(
+                f"{self.name} distils features: give at least one (student_layer, teacher_layer) pair"
+            )
         self.phase = self.phases[0]
         self._phase_set = len(self.phases) == 1
 
@@ -220,6 +249,12 @@ class DistillMethod(nn.Module):
     def trainable_student(self) -> bool:
         """Whether the student's own parameters are trained in the current phase."""
         return True
+
+    def active_teacher(self, epoch: int, total_epochs: int) -> int:
+        """Index of the teacher checkpoint that teaches during ``epoch`` (methods with
+        ``uses_teacher_checkpoints``; every other method has one teacher, index 0)."""
+        check_epoch(epoch, total_epochs)
+        return 0
 
     def requires_teacher(self) -> bool:
         return self.uses_teacher_logits or self.uses_teacher_features
@@ -252,3 +287,26 @@ class DistillMethod(nn.Module):
         s = feature_map(batch.student_feats, pair.student, "student", pair.student_shape, pair.size)
         t = feature_map(batch.teacher_feats, pair.teacher, "teacher", pair.teacher_shape, pair.size)
         return s, t
+
+
+class TwoStageMethod(DistillMethod):
+    """A method whose run is a first stage of ``first_epochs`` epochs (default: ``first_fraction`` of
+    the run, both stages kept non-empty by :func:`split_point`) followed by a second; the stage names
+    are ``phases``. FitNets (hint, kd) and TED (filters, distill) share this schedule."""
+
+    def _set_stages(self, first_epochs: int | None, first_fraction: float, what: str) -> None:
+        if first_epochs is not None and first_epochs < 0:
+            raise ValueError(f"{what}_epochs must be >= 0, got {first_epochs}")
+        if not 0.0 <= first_fraction <= 1.0:
+            raise ValueError(f"{what}_fraction must be in [0, 1], got {first_fraction}")
+        self.first_epochs, self.first_fraction = first_epochs, float(first_fraction)
+
+    def stage(self, epoch: int, total_epochs: int) -> str:
+        """The stage an epoch belongs to."""
+        check_epoch(epoch, total_epochs)
+        n_first = split_point(total_epochs, self.first_epochs, self.first_fraction)
+        return self.phases[0] if epoch < n_first else self.phases[1]
+
+    def set_phase(self, epoch: int, total_epochs: int) -> None:
+        super().set_phase(epoch, total_epochs)
+        self.phase = self.stage(epoch, total_epochs)

@@ -12,8 +12,5 @@ class Baseline(DistillMethod):
 
     name = "baseline"
 
-    def __init__(self, *, num_classes: int, pairs=(), student_shapes=None, teacher_shapes=None):
-        super().__init__(num_classes=num_classes)
-
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         return {"ce": cross_entropy(batch.student_logits, batch.labels)}

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch.nn as nn
 from torch import Tensor
 
-from .base import Batch, DistillMethod, check_epoch, cross_entropy, split_point, upcast
+from .base import Batch, MethodSetup, TwoStageMethod, check_epoch, cross_entropy, upcast
 from .kd import check_kd_hparams, kd_terms
 
 
-class FitNets(DistillMethod):
+class FitNets(TwoStageMethod):
     """Two-stage FitNets: hint training, then KD.
 
     Stage ``"hint"`` (the first ``hint_epochs`` epochs, default ``round(hint_fraction * total)``):
@@ -36,11 +36,8 @@ class FitNets(DistillMethod):
 
     def __init__(
         self,
+        setup: MethodSetup,
         *,
-        num_classes: int,
-        pairs=(),
-        student_shapes=None,
-        teacher_shapes=None,
         hint_epochs: int | None = None,
         hint_fraction: float = 0.25,
         regressor_kernel: int = 1,
@@ -49,17 +46,11 @@ class FitNets(DistillMethod):
         alpha: float = 0.1,
         one_stage: bool = False,
     ):
-        super().__init__(
-            num_classes=num_classes, pairs=pairs, student_shapes=student_shapes, teacher_shapes=teacher_shapes
-        )
+        super().__init__(setup)
         if regressor_kernel not in (1, 3):
             raise ValueError(f"regressor_kernel must be 1 or 3, got {regressor_kernel}")
-        if hint_epochs is not None and hint_epochs < 0:
-            raise ValueError(f"hint_epochs must be >= 0, got {hint_epochs}")
-        if not 0.0 <= hint_fraction <= 1.0:
-            raise ValueError(f"hint_fraction must be in [0, 1], got {hint_fraction}")
+        self._set_stages(hint_epochs, hint_fraction, "hint")
         check_kd_hparams(tau, alpha)
-        self.hint_epochs, self.hint_fraction = hint_epochs, float(hint_fraction)
         self.hint_weight, self.tau, self.alpha = float(hint_weight), float(tau), float(alpha)
         self.one_stage = bool(one_stage)
         if self.one_stage:
@@ -76,15 +67,10 @@ class FitNets(DistillMethod):
 
     def stage(self, epoch: int, total_epochs: int) -> str:
         """The stage an epoch belongs to."""
-        check_epoch(epoch, total_epochs)
         if self.one_stage:
+            check_epoch(epoch, total_epochs)
             return "hint+ce"
-        n_hint = split_point(total_epochs, self.hint_epochs, self.hint_fraction)
-        return "hint" if epoch < n_hint else "kd"
-
-    def set_phase(self, epoch: int, total_epochs: int) -> None:
-        super().set_phase(epoch, total_epochs)
-        self.phase = self.stage(epoch, total_epochs)
+        return super().stage(epoch, total_epochs)
 
     def hint_loss(self, batch: Batch) -> Tensor:
         total = 0.0

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Batch, DistillMethod, cross_entropy, upcast
+from .base import Batch, DistillMethod, MethodSetup, cross_entropy, upcast
 
 
 def soft_cross_entropy(student_logits: Tensor, teacher_logits: Tensor, tau: float = 1.0) -> Tensor:
@@ -69,15 +69,12 @@ class KD(DistillMethod):
 
     def __init__(
         self,
+        setup: MethodSetup,
         *,
-        num_classes: int,
-        pairs=(),
-        student_shapes=None,
-        teacher_shapes=None,
         tau: float = 4.0,
         alpha: float = 0.1,
     ):
-        super().__init__(num_classes=num_classes)
+        super().__init__(setup)
         check_kd_hparams(tau, alpha)
         self.tau, self.alpha = float(tau), float(alpha)
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
-from .base import Batch, DistillMethod, check_epoch
+from .base import Batch, DistillMethod, MethodSetup, check_epoch
 from .kd import check_kd_hparams, kd_terms
 
 
@@ -30,23 +30,23 @@ class Progressive(DistillMethod):
 
     name = "progressive"
     uses_teacher_logits = True
+    uses_teacher_checkpoints = True
 
     def __init__(
         self,
+        setup: MethodSetup,
         *,
-        num_classes: int,
-        num_checkpoints: int,
-        pairs=(),
-        student_shapes=None,
-        teacher_shapes=None,
         milestones: Sequence[int] | None = None,
         tau: float = 4.0,
         alpha: float = 0.1,
     ):
-        super().__init__(num_classes=num_classes)
-        if int(num_checkpoints) < 1:
-            raise ValueError(f"num_checkpoints must be >= 1, got {num_checkpoints}")
-        self.num_checkpoints = int(num_checkpoints)
+        super().__init__(setup)
+        n = setup.num_checkpoints
+        if n is None:
+            raise ValueError("method 'progressive': missing required argument(s) ['num_checkpoints']")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"num_checkpoints must be an integer >= 1, got {n!r}")
+        self.num_checkpoints = n
         if milestones is not None:
             milestones = [int(m) for m in milestones]
             if len(milestones) != self.num_checkpoints - 1 or any(

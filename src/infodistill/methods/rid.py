@@ -8,8 +8,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Batch, DistillMethod, cross_entropy, rid_schedule, upcast
-from .layers import class_head, student_filter, teacher_filter
+from .adapters import class_head, student_filter, teacher_filter
+from .base import Batch, DistillMethod, MethodSetup, cross_entropy, rid_schedule, upcast
 
 
 class RID(DistillMethod):
@@ -46,11 +46,8 @@ class RID(DistillMethod):
 
     def __init__(
         self,
+        setup: MethodSetup,
         *,
-        num_classes: int,
-        pairs=(),
-        student_shapes=None,
-        teacher_shapes=None,
         lam: float = 10.0,
         rounds: int = 10,
         phase1_fraction: float = 0.25,
@@ -61,9 +58,7 @@ class RID(DistillMethod):
         learn_variance: bool = True,
         gate: str = "none",
     ):
-        super().__init__(
-            num_classes=num_classes, pairs=pairs, student_shapes=student_shapes, teacher_shapes=teacher_shapes
-        )
+        super().__init__(setup)
         if int(rounds) < 1 or not 0.0 < phase1_fraction < 1.0 or not var_eps > 0:
             raise ValueError(
                 "need rounds >= 1, 0 < phase1_fraction < 1, var_eps > 0; "
@@ -74,7 +69,7 @@ class RID(DistillMethod):
         self.lam, self.rounds, self.phase1_fraction = float(lam), int(rounds), float(phase1_fraction)
         self.var_eps, self.round, self.gate = float(var_eps), 0, gate
         self.student_in_phase1, self.learn_variance = bool(student_in_phase1), bool(learn_variance)
-        pairs = self.pairs
+        pairs, num_classes = self.pairs, self.num_classes
         self.teacher_filters = nn.ModuleList(teacher_filter(p.c_t, p.c_s) for p in pairs)
         self.heads = nn.ModuleList(class_head(p.c_s, p.size, num_classes, head_pool) for p in pairs)
         self.student_filters = nn.ModuleList(student_filter(p.c_s) for p in pairs)

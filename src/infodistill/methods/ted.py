@@ -7,11 +7,11 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .base import Batch, DistillMethod, check_epoch, cross_entropy, split_point, upcast
-from .layers import class_head, student_filter, teacher_filter
+from .adapters import class_head, student_filter, teacher_filter
+from .base import Batch, MethodSetup, TwoStageMethod, cross_entropy, upcast
 
 
-class TED(DistillMethod):
+class TED(TwoStageMethod):
     """TED: align only the task-relevant part of each layer, extracted by task-aware filters.
 
     Stage 1 "filters" (first ``filter_epochs`` epochs, default round(filter_fraction * total)):
@@ -22,7 +22,7 @@ class TED(DistillMethod):
         CE(z_s, y) + lam * sum_k mean[(f_s(S_k) - f_t(T_k))^2],  lam = 10.
 
     Choices for conv features (the paper distils transformer layers with linear filters): the filters
-    and heads are RID's (:mod:`~infodistill.methods.layers`), both filters mapping to C_s channels, so
+    and heads are RID's (:mod:`~infodistill.methods.adapters`), both filters mapping to C_s channels, so
     TED and RID differ only in the objective; a spatial mismatch is bridged by average-pooling both
     maps to the smaller one; in stage 2 the frozen teacher filter runs in eval mode (BatchNorm on
     running statistics, like the frozen teacher).
@@ -34,39 +34,25 @@ class TED(DistillMethod):
 
     def __init__(
         self,
+        setup: MethodSetup,
         *,
-        num_classes: int,
-        pairs=(),
-        student_shapes=None,
-        teacher_shapes=None,
         lam: float = 10.0,
         filter_epochs: int | None = None,
         filter_fraction: float = 0.25,
         head_pool: int | None = None,
     ):
-        super().__init__(
-            num_classes=num_classes, pairs=pairs, student_shapes=student_shapes, teacher_shapes=teacher_shapes
-        )
-        if filter_epochs is not None and filter_epochs < 0:
-            raise ValueError(f"filter_epochs must be >= 0, got {filter_epochs}")
-        if not 0.0 <= filter_fraction <= 1.0:
-            raise ValueError(f"filter_fraction must be in [0, 1], got {filter_fraction}")
-        self.lam, self.filter_epochs, self.filter_fraction = float(lam), filter_epochs, float(filter_fraction)
-        pairs = self.pairs
+        super().__init__(setup)
+        self._set_stages(filter_epochs, filter_fraction, "filter")
+        self.lam = float(lam)
+        pairs, num_classes = self.pairs, self.num_classes
         self.teacher_filters = nn.ModuleList(teacher_filter(p.c_t, p.c_s) for p in pairs)
         self.teacher_heads = nn.ModuleList(class_head(p.c_s, p.size, num_classes, head_pool) for p in pairs)
         self.student_filters = nn.ModuleList(student_filter(p.c_s) for p in pairs)
         self.student_heads = nn.ModuleList(class_head(p.c_s, p.size, num_classes, head_pool) for p in pairs)
 
-    def stage(self, epoch: int, total_epochs: int) -> str:
-        check_epoch(epoch, total_epochs)
-        n_filter = split_point(total_epochs, self.filter_epochs, self.filter_fraction)
-        return "filters" if epoch < n_filter else "distill"
-
     def set_phase(self, epoch: int, total_epochs: int) -> None:
         super().set_phase(epoch, total_epochs)
-        self.phase = self.stage(epoch, total_epochs)
-        self.train(self.training)
+        self.train(self.training)  # the frozen teacher filters in eval mode from stage 2 on
 
     def train(self, mode: bool = True):
         super().train(mode)

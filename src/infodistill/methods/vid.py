@@ -9,8 +9,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Batch, DistillMethod, cross_entropy, upcast
-from .layers import conv1x1
+from .adapters import conv1x1
+from .base import Batch, DistillMethod, MethodSetup, cross_entropy, upcast
 
 REGRESSORS = ("conv-relu-conv", "kd-rid")
 
@@ -45,11 +45,8 @@ class VID(DistillMethod):
 
     def __init__(
         self,
+        setup: MethodSetup,
         *,
-        num_classes: int,
-        pairs=(),
-        student_shapes=None,
-        teacher_shapes=None,
         lam: float = 1.0,
         init_var: float = 5.0,
         alpha_init: float | None = None,
@@ -58,9 +55,7 @@ class VID(DistillMethod):
         regressor_layers: int = 2,
         hidden: int | None = None,
     ):
-        super().__init__(
-            num_classes=num_classes, pairs=pairs, student_shapes=student_shapes, teacher_shapes=teacher_shapes
-        )
+        super().__init__(setup)
         if regressor not in REGRESSORS:
             raise ValueError(f"regressor must be one of {REGRESSORS}, got {regressor!r}")
         if regressor_layers not in (1, 2):

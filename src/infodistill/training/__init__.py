@@ -1,7 +1,9 @@
 """Training: typed configs, the shared training loop, checkpoints, and runs built from configs.
 
 ``train_teacher(cfg)`` and ``distill(cfg)`` run what the CLI's ``train-teacher`` and ``distill`` run;
-``build_distillation(cfg)`` returns the validated ``Fit`` without running it.
+``build_distillation(cfg)`` returns the validated ``Fit`` without running it: the trainer's loop
+over a ``Distiller`` (student + frozen teacher + method: one step's losses), which a user's own
+loop can call as well.
 
 Names are imported on first use, so the CLI (which registers its training commands without them)
 starts without importing torch; the PID commands work on an installation without it.
@@ -17,6 +19,9 @@ _EXPORTS = {
     "DistillConfig": "config",
     "TeacherTrainConfig": "config",
     "load_config": "config",
+    "Distiller": "distiller",
+    "Supervised": "task",
+    "Task": "task",
     "build_distillation": "runs",
     "distill": "runs",
     "train_teacher": "runs",

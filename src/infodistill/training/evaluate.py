@@ -13,12 +13,14 @@ def evaluate_run(run_dir: str | Path, pid_pairs: list[str] | None = None, device
 
     ``device``: where the models run (``auto``, ``cpu``, ``cuda``, ``cuda:N``; default the run's
     ``run.device``)."""
+    from ..methods import method_class
     from ..models import collect_features
     from ..pid import estimate
     from .checkpoint import load_checkpoint, load_model_state
     from .config import ConfigError, DistillConfig, TeacherTrainConfig, from_dict
     from .device import select_device
-    from .runs import Teacher, _model, _teacher_members, prepare_data
+    from .distiller import Teacher
+    from .runs import _model, _teacher_members, prepare_data
     from .trainer import evaluate_model
 
     run_dir = Path(run_dir)
@@ -46,8 +48,10 @@ def evaluate_run(run_dir: str | Path, pid_pairs: list[str] | None = None, device
     load_model_state(model, load_checkpoint(run_dir)["student"], "student")
     model.to(where)
     teacher = None
-    if is_distill and cfg.method.name != "progressive":
-        teacher = Teacher([m.to(where) for m in _teacher_members(cfg, train)], [])
+    method = method_class(cfg.method.name) if is_distill else None
+    # A teacher that changed during the run (a checkpoint trajectory) has no one set of logits.
+    if is_distill and not method.uses_teacher_checkpoints:
+        teacher = Teacher([m.to(where) for m in _teacher_members(cfg, train, method)])
     t_logits = None if teacher is None else (lambda x: teacher(x)[0])
     result = {"test": evaluate_model(model, test.x, test.y, cfg.data.eval_batch_size, t_logits)}
     pairs = [p.split(":") for p in pid_pairs] if pid_pairs else (cfg.pid.pairs if is_distill else [])

@@ -9,7 +9,6 @@ device once (``training/device.py`` decides which); everything downstream follow
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -17,21 +16,17 @@ from torch import nn
 
 from ..data import RandomCropPad, RandomHFlip, load_dataset, mixup
 from ..data.factory import load_data_factory
-from ..methods import Batch, build_method, ensemble_logits, noisy_features
+from ..methods import DistillMethod, build_method, method_class
 from ..models import (
-    FeatureExtractor,
     build_from_factory,
     build_model,
-    collect_features,
-    freeze_teacher,
     interpolate_student,
     load_weights,
     model_device,
     probe_shapes,
-    validate_layers,
 )
 from . import distributed
-from .checkpoint import crash_point, load_checkpoint, load_model_state
+from .checkpoint import load_checkpoint, load_model_state
 from .config import (
     ConfigError,
     DataConfig,
@@ -42,11 +37,12 @@ from .config import (
     to_dict,
 )
 from .device import process_group_backend, select_device, to_host
+from .distiller import Distiller
+from .pid_tracker import PIDTracker
 from .rundir import make_run_dir, run_directory, writing
-from .trainer import Fit, StepOutput, cross_entropy_step, epoch_generator, seed_everything
-
-#: Teacher outputs are cached for the whole training set only below this size.
-CACHE_LIMIT_BYTES = 2 * 1024**3
+from .runlog import read_log
+from .task import Supervised, Task
+from .trainer import Fit, seed_everything
 
 
 def prepare_data(cfg: DataConfig, seed: int):
@@ -173,22 +169,20 @@ def _train_teacher(cfg, model, train, test, progress: bool, resume: bool, device
     _channels_last(cfg.run.channels_last, [model], train, test)
     fit = _fit(
         cfg,
-        model,
+        Supervised(model),
         train,
         test,
         progress,
         device=device,
-        extra=None,
-        step=cross_entropy_step(model),
         augment=make_augment(cfg.data, train.x.shape[1:]),
     )
     return fit.run(resume)
 
 
-def _fit(cfg, student: nn.Module, train, test, progress: bool, *, step, **kw) -> Fit:
-    """A ``Fit`` over the config's data, optimiser and run settings."""
+def _fit(cfg, task: Task, train, test, progress: bool, **kw) -> Fit:
+    """A ``Fit`` of ``task`` over the config's data, optimiser and run settings."""
     return Fit(
-        student=student,
+        task=task,
         train_x=train.x,
         train_y=train.y,
         test_x=test.x,
@@ -196,7 +190,6 @@ def _fit(cfg, student: nn.Module, train, test, progress: bool, *, step, **kw) ->
         data=cfg.data,
         optim=cfg.optim,
         run_cfg=cfg.run,
-        step=step,
         config_dict=to_dict(cfg),
         config_defaults=to_dict(type(cfg)()),
         progress=progress,
@@ -221,166 +214,97 @@ def _check_tensorboard(run: RunConfig) -> None:
         require_tensorboard()
 
 
-@dataclass
-class Teacher:
-    """The frozen teacher (one model, or an ensemble) as seen by the method: logits + features."""
-
-    members: list[nn.Module]
-    layers: list[str]
-    noise: dict | None = None
-    extractors: list[FeatureExtractor] = field(default_factory=list)
-
-    def __post_init__(self):
-        for m in self.members:
-            freeze_teacher(m)
-        # Features come from the first member (feature methods distil from one network).
-        self.extractors = [FeatureExtractor(self.members[0], self.layers, detach=True)] if self.layers else []
-
-    @torch.no_grad()
-    def __call__(self, x, generator: torch.Generator | None = None):
-        if self.extractors:
-            z0, feats = self.extractors[0](x)
-            feats = dict(feats)
-        else:
-            z0, feats = self.members[0](x), {}
-        logits = z0 if len(self.members) == 1 else ensemble_logits([z0] + [m(x) for m in self.members[1:]])
-        if self.noise is not None and feats:
-            feats = noisy_features(feats, generator=generator, **self.noise)
-        return logits.float(), feats
-
-
-def _teacher_members(cfg: DistillConfig, train) -> list[nn.Module]:
+def _teacher_members(cfg: DistillConfig, train, method: type[DistillMethod]) -> list[nn.Module]:
     """The teacher's networks on the CPU: one (trained from a checkpoint or a weights file,
-    untrained from its seed), an ensemble's members, or a progressive run's checkpoints."""
+    untrained from its seed), an ensemble's members, or, for a method that learns from the
+    teacher's trajectory, all its checkpoints."""
     t = cfg.teacher
     if t.kind == "untrained":
         return [_model(t.model, train, seed=t.seed, what="teacher.model")]
     if t.model.weights is not None:
         return [_model(t.model, train, what="teacher.model")]
-    paths = t.checkpoints if t.kind == "ensemble" else t.checkpoints[:1]
-    if cfg.method.name == "progressive":
-        paths = t.checkpoints
+    paths = t.checkpoints if t.kind == "ensemble" or method.uses_teacher_checkpoints else t.checkpoints[:1]
     return [load_trained(p, t.model, train) for p in paths]
 
 
 def build_distillation(cfg: DistillConfig, progress: bool = True) -> Fit:
-    """Everything of a distillation run, validated, as a ready-to-run ``Fit``.
+    """Everything of a distillation run, validated, as a ready-to-run ``Fit``, built top down:
+    data → teacher and student (checked on real examples) → method (layer pairs resolved on their
+    probed shapes) → the step (``Distiller``, with its teacher-output cache) → the PID tracker.
 
     Under torchrun every rank builds the same run (its own teacher-output cache of the whole
     training set included: the chunks a rank trains on change every epoch)."""
     seed_everything(cfg.run.seed, cfg.run.threads)
     device = start_device(cfg.run)
     _check_tensorboard(cfg.run)
-    out = Path(cfg.run.out_dir)
     train, test = prepare_data(cfg.data, cfg.run.seed)
     sample_shape = tuple(train.x.shape[1:])
-    members = [m.to(device) for m in _teacher_members(cfg, train)]
+    method_cls = method_class(cfg.method.name)
+
+    members = [m.to(device) for m in _teacher_members(cfg, train, method_cls)]
     student = _model(cfg.student, train, seed=cfg.run.seed, what="student").to(device)
     _fits(members[0], cfg.teacher.model, train, "teacher")
     _fits(student, cfg.student, train, "student")
-    if cfg.teacher.kind == "untrained" and distributed.is_main():
-        from safetensors.torch import save_file
-
-        make_run_dir(out)
-        # Saved so the nuisance teacher of a run can be inspected; it is rebuilt from its seed.
-        weights = {k: to_host(v).contiguous() for k, v in members[0].state_dict().items()}
-        tmp = out / ".teacher-untrained.safetensors.tmp"
-        with writing(f"the untrained teacher in {out}", "free space or choose another --out"):
-            save_file(weights, str(tmp))
-            tmp.replace(out / "teacher-untrained.safetensors")
-    progressive = cfg.method.name == "progressive"
-    checkpoints = members if progressive else None
-    if progressive:
+    if cfg.teacher.kind == "untrained":
+        _save_untrained_teacher(members[0], Path(cfg.run.out_dir))
+    trajectory = None
+    if method_cls.uses_teacher_checkpoints:
+        # The teacher is one model that takes each checkpoint's weights in turn (Distiller.on_epoch).
+        trajectory = members
         members = [_model(cfg.teacher.model, train, weights=False, what="teacher.model").to(device)]
-    if cfg.init_lambda is not None:  # towards the final teacher (the last checkpoint if progressive)
-        interpolate_student(checkpoints[-1] if progressive else members[0], student, cfg.init_lambda)
-    _channels_last(cfg.run.channels_last, [student, *members, *(checkpoints or [])], train, test)
+    if cfg.init_lambda is not None:  # towards the final teacher (the last checkpoint of a trajectory)
+        interpolate_student(trajectory[-1] if trajectory else members[0], student, cfg.init_lambda)
+    _channels_last(cfg.run.channels_last, [student, *members, *(trajectory or [])], train, test)
 
     pairs = [tuple(p) for p in cfg.method.pairs]
-    s_layers, t_layers = [p[0] for p in pairs], [p[1] for p in pairs]
-    params = dict(cfg.method.params)
-    if progressive:
-        params.setdefault("num_checkpoints", len(checkpoints))
     method = build_method(
         cfg.method.name,
         num_classes=train.num_classes,
         pairs=pairs,
-        student_shapes=probe_shapes(student, s_layers, sample_shape) if pairs else {},
-        teacher_shapes=probe_shapes(members[0], t_layers, sample_shape) if pairs else {},
-        **params,
+        student_shapes=probe_shapes(student, [s for s, _ in pairs], sample_shape) if pairs else {},
+        teacher_shapes=probe_shapes(members[0], [t for _, t in pairs], sample_shape) if pairs else {},
+        **({"num_checkpoints": len(trajectory)} if trajectory else {}) | dict(cfg.method.params),
     ).to(device)
-    noise = None
-    if cfg.teacher.kind == "noisy":
-        noise = {
-            "sigma": cfg.teacher.noise_sigma,
-            "fraction": cfg.teacher.noise_fraction,
-            "mode": cfg.teacher.noise_mode,
-        }
-    teacher = Teacher(members, method.teacher_layers, noise)
-    s_fx = FeatureExtractor(student, method.student_layers) if method.student_layers else None
-
-    def student_forward(x):
-        return s_fx(x) if s_fx is not None else (student(x), {})
-
-    augment = make_augment(cfg.data, sample_shape)
-
-    cache = None
-    if cfg.run.cache_teacher and augment is None and not progressive and noise is None:
-        cache = _cache_teacher(teacher, train.x, cfg.data.eval_batch_size, device)
-
-    state = {"student_frozen": False}
-
-    def on_epoch(epoch: int) -> None:
-        method.set_phase(epoch, cfg.optim.epochs)
-        state["student_frozen"] = not method.trainable_student()
-        if progressive:
-            k = method.active_teacher(epoch, cfg.optim.epochs)
-            members[0].load_state_dict(checkpoints[k].state_dict())
-
-    def step(x, y, epoch, idx):
-        if cache is not None:
-            idx = idx.to(device)
-            zt, tf = cache["logits"][idx], {k: v[idx] for k, v in cache["feats"].items()}
-        else:
-            # Drawn on the run's device: a CPU generator would copy every draw to the GPU.
-            gen = epoch_generator(cfg.run.seed, epoch, stream=1, device=device)
-            zt, tf = teacher(x, generator=gen)
-        if state["student_frozen"]:
-            # A phase that trains only the method's own modules: the student is a fixed feature
-            # map (eval mode, so its BatchNorm statistics do not move either).
-            student.eval()
-            with torch.no_grad():
-                zs, sf = student_forward(x)
-            student.train()
-        else:
-            zs, sf = student_forward(x)
-        losses = method(Batch(y, zs, zt, dict(sf), tf))
-        return StepOutput(losses, zs, zt)
-
-    def frozen(epoch: int) -> set:
-        return set(student.parameters()) if state["student_frozen"] else set()
-
-    pid_eval = (
-        _pid_tracker(cfg, student, members[0], test, noise, teacher_fixed=not progressive)
-        if cfg.pid.pairs
+    t = cfg.teacher
+    noise = (
+        {"sigma": t.noise_sigma, "fraction": t.noise_fraction, "mode": t.noise_mode}
+        if t.kind == "noisy"
         else None
     )
-    return _fit(
-        cfg,
-        student,
-        train,
-        test,
-        progress,
-        device=device,
-        extra=method,
-        step=step,
-        teacher_logits=lambda x: teacher(x)[0],
-        teacher_fixed=not progressive,
-        frozen=frozen,
-        on_epoch=on_epoch,
-        augment=augment,
-        evaluate_extra=pid_eval,
-    )
+    distiller = Distiller(student, members, method, checkpoints=trajectory, noise=noise, seed=cfg.run.seed)
+
+    augment = make_augment(cfg.data, sample_shape)
+    if cfg.run.cache_teacher and augment is None:
+        distiller.cache_teacher_outputs(train.x, cfg.data.eval_batch_size)
+    tracker = None
+    if cfg.pid.pairs:
+        tracker = PIDTracker(
+            cfg.pid,
+            student,
+            members[0],
+            test,
+            epochs=cfg.optim.epochs,
+            seed=cfg.run.seed,
+            batch_size=cfg.data.eval_batch_size,
+            noise=noise,
+            teacher_fixed=distiller.teacher_fixed,
+        )
+    return _fit(cfg, distiller, train, test, progress, device=device, augment=augment, evaluate_extra=tracker)
+
+
+def _save_untrained_teacher(model: nn.Module, out: Path) -> None:
+    """Rank 0 saves the untrained (nuisance) teacher, so it can be inspected; the run itself
+    rebuilds it from its seed."""
+    if not distributed.is_main():
+        return
+    from safetensors.torch import save_file
+
+    make_run_dir(out)
+    weights = {k: to_host(v).contiguous() for k, v in model.state_dict().items()}
+    tmp = out / ".teacher-untrained.safetensors.tmp"
+    with writing(f"the untrained teacher in {out}", "free space or choose another --out"):
+        save_file(weights, str(tmp))
+        tmp.replace(out / "teacher-untrained.safetensors")
 
 
 def distill(cfg: DistillConfig, progress: bool = True, resume: bool = True) -> dict:
@@ -390,74 +314,8 @@ def distill(cfg: DistillConfig, progress: bool = True, resume: bool = True) -> d
         return build_distillation(cfg, progress).run(resume)
 
 
-@torch.no_grad()
-def _cache_teacher(teacher: Teacher, x: torch.Tensor, batch: int, device: torch.device) -> dict | None:
-    """The teacher's logits and features for the whole training set, kept on ``device``."""
-    logits, feats = [], {}
-    for start in range(0, x.shape[0], batch):
-        z, f = teacher(x[start : start + batch].to(device))
-        logits.append(z)
-        for k, v in f.items():
-            feats.setdefault(k, []).append(v)
-            if sum(t.numel() for t in feats[k]) * 4 * x.shape[0] / (start + batch) > CACHE_LIMIT_BYTES:
-                return None  # too large to keep: the teacher runs online instead
-    return {"logits": torch.cat(logits), "feats": {k: torch.cat(v) for k, v in feats.items()}}
-
-
-def _pid_tracker(
-    cfg: DistillConfig, student: nn.Module, teacher: nn.Module, test, noise: dict | None, teacher_fixed=True
-):
-    """Per-epoch PID of (Y, teacher layer, student layer) on held-out test examples [PID-KD].
-
-    For a noisy teacher the teacher features get the same kind of noise the method sees (drawn
-    from a fixed generator, so every epoch measures the same teacher representation)."""
-    from ..pid import discretize, estimate
-
-    # Layer names are checked now, when the run is built, not after the first epoch.
-    validate_layers(student, list(dict.fromkeys(s for s, _ in cfg.pid.pairs)))
-    validate_layers(teacher, list(dict.fromkeys(t for _, t in cfg.pid.pairs)))
-    n = len(test) if cfg.pid.n_samples is None else min(cfg.pid.n_samples, len(test))
-    if n < cfg.pid.k:
-        raise ValueError(f"pid.k = {cfg.pid.k} clusters need at least that many test examples, got {n}")
-    x, y = test.x[:n], test.y[:n]
-    settings = {"k": cfg.pid.k, "pca": cfg.pid.pca, "seed": cfg.run.seed}
-    # A fixed teacher's features, PCA and k-means are the same at every epoch: done once (the
-    # teacher's PCA is most of an estimate's time), giving the same numbers as redoing them.
-    teacher_symbols = {}
-
-    @torch.no_grad()
-    def evaluate(epoch: int) -> dict:
-        if (epoch + 1) % cfg.pid.every and epoch + 1 != cfg.optim.epochs:
-            return {}
-        out = {}
-        bs = cfg.data.eval_batch_size
-        for s_layer, t_layer in cfg.pid.pairs:
-            crash_point("pid")
-            s_feat = collect_features(student, [s_layer], x, bs)[1][s_layer]
-            t_sym = teacher_symbols.get(t_layer)
-            if t_sym is None:
-                t_feat = collect_features(teacher, [t_layer], x, bs)[1][t_layer]
-                if noise is not None:
-                    # Noise drawn batch by batch from a fixed generator, as the method sees it.
-                    gen = torch.Generator().manual_seed(cfg.run.seed)
-                    t_feat = torch.cat([noisy_features(t, generator=gen, **noise) for t in t_feat.split(bs)])
-                t_sym = discretize(t_feat.numpy(), **settings)
-                if teacher_fixed:
-                    teacher_symbols[t_layer] = t_sym
-            # n_perm=0: the tracker records the terms and their intervals, not the permutation baseline
-            res = estimate(y.numpy(), t_sym, s_feat.numpy(), n_boot=cfg.pid.n_boot, n_perm=0, **settings)
-            out[f"{s_layer}|{t_layer}"] = res.pid.as_dict() | (
-                {"ci": {k: list(v) for k, v in res.ci.items()}} if res.ci else {}
-            )
-        return {"pid": out}
-
-    return evaluate
-
-
 def run_summary(out_dir: str) -> dict:
     """Last and best epoch of a run directory's log."""
-    from .trainer import read_log
-
     log = read_log(Path(out_dir) / "log.jsonl")
     last = log[-1]
     return {

@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..atomic import atomic_write as _write_atomic
@@ -40,7 +38,6 @@ from . import distributed
 from .checkpoint import (
     CheckpointError,
     crash_point,
-    load_checkpoint,
     load_model_state,
     save_checkpoint,
     set_rng_state,
@@ -48,10 +45,16 @@ from .checkpoint import (
 from .config import ConfigError, DataConfig, OptimConfig, RunConfig
 from .device import autocast, check_amp, grad_scaler, rng_state, set_cuda_rng_state, to_host
 from .rundir import run_directory, writing
-
-
-class TrainingError(RuntimeError):
-    """A run that cannot continue (e.g. a non-finite loss); the last good checkpoint is kept."""
+from .runlog import (
+    TrainingError,
+    append_log,
+    latest_name,
+    prune_checkpoints,
+    read_log,
+    read_resume_state,
+    truncate_log,
+)
+from .task import StepOutput, Supervised, Task
 
 
 def seed_everything(seed: int, threads: int | None = None) -> None:
@@ -88,21 +91,11 @@ def lr_factor(cfg: OptimConfig, epoch: int) -> float:
 
 
 @dataclass
-class StepOutput:
-    """What a step function returns: named loss terms, and logits for the running metrics."""
-
-    losses: dict[str, torch.Tensor]
-    student_logits: torch.Tensor
-    teacher_logits: torch.Tensor | None = None
-
-
-@dataclass
 class Fit:
-    """Everything one run needs; ``run()`` trains it to the end, resuming if a checkpoint exists."""
+    """A task (``task.py``: what is trained and how one step's losses are computed) over its data,
+    optimiser and run settings; ``run()`` trains it to the end, resuming if a checkpoint exists."""
 
-    student: nn.Module
-    #: modules whose parameters are trained besides the student (a method's adapters)
-    extra: nn.Module | None
+    task: Task
     train_x: torch.Tensor
     train_y: torch.Tensor
     test_x: torch.Tensor
@@ -110,17 +103,6 @@ class Fit:
     data: DataConfig
     optim: OptimConfig
     run_cfg: RunConfig
-    #: step(x, y, epoch, idx) -> StepOutput, called in training mode under autograd; idx are the
-    #: training-set indices of the batch (for cached teacher outputs)
-    step: Callable[[torch.Tensor, torch.Tensor, int, torch.Tensor], StepOutput]
-    #: teacher_logits(x) -> logits, for fidelity metrics (None when training a teacher)
-    teacher_logits: Callable[[torch.Tensor], torch.Tensor] | None = None
-    #: the teacher never changes during the run (not progressive), so its test logits are cached
-    teacher_fixed: bool = True
-    #: names of parameters that must not change this epoch: frozen(epoch) -> set of params
-    frozen: Callable[[int], set] | None = None
-    #: called at the start of each epoch (phase switches)
-    on_epoch: Callable[[int], None] | None = None
     #: augment(x, generator) for the training data (None: the data are fixed)
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
     #: extra per-epoch measurements: evaluate_extra(epoch) -> dict (e.g. PID terms); in a
@@ -138,6 +120,18 @@ class Fit:
     _ddp: nn.Module | None = field(default=None, init=False, repr=False)
     #: fp16's gradient scaler (None for other precisions); its state is checkpointed
     _scaler: torch.amp.GradScaler | None = field(default=None, init=False, repr=False)
+
+    @property
+    def student(self) -> nn.Module:
+        return self.task.student
+
+    @property
+    def extra(self) -> nn.Module | None:
+        return self.task.extra
+
+    @property
+    def teacher_logits(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        return self.task.teacher_logits if self.task.has_teacher else None
 
     def parameters(self):
         params = list(self.student.parameters())
@@ -191,14 +185,14 @@ class Fit:
             # Lines of epochs after the checkpoint (or of a first epoch that never reached one)
             # were written before a crash and are redone.
             with writing(f"the log and config.json in {out}", "free space or choose another --out"):
-                _truncate_log(log_path, start)
+                truncate_log(log_path, start)
                 _write_atomic(out / "config.json", json.dumps(self.config_dict, indent=2))
         if world > 1:
             for module in (self.student, self.extra):
                 if module is not None:
                     distributed.sync_batchnorm_(module, self.device)
             # A method's phases leave parts without gradients; plain training uses every parameter.
-            phased = self.extra is not None or self.frozen is not None
+            phased = self.extra is not None or type(self.task).frozen is not Task.frozen
             self._ddp = distributed.wrap(
                 [self.student, self.extra], find_unused_parameters=phased, device=self.device
             )
@@ -221,8 +215,7 @@ class Fit:
             t0 = time.perf_counter()
             for g, lr in zip(opt.param_groups, base_lrs, strict=True):
                 g["lr"] = lr * lr_factor(self.optim, epoch)
-            if self.on_epoch is not None:
-                self.on_epoch(epoch)
+            self.task.on_epoch(epoch, self.optim.epochs)
             train_terms, train_fid, train_seconds = self._train_epoch(opt, epoch)
             self._check_finite_weights(epoch)
             record = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": train_terms}
@@ -259,27 +252,27 @@ class Fit:
                 with writing(
                     f"the epoch {epoch + 1} checkpoint in {out}",
                     lambda: (
-                        f"the last good checkpoint ({_latest_name(out) or 'none yet'}) is kept: "
+                        f"the last good checkpoint ({latest_name(out) or 'none yet'}) is kept: "
                         "free space and rerun with --resume"
                     ),
                 ):
-                    _append_log(log_path, record)
+                    append_log(log_path, record)
                     if scalars is not None:
                         scalars.write(record)  # before the checkpoint, like the log line: redone alike
                     crash_point("epoch-logged")
                     save_checkpoint(out, f"epoch-{epoch + 1:04d}", state)
-                    _prune_checkpoints(out, f"epoch-{epoch + 1:04d}", self.run_cfg.keep_every)
+                    prune_checkpoints(out, f"epoch-{epoch + 1:04d}", self.run_cfg.keep_every)
             distributed.barrier()
 
     def _resume_state(self, out: Path, resume: bool) -> dict | None:
         """The checkpoint to continue from (None: a fresh run). Rank 0 reads it and sends it to
         the others, so a refusal is raised on every rank alike."""
         if distributed.world_size() == 1:
-            return _read_resume_state(out, resume, self.config_dict, self.config_defaults)
+            return read_resume_state(out, resume, self.config_dict, self.config_defaults)
         state, error = None, None
         if distributed.is_main():
             try:
-                state = _read_resume_state(out, resume, self.config_dict, self.config_defaults)
+                state = read_resume_state(out, resume, self.config_dict, self.config_defaults)
             except (TrainingError, CheckpointError) as exc:
                 error = [type(exc).__name__, str(exc)]
         error = distributed.broadcast_json(error)
@@ -312,10 +305,10 @@ class Fit:
 
     def _step(self, x, y, epoch: int, idx) -> StepOutput:
         if self._ddp is None:
-            return self.step(x, y, epoch, idx)
+            return self.task.step(x, y, epoch, idx)
 
         def forward(*args):
-            out = self.step(*args)
+            out = self.task.step(*args)
             return {"losses": out.losses, "student": out.student_logits, "teacher": out.teacher_logits}
 
         out = self._ddp(forward, x, y, epoch, idx)
@@ -333,7 +326,7 @@ class Fit:
         gen = epoch_generator(self.run_cfg.seed, epoch)
         n = self.train_x.shape[0]
         order = torch.randperm(n, generator=gen)
-        frozen = self.frozen(epoch) if self.frozen is not None else set()
+        frozen = self.task.frozen()
         sums: dict[str, float] = {}
         fid = FidelityAccumulator()
         world, rank = distributed.world_size(), distributed.rank()
@@ -431,7 +424,7 @@ class Fit:
     def evaluate_test(self) -> dict:
         """The test-set metrics; a fixed teacher's test logits are computed once and reused."""
         t = self.teacher_logits
-        if t is not None and self.teacher_fixed:
+        if t is not None and self.task.teacher_fixed:
             if self._test_teacher_logits is None:
                 self._test_teacher_logits = _batched(t, self.test_x, self.data.eval_batch_size, self.device)
             t = self._test_teacher_logits
@@ -502,116 +495,12 @@ def _all_reduce_fidelity(acc: FidelityAccumulator) -> None:
     acc.bin_count, acc.bin_correct, acc.bin_conf = packed[len(scalars) :].view(3, -1).clone().unbind(0)
 
 
-def _read_resume_state(out: Path, resume: bool, config: dict, defaults: dict | None = None) -> dict | None:
-    if not (out / "latest.json").exists():
-        return None
-    if not resume:
-        raise TrainingError(
-            f"{out} already holds a run: pass --resume to continue it, or choose another --out"
-        )
-    _check_same_config(out / "config.json", config, defaults)
-    return load_checkpoint(out)
-
-
-def _check_same_config(path: Path, config: dict, defaults: dict | None = None) -> None:
-    """Resuming with another config would silently mix two runs: name the keys that differ.
-
-    A key the saved config lacks (it was written before the key existed) counts as its default."""
-    if not path.exists():
-        return
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TrainingError(f"cannot resume: {path} is unreadable ({exc}); use another --out") from None
-    if not isinstance(saved, dict):
-        raise TrainingError(f"cannot resume: {path} is not a config mapping; use another --out")
-
-    def flat(d, prefix=""):
-        items = {}
-        for k, v in d.items():
-            key = f"{prefix}{k}"
-            items.update(flat(v, key + ".") if isinstance(v, dict) else {key: v})
-        return items
-
-    a, b = flat(saved), flat(json.loads(json.dumps(config)))
-    for k, v in flat(json.loads(json.dumps(defaults or {}))).items():
-        a.setdefault(k, v)
-    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-    if diff:
-        raise TrainingError(
-            f"cannot resume {path.parent}: its config differs in {', '.join(diff[:5])}"
-            f"{' ...' if len(diff) > 5 else ''}; use the same config or another --out"
-        )
-
-
-def read_log(path: str | os.PathLike) -> list[dict]:
-    """The JSON lines of a run's log; a corrupt line is a TrainingError naming the file and line."""
-    with open(path) as f:
-        lines = [(i, line) for i, line in enumerate(f, 1) if line.strip()]
-    out = []
-    for i, line in lines:
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            rec = None
-        if not isinstance(rec, dict):
-            raise TrainingError(
-                f"{path}, line {i}: not a JSON object; the log is corrupt (use another --out)"
-            )
-        out.append(rec)
-    return out
-
-
-def _truncate_log(path: Path, start_epoch: int) -> None:
-    """Drop log lines of epochs after the checkpoint (written before a crash, to be redone)."""
-    if path.exists():
-        keep = [r for r in read_log(path) if r["epoch"] <= start_epoch]
-        _write_atomic(path, "".join(json.dumps(r) + "\n" for r in keep))
-
-
-def _append_log(path: Path, record: dict) -> None:
-    """Add one line by rewriting the file atomically: a process killed mid-write leaves the old
-    log, never a torn last line that would make the log unreadable."""
-    old = path.read_text() if path.exists() else ""
-    _write_atomic(path, old + json.dumps(record) + "\n")
-
-
-def _latest_name(out: Path) -> str | None:
-    """The checkpoint ``latest.json`` names (None if there is none or it is unreadable)."""
-    try:
-        name = json.loads((out / "latest.json").read_text())["latest"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return name if isinstance(name, str) else None
-
-
-def _prune_checkpoints(out: Path, latest: str, keep_every: int | None) -> None:
-    """Delete earlier epoch checkpoints, except every ``keep_every``-th epoch's."""
-    import shutil
-
-    for d in out.glob("epoch-*"):
-        if not d.is_dir() or d.name == latest:
-            continue
-        epoch = int(d.name.split("-")[1])
-        if keep_every is None or epoch % keep_every:
-            shutil.rmtree(d, ignore_errors=True)
-
-
-def cross_entropy_step(model: nn.Module) -> Callable:
-    """Step function of plain supervised training (teachers, the baseline)."""
-
-    def step(x, y, epoch, idx=None):
-        logits = model(x)
-        return StepOutput({"ce": F.cross_entropy(logits, y)}, logits)
-
-    return step
-
-
 __all__ = [
     "Fit",
     "StepOutput",
+    "Supervised",
+    "Task",
     "TrainingError",
-    "cross_entropy_step",
     "epoch_generator",
     "evaluate_model",
     "lr_factor",

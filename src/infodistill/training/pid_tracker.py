@@ -1,0 +1,91 @@
+"""The PID of (Y, teacher layer, student layer) during a run, measured on held-out test examples
+after chosen epochs, as [PID-KD] tracks Red(Y:T,S) and Uni(Y:T\\S) through training.
+
+Features are pulled to the CPU (``collect_features``) and handed to the torch-free estimator
+(``infodistill.pid.estimate``) with the run's ``pid.*`` settings. A fixed teacher's features,
+PCA and k-means are the same at every epoch, so they are computed once per layer
+(``pid.discretize``; the teacher's PCA was most of an estimate's time) and give the same numbers
+as redoing them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..methods import noisy_features
+from ..models import collect_features, validate_layers
+from .checkpoint import crash_point
+from .config import PIDConfig
+
+
+class PIDTracker:
+    """``tracker(epoch)`` -> ``{"pid": {"s_layer|t_layer": terms (+ "ci")}}`` on the epochs
+    ``pid.every`` picks and the last one, ``{}`` on the others.
+
+    For a noisy teacher the teacher's features get the same kind of noise the method sees, drawn
+    from a fixed generator, so every epoch measures the same teacher representation."""
+
+    def __init__(
+        self,
+        cfg: PIDConfig,
+        student: nn.Module,
+        teacher: nn.Module,
+        test,
+        *,
+        epochs: int,
+        seed: int,
+        batch_size: int,
+        noise: dict | None = None,
+        teacher_fixed: bool = True,
+    ):
+        # Layer names are checked now, when the run is built, not after the first epoch.
+        validate_layers(student, list(dict.fromkeys(s for s, _ in cfg.pairs)))
+        validate_layers(teacher, list(dict.fromkeys(t for _, t in cfg.pairs)))
+        n = len(test) if cfg.n_samples is None else min(cfg.n_samples, len(test))
+        if n < cfg.k:
+            raise ValueError(f"pid.k = {cfg.k} clusters need at least that many test examples, got {n}")
+        self.cfg, self.student, self.teacher, self.noise = cfg, student, teacher, noise
+        self.x, self.y = test.x[:n], test.y[:n]
+        self.epochs, self.seed, self.batch_size, self.teacher_fixed = epochs, seed, batch_size, teacher_fixed
+        self.settings = {"k": cfg.k, "pca": cfg.pca, "seed": seed}
+        self.teacher_symbols: dict = {}  # teacher layer -> its Discretized, for a fixed teacher
+
+    def _teacher_symbols(self, layer: str):
+        from ..pid import discretize
+
+        if layer in self.teacher_symbols:
+            return self.teacher_symbols[layer]
+        bs = self.batch_size
+        feat = collect_features(self.teacher, [layer], self.x, bs)[1][layer]
+        if self.noise is not None:
+            # Noise drawn batch by batch from a fixed generator, as the method sees it.
+            gen = torch.Generator().manual_seed(self.seed)
+            feat = torch.cat([noisy_features(t, generator=gen, **self.noise) for t in feat.split(bs)])
+        symbols = discretize(feat.numpy(), **self.settings)
+        if self.teacher_fixed:
+            self.teacher_symbols[layer] = symbols
+        return symbols
+
+    @torch.no_grad()
+    def __call__(self, epoch: int) -> dict:
+        from ..pid import estimate
+
+        if (epoch + 1) % self.cfg.every and epoch + 1 != self.epochs:
+            return {}
+        out = {}
+        for s_layer, t_layer in self.cfg.pairs:
+            crash_point("pid")
+            s_feat = collect_features(self.student, [s_layer], self.x, self.batch_size)[1][s_layer]
+            t_sym = self._teacher_symbols(t_layer)
+            # n_perm=0: the tracker records the terms and their intervals, not the permutation baseline
+            res = estimate(
+                self.y.numpy(), t_sym, s_feat.numpy(), n_boot=self.cfg.n_boot, n_perm=0, **self.settings
+            )
+            out[f"{s_layer}|{t_layer}"] = res.pid.as_dict() | (
+                {"ci": {k: list(v) for k, v in res.ci.items()}} if res.ci else {}
+            )
+        return {"pid": out}
+
+
+__all__ = ["PIDTracker"]
