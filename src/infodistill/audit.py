@@ -630,11 +630,15 @@ def run_audit(
             from .models.hooks import validate_layers
 
             validate_layers(model, layers)
+    from .data.loader import first_examples
+
+    # Only the audited examples are read (a data set decoded per item is never held whole).
+    x, y = first_examples(test, max(1, n) if isinstance(n, int) else len(test))
     return audit(
         t_model,
         s_model,
-        test.x,
-        test.y,
+        x,
+        y,
         teacher_layers=t_layers,
         student_layer=None if s_layers is None else s_layers[0],
         n=n,

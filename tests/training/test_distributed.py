@@ -35,6 +35,7 @@ from torch import nn
 
 from infodistill.training import distributed
 from infodistill.training.checkpoint import CRASH_ENV
+from infodistill.data.loader import TensorPairs
 from infodistill.training.config import (
     ConfigError,
     DataConfig,
@@ -192,10 +193,8 @@ def test_sharded_evaluation_adds_up_to_the_whole_set():
 def test_batch_size_must_give_every_process_an_example(tmp_path):
     fit = Fit(
         task=Supervised(nn.Linear(2, 2)),
-        train_x=torch.zeros(1797, 2),
-        train_y=torch.zeros(1797, dtype=torch.long),
-        test_x=torch.zeros(4, 2),
-        test_y=torch.zeros(4, dtype=torch.long),
+        train=TensorPairs(torch.zeros(1797, 2), torch.zeros(1797, dtype=torch.long)),
+        test=TensorPairs(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)),
         data=DataConfig(batch_size=64),
         optim=OptimConfig(),
         run_cfg=RunConfig(out_dir=str(tmp_path)),

@@ -296,10 +296,14 @@ def test_a_pickle_that_runs_code_is_refused(user_files, net, capsys):
 # ------------------------------------------------------------------------------------------ data
 
 
-def test_a_data_factory_of_torch_datasets_is_materialised(user_files):
+def test_a_data_factory_of_torch_datasets_is_streamed(user_files):
+    from infodistill.data.loader import ItemDataset, first_examples
+
     train, test = load_data_factory("my_data.py:digits", {"n_test": 300})
+    assert isinstance(test, ItemDataset) and not hasattr(test, "x")  # read per item, not held
     x, y = _digits_test(300)
-    assert torch.equal(test.x, x) and torch.equal(test.y, y)
+    got_x, got_y = first_examples(test, 300, batch_size=64, workers=0)
+    assert torch.equal(got_x, x) and torch.equal(got_y, y) and torch.equal(test.y, y)
     assert (len(train), len(test), train.num_classes, train.input_shape) == (1497, 300, 10, (1, 8, 8))
     with pytest.raises(ValueError, match="returned a int; it must return \\(train, test\\) datasets"):
         load_data_factory("my_data.py:not_a_pair")

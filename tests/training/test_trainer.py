@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from infodistill.data.loader import TensorPairs
 from infodistill.training.config import DataConfig, OptimConfig, RunConfig
 from infodistill.training.task import StepOutput, Supervised, Task
 from infodistill.training.trainer import Fit, TrainingError, lr_factor, read_log
@@ -39,10 +40,8 @@ def make_fit(tmp_path, epochs=3, on_epoch=None, lr=0.1, seed=0, init_seed=0):
     xt, yt = tiny_data(1, 64)
     return Fit(
         task=HookedSupervised(model, on_epoch),
-        train_x=x,
-        train_y=y,
-        test_x=xt,
-        test_y=yt,
+        train=TensorPairs(x, y),
+        test=TensorPairs(xt, yt),
         data=DataConfig(batch_size=16, eval_batch_size=32),
         optim=OptimConfig(lr=lr, epochs=epochs, schedule="cosine", grad_clip=5.0),
         run_cfg=RunConfig(seed=seed, out_dir=str(tmp_path)),
@@ -171,10 +170,8 @@ def test_grad_clip_is_per_module_so_a_method_head_never_shrinks_the_student_step
     lr, clip = 0.1, 5.0
     fit = Fit(
         task=WithHead(),
-        train_x=x,
-        train_y=y,
-        test_x=x,
-        test_y=y,
+        train=TensorPairs(x, y),
+        test=TensorPairs(x, y),
         data=DataConfig(batch_size=32, eval_batch_size=32),
         optim=OptimConfig(
             lr=lr, epochs=1, schedule="constant", momentum=0.0, weight_decay=0.0, grad_clip=clip

@@ -75,6 +75,11 @@ class ArrayDataset:
     def __getitem__(self, index: Any) -> tuple[torch.Tensor, torch.Tensor]:
         return self.x[index], self.y[index]
 
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A whole batch in one indexing (``torch.utils.data.DataLoader`` uses this)."""
+        idx = torch.as_tensor(indices, dtype=torch.int64)
+        return self.x[idx], self.y[idx]
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one example, e.g. ``(1, 28, 28)``."""
@@ -120,4 +125,3 @@ def _stratified_split(y: np.ndarray, test_size: float, seed: int, what: str) -> 
         ) from None
     # Sorted so that example order follows the source, whatever the split's shuffle did.
     return np.sort(train_idx), np.sort(test_idx)
-

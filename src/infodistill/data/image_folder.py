@@ -33,19 +33,34 @@ def _image_files(directory: Path) -> list[Path]:
     )
 
 
-def _decode_images(paths: Sequence[Path], size: int | None) -> np.ndarray:
+def _decode_one(path: Path, size: int | None) -> np.ndarray:
+    """One image as (H, W, 3) uint8 RGB, resized to ``size x size`` (bilinear) if given."""
     from PIL import Image, UnidentifiedImageError
 
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            if size is not None:
+                img = img.resize((size, size), Image.Resampling.BILINEAR)
+            return np.asarray(img, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot decode image ({exc})") from None
+
+
+class _ImageReader:
+    """Example j of a lazy image folder: decoded when read, in a DataLoader worker (picklable)."""
+
+    def __init__(self, paths: Sequence[Path], size: int | None):
+        self.paths, self.size = list(paths), size
+
+    def __call__(self, j: int):
+        return _to_float_images(_decode_one(self.paths[j], self.size).transpose(2, 0, 1))
+
+
+def _decode_images(paths: Sequence[Path], size: int | None) -> np.ndarray:
     out: np.ndarray | None = None
     for i, path in enumerate(paths):
-        try:
-            with Image.open(path) as img:
-                img = img.convert("RGB")
-                if size is not None:
-                    img = img.resize((size, size), Image.Resampling.BILINEAR)
-                arr = np.asarray(img, dtype=np.uint8)
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise DataError(f"{path}: cannot decode image ({exc})") from None
+        arr = _decode_one(path, size)
         if out is None:
             out = np.empty((len(paths), *arr.shape), dtype=np.uint8)
         elif arr.shape != out.shape[1:]:
@@ -118,8 +133,8 @@ def _scan_cub(root: Path) -> tuple[list[str], list[Path], list[int], np.ndarray]
 
 
 def load_image_folder(
-    root: PathLike, size: int | None = None, test_size: float = 0.25, seed: int = 0
-) -> tuple[ArrayDataset, ArrayDataset]:
+    root: PathLike, size: int | None = None, test_size: float = 0.25, seed: int = 0, lazy: bool = False
+):
     """Images sorted into one folder per class, decoded with Pillow: x (N, 3, H, W) RGB in [0, 1].
 
     Layouts, tried in this order:
@@ -132,7 +147,10 @@ def load_image_folder(
 
     Classes are the folder names, sorted. Suffixes read: :data:`IMAGE_EXTENSIONS`. All images must
     share one size unless ``size`` is given, in which case each is resized to ``size x size``
-    (bilinear). The whole set is held in memory as float32 (N * 3 * H * W * 4 bytes).
+    (bilinear). The whole set is held in memory as float32 (N * 3 * H * W * 4 bytes), or, with
+    ``lazy=True``, two :class:`~infodistill.data.loader.ItemDataset` s decode each image when it is
+    read (a DataLoader worker does it; memory does not grow with the folder). The runs read image
+    folders lazily.
     """
     root = Path(root)
     if not root.is_dir():
@@ -149,6 +167,10 @@ def load_image_folder(
         _, test_paths, test_labels = _scan_classes(test_dir, classes)
         if not test_paths:
             raise DataError(f"{test_dir}: no class folders; expected {_IMAGE_FOLDER_LAYOUT}")
+        if lazy:
+            return _lazy_pair(
+                (train_paths, test_paths), (train_labels, test_labels), classes, size, str(test_dir)
+            )
         train_x = _decode_images(train_paths, size)
         test_x = _decode_images(test_paths, size)
         if train_x.shape[1:] != test_x.shape[1:]:
@@ -174,9 +196,32 @@ def load_image_folder(
             raise DataError(f"{root}: no class folders with images; expected {_IMAGE_FOLDER_LAYOUT}")
         labels = np.asarray(labels_list, dtype=np.int64)
         train_idx, test_idx = _stratified_split(labels, test_size, seed, str(root))
+    if lazy:
+        return _lazy_pair(
+            ([paths[i] for i in train_idx], [paths[i] for i in test_idx]),
+            (labels[train_idx], labels[test_idx]),
+            classes,
+            size,
+            str(root),
+        )
     x = _to_float_images(_decode_images(paths, size))
     n = len(classes)
     return (
         ArrayDataset(x[train_idx], labels[train_idx], n, name, classes, "train"),
         ArrayDataset(x[test_idx], labels[test_idx], n, name, classes, "test"),
     )
+
+
+def _lazy_pair(paths, labels, classes, size, where: str):
+    from .loader import ItemDataset
+
+    train, test = (
+        ItemDataset(_ImageReader(p, size), y, len(classes), "image-folder", classes, split)
+        for p, y, split in zip(paths, labels, ("train", "test"), strict=True)
+    )
+    if train.input_shape != test.input_shape:
+        (_, h, w), (_, ht, wt) = train.input_shape, test.input_shape
+        raise DataError(
+            f"{where}: images are {wt}x{ht} but training images are {w}x{h}; pass size= to resize all images"
+        )
+    return train, test

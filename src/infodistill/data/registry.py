@@ -44,7 +44,10 @@ _LOADERS: dict[str, Callable[..., tuple[ArrayDataset, ArrayDataset]]] = {
     "cifar100": _needs_root(
         lambda r, **kw: load_cifar(r, num_classes=100, **kw), "cifar100", _CIFAR_LAYOUT[100]
     ),
-    "image-folder": _needs_root(load_image_folder, "image-folder", _IMAGE_FOLDER_LAYOUT),
+    # Decoded per item when read (data/loader.py): an image folder can be larger than memory.
+    "image-folder": _needs_root(
+        lambda r, **kw: load_image_folder(r, **{"lazy": True, **kw}), "image-folder", _IMAGE_FOLDER_LAYOUT
+    ),
 }
 
 #: Names accepted by :func:`load_dataset`.

@@ -67,20 +67,24 @@ def teacher_accuracies(p: FidelityPreset, out: Path) -> dict:
         return json.loads(path.read_text())
     import torch
 
+    from ..data.loader import BatchReader
     from ..methods import ensemble_logits
     from ..training.runs import load_trained, prepare_data
 
     cfg = teacher_config(p, member_dir(out, 0), 0)
     train, test = prepare_data(cfg.data, 0)
+    reader = BatchReader(test, cfg.data.workers)
     logits = []
     with torch.no_grad():
         for i in range(p.n_members):
             model = load_trained(str(member_dir(out, i)), cfg.model, train).eval()
-            logits.append(torch.cat([model(xb) for xb in test.x.split(cfg.data.eval_batch_size)]).float())
-    acc = {f"member{i}": float((z.argmax(1) == test.y).float().mean()) for i, z in enumerate(logits)}
+            batches = reader.sequential(cfg.data.eval_batch_size)
+            logits.append(torch.cat([model(xb) for _, xb, _ in batches]).float())
+    y = test.y
+    acc = {f"member{i}": float((z.argmax(1) == y).float().mean()) for i, z in enumerate(logits)}
     for m in p.ensembles:
         z = ensemble_logits(logits[:m]) if m > 1 else logits[0]
-        acc[f"ensemble{m}"] = float((z.argmax(1) == test.y).float().mean())
+        acc[f"ensemble{m}"] = float((z.argmax(1) == y).float().mean())
     atomic_write(path, json.dumps(acc, indent=2))
     return acc
 

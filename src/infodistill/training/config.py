@@ -42,6 +42,9 @@ class DataConfig:
     augment: str = "none"
     #: mixup of the distillation batch (0: off); teacher and student see the same mixed input
     mixup_alpha: float = 0.0
+    #: DataLoader worker processes (None: 0 for a set held in memory, one per core but one, at
+    #: most 4, for a set read per item such as an image folder; data/loader.py)
+    workers: int | None = None
 
     def __post_init__(self):
         if self.name is None and self.factory is None:
@@ -56,6 +59,12 @@ class DataConfig:
             raise ConfigError(f"{key}.mixup_alpha must be >= 0, got {self.mixup_alpha}")
         if self.subset_seed is not None:
             _seed(self.subset_seed, f"{key}.subset_seed")
+        if self.workers is not None and (
+            isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0
+        ):
+            raise ConfigError(
+                f"{key}.workers must be an integer >= 0 (or null: automatic), got {self.workers!r}"
+            )
         if self.train_subset is not None:
             _positive(self.train_subset, f"{key}.train_subset")
         if self.test_subset is not None:

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..data.loader import BatchReader, TensorPairs
 from ..methods import Batch, DistillMethod, ensemble_logits, noisy_features
 from ..models import FeatureExtractor, freeze_teacher, model_device
 from .task import StepOutput, Task
@@ -143,24 +144,26 @@ class Distiller(Task):
         return StepOutput(losses, zs, zt)
 
     @torch.no_grad()
-    def cache_teacher_outputs(self, x: torch.Tensor, batch_size: int) -> bool:
-        """Compute the teacher's logits and features for the whole training set ``x`` once and use
+    def cache_teacher_outputs(self, data, batch_size: int, workers: int | None = None) -> bool:
+        """Compute the teacher's logits and features for the whole training set ``data`` (a data
+        set of (x, y) items, or the examples as one tensor) once and use
         them in every later step (indexed by the batch's ``idx``); kept on the student's device.
         Only for a fixed teacher on fixed data: a changing teacher (checkpoints, noise drawn per
         step) is refused, and a cache above ``CACHE_LIMIT_BYTES`` is dropped (the teacher then runs
         online). Returns whether the cache is in use."""
         if not self.teacher_fixed or self.teacher.noise is not None:
             return False
-        logits, feats = [], {}
-        for start in range(0, x.shape[0], batch_size):
-            z, f = self.teacher(x[start : start + batch_size].to(self.device))
+        if isinstance(data, torch.Tensor):
+            data = TensorPairs(data, torch.zeros(len(data), dtype=torch.int64))
+        n, logits, feats = len(data), [], {}
+        for idx, x, _ in BatchReader(data, workers).sequential(batch_size):
+            z, f = self.teacher(x.to(self.device))
             logits.append(z)
+            seen = int(idx[0]) + batch_size
             for k, v in f.items():
                 feats.setdefault(k, []).append(v)
-                if (
-                    sum(t.numel() for t in feats[k]) * 4 * x.shape[0] / (start + batch_size)
-                    > CACHE_LIMIT_BYTES
-                ):
+                # the projected size of the whole cache, from the batches so far
+                if sum(t.numel() for t in feats[k]) * 4 * n / seen > CACHE_LIMIT_BYTES:
                     return False
         self.cache = {"logits": torch.cat(logits), "feats": {k: torch.cat(v) for k, v in feats.items()}}
         return True

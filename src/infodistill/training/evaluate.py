@@ -13,6 +13,7 @@ def evaluate_run(run_dir: str | Path, pid_pairs: list[str] | None = None, device
 
     ``device``: where the models run (``auto``, ``cpu``, ``cuda``, ``cuda:N``; default the run's
     ``run.device``)."""
+    from ..data.loader import first_examples
     from ..methods import method_class
     from ..models import collect_features
     from ..pid import estimate
@@ -21,7 +22,7 @@ def evaluate_run(run_dir: str | Path, pid_pairs: list[str] | None = None, device
     from .device import select_device
     from .distiller import Teacher
     from .runs import _model, _teacher_members, prepare_data
-    from .trainer import evaluate_model
+    from .trainer import evaluate_dataset
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
@@ -53,17 +54,16 @@ def evaluate_run(run_dir: str | Path, pid_pairs: list[str] | None = None, device
     if is_distill and not method.uses_teacher_checkpoints:
         teacher = Teacher([m.to(where) for m in _teacher_members(cfg, train, method)])
     t_logits = None if teacher is None else (lambda x: teacher(x)[0])
-    result = {"test": evaluate_model(model, test.x, test.y, cfg.data.eval_batch_size, t_logits)}
+    result = {"test": evaluate_dataset(model, test, cfg.data.eval_batch_size, t_logits)}
     pairs = [p.split(":") for p in pid_pairs] if pid_pairs else (cfg.pid.pairs if is_distill else [])
     if pairs and teacher is not None:
         result["pid"] = {}
         n = min(cfg.pid.n_samples or len(test), len(test))
         bs = cfg.data.eval_batch_size
+        x, y = first_examples(test, n, bs, cfg.data.workers)
         for s_layer, t_layer in pairs:
-            s_feat = collect_features(model, [s_layer], test.x[:n], bs)[1][s_layer].numpy()
-            t_feat = collect_features(teacher.members[0], [t_layer], test.x[:n], bs)[1][t_layer].numpy()
-            res = estimate(
-                test.y[:n].numpy(), t_feat, s_feat, k=cfg.pid.k, pca=cfg.pid.pca, seed=cfg.run.seed
-            )
+            s_feat = collect_features(model, [s_layer], x, bs)[1][s_layer].numpy()
+            t_feat = collect_features(teacher.members[0], [t_layer], x, bs)[1][t_layer].numpy()
+            res = estimate(y.numpy(), t_feat, s_feat, k=cfg.pid.k, pca=cfg.pid.pca, seed=cfg.run.seed)
             result["pid"][f"{s_layer}|{t_layer}"] = res.pid.as_dict()
     return result

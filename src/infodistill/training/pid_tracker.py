@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..data.loader import first_examples
 from ..methods import noisy_features
 from ..models import collect_features, validate_layers
 from .checkpoint import crash_point
@@ -36,6 +37,7 @@ class PIDTracker:
         epochs: int,
         seed: int,
         batch_size: int,
+        workers: int | None = None,
         noise: dict | None = None,
         teacher_fixed: bool = True,
     ):
@@ -46,7 +48,8 @@ class PIDTracker:
         if n < cfg.k:
             raise ValueError(f"pid.k = {cfg.k} clusters need at least that many test examples, got {n}")
         self.cfg, self.student, self.teacher, self.noise = cfg, student, teacher, noise
-        self.x, self.y = test.x[:n], test.y[:n]
+        # The first n test examples, read once (n is bounded by pid.n_samples).
+        self.x, self.y = first_examples(test, n, batch_size, workers)
         self.epochs, self.seed, self.batch_size, self.teacher_fixed = epochs, seed, batch_size, teacher_fixed
         self.settings = {"k": cfg.k, "pca": cfg.pca, "seed": seed}
         self.teacher_symbols: dict = {}  # teacher layer -> its Discretized, for a fixed teacher

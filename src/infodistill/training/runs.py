@@ -16,6 +16,7 @@ from torch import nn
 
 from ..data import RandomCropPad, RandomHFlip, load_dataset, mixup
 from ..data.factory import load_data_factory
+from ..data.loader import first_examples, in_memory, sample_shape
 from ..methods import DistillMethod, build_method, method_class
 from ..models import (
     build_from_factory,
@@ -94,7 +95,7 @@ def _model(
     """The model ``cfg`` describes, on the CPU: a built-in one by name or your own by factory, with
     ``cfg.weights`` loaded unless ``weights=False`` (a checkpoint is loaded over it anyway).
     ``what`` is its config key, for the messages."""
-    shape = tuple(train.x.shape[1:])
+    shape = sample_shape(train)
     # A config key ("student") names its options "student.factory"; a flag ("--teacher-model",
     # audit's) is named as typed, with the weights file given as "--teacher".
     flag = what.startswith("-")
@@ -118,7 +119,7 @@ def _fits(model: nn.Module, cfg: ModelConfig, data, what: str) -> None:
     if cfg.factory is not None:
         fix = (
             f"make {what}.factory {cfg.factory!r} return a model taking inputs of shape "
-            f"{tuple(data.x.shape[1:])} and giving {data.num_classes} logits (see {what}.kwargs)"
+            f"{sample_shape(data)} and giving {data.num_classes} logits (see {what}.kwargs)"
         )
     check_model_fits(model, cfg.label, data, f"{what} model" if what != "model" else what, fix)
 
@@ -128,7 +129,7 @@ def check_model_fits(model: nn.Module, name: str, data, what: str = "model", fix
     """A forward pass on two real examples (eval mode, so no statistic moves): a model built for
     other data fails here, when the run is built, not at its first training step. Two, because
     torch reads a single (C, L) example as an unbatched image and would let a 2-D CNN through."""
-    x = data.x[:2].to(model_device(model))
+    x = first_examples(data, 2)[0].to(model_device(model))
     kind = "1-D signals" if x.dim() == 3 else "images"
     hint = "cnn1d or mlp" if x.dim() == 3 else "cnn-small, wrn-D-K, resnetN or mlp"
     was = model.training
@@ -174,7 +175,7 @@ def _train_teacher(cfg, model, train, test, progress: bool, resume: bool, device
         test,
         progress,
         device=device,
-        augment=make_augment(cfg.data, train.x.shape[1:]),
+        augment=make_augment(cfg.data, sample_shape(train)),
     )
     return fit.run(resume)
 
@@ -183,10 +184,8 @@ def _fit(cfg, task: Task, train, test, progress: bool, **kw) -> Fit:
     """A ``Fit`` of ``task`` over the config's data, optimiser and run settings."""
     return Fit(
         task=task,
-        train_x=train.x,
-        train_y=train.y,
-        test_x=test.x,
-        test_y=test.y,
+        train=train,
+        test=test,
         data=cfg.data,
         optim=cfg.optim,
         run_cfg=cfg.run,
@@ -198,13 +197,15 @@ def _fit(cfg, task: Task, train, test, progress: bool, **kw) -> Fit:
 
 
 def _channels_last(enabled: bool, models, *datasets) -> None:
-    """NHWC layout for image models and their data (faster convolutions on CPU); a no-op for 1-D data."""
-    if not enabled or datasets[0].x.dim() != 4:
+    """NHWC layout for image models and their in-memory data (faster convolutions on CPU); a no-op
+    for 1-D data. Batches of a data set read per item are converted by the model's first layer."""
+    if not enabled or len(sample_shape(datasets[0])) != 3:
         return
     for m in models:
         m.to(memory_format=torch.channels_last)
     for ds in datasets:
-        ds.x = ds.x.contiguous(memory_format=torch.channels_last)
+        if in_memory(ds):
+            ds.x = ds.x.contiguous(memory_format=torch.channels_last)
 
 
 def _check_tensorboard(run: RunConfig) -> None:
@@ -238,7 +239,7 @@ def build_distillation(cfg: DistillConfig, progress: bool = True) -> Fit:
     device = start_device(cfg.run)
     _check_tensorboard(cfg.run)
     train, test = prepare_data(cfg.data, cfg.run.seed)
-    sample_shape = tuple(train.x.shape[1:])
+    shape = sample_shape(train)
     method_cls = method_class(cfg.method.name)
 
     members = [m.to(device) for m in _teacher_members(cfg, train, method_cls)]
@@ -261,8 +262,8 @@ def build_distillation(cfg: DistillConfig, progress: bool = True) -> Fit:
         cfg.method.name,
         num_classes=train.num_classes,
         pairs=pairs,
-        student_shapes=probe_shapes(student, [s for s, _ in pairs], sample_shape) if pairs else {},
-        teacher_shapes=probe_shapes(members[0], [t for _, t in pairs], sample_shape) if pairs else {},
+        student_shapes=probe_shapes(student, [s for s, _ in pairs], shape) if pairs else {},
+        teacher_shapes=probe_shapes(members[0], [t for _, t in pairs], shape) if pairs else {},
         **({"num_checkpoints": len(trajectory)} if trajectory else {}) | dict(cfg.method.params),
     ).to(device)
     t = cfg.teacher
@@ -273,9 +274,9 @@ def build_distillation(cfg: DistillConfig, progress: bool = True) -> Fit:
     )
     distiller = Distiller(student, members, method, checkpoints=trajectory, noise=noise, seed=cfg.run.seed)
 
-    augment = make_augment(cfg.data, sample_shape)
+    augment = make_augment(cfg.data, shape)
     if cfg.run.cache_teacher and augment is None:
-        distiller.cache_teacher_outputs(train.x, cfg.data.eval_batch_size)
+        distiller.cache_teacher_outputs(train, cfg.data.eval_batch_size, workers=cfg.data.workers)
     tracker = None
     if cfg.pid.pairs:
         tracker = PIDTracker(
@@ -286,6 +287,7 @@ def build_distillation(cfg: DistillConfig, progress: bool = True) -> Fit:
             epochs=cfg.optim.epochs,
             seed=cfg.run.seed,
             batch_size=cfg.data.eval_batch_size,
+            workers=cfg.data.workers,
             noise=noise,
             teacher_fixed=distiller.teacher_fixed,
         )

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_write as _write_atomic
+from ..data.loader import BatchReader, TensorPairs
 from ..metrics import FidelityAccumulator
 from ..models import model_device
 from . import distributed
@@ -96,10 +97,10 @@ class Fit:
     optimiser and run settings; ``run()`` trains it to the end, resuming if a checkpoint exists."""
 
     task: Task
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
+    #: map-style data sets of (x, y) items: in memory (ArrayDataset, TensorPairs) or read per
+    #: item (an image folder), both through ``data/loader.py``
+    train: object
+    test: object
     data: DataConfig
     optim: OptimConfig
     run_cfg: RunConfig
@@ -116,6 +117,8 @@ class Fit:
     #: where the loop runs (None: the student's device); models must already be there
     device: torch.device | None = None
     _test_teacher_logits: torch.Tensor | None = field(default=None, init=False, repr=False)
+    #: one BatchReader per split for the whole run (a data set read per item keeps its workers)
+    _readers: dict = field(default_factory=dict, init=False, repr=False)
     #: the DistributedDataParallel wrapper of student + extra in a multi-process run
     _ddp: nn.Module | None = field(default=None, init=False, repr=False)
     #: fp16's gradient scaler (None for other precisions); its state is checkpointed
@@ -132,6 +135,15 @@ class Fit:
     @property
     def teacher_logits(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
         return self.task.teacher_logits if self.task.has_teacher else None
+
+    def reader(self, split: str) -> BatchReader:
+        """The batch reader of ``split`` ("train" or "test"), made at first use."""
+        if split not in self._readers:
+            device = self.device if self.device is not None else model_device(self.student)
+            self._readers[split] = BatchReader(
+                getattr(self, split), self.data.workers, pin_memory=device.type == "cuda"
+            )
+        return self._readers[split]
 
     def parameters(self):
         params = list(self.student.parameters())
@@ -230,7 +242,7 @@ class Fit:
                 record["best"] = best
             record["seconds"] = round(time.perf_counter() - t0, 3)
             # Training steps only (evaluation and the PID excluded): what a batch size or amp buys.
-            record["examples_per_s"] = round(self.train_x.shape[0] / max(train_seconds, 1e-9), 1)
+            record["examples_per_s"] = round(len(self.train) / max(train_seconds, 1e-9), 1)
             rng = rng_state(self.device)
             state = {
                 "epoch": epoch,
@@ -281,7 +293,7 @@ class Fit:
         return distributed.broadcast_state(state)
 
     def _check_split(self, world: int) -> None:
-        n, b = self.train_x.shape[0], self.data.batch_size
+        n, b = len(self.train), self.data.batch_size
         last = n % b or min(b, n)
         if last < world:
             raise ConfigError(
@@ -324,7 +336,7 @@ class Fit:
         if self.extra is not None:
             self.extra.train()
         gen = epoch_generator(self.run_cfg.seed, epoch)
-        n = self.train_x.shape[0]
+        n = len(self.train)
         order = torch.randperm(n, generator=gen)
         frozen = self.task.frozen()
         sums: dict[str, float] = {}
@@ -343,25 +355,27 @@ class Fit:
                 unit_scale=True,
                 leave=False,
             )
+        # The batches of the epoch, fixed before any is read: (global batch size, this rank's
+        # chunk [lo, hi), the indices to read). Without augmentation a rank reads only its chunk;
+        # with it the whole batch is augmented, drawing exactly what one process draws from the
+        # shared generator (mixup pairs across chunks), and then cut.
+        plan = []
         for start in range(0, n, self.data.batch_size):
             idx = order[start : start + self.data.batch_size]
+            lo, hi = distributed.shard_bounds(len(idx), rank, world) if world > 1 else (0, len(idx))
+            plan.append((len(idx), lo, hi, idx[lo:hi] if world > 1 and self.augment is None else idx))
+        batches = self.reader("train")(p[3] for p in plan)
+        for (size, lo, hi, _), (idx, x, y) in zip(plan, batches, strict=True):
             if bar is not None:
-                bar.update(len(idx))
-            weight = 1.0
-            if world > 1:
-                # This rank's chunk of the global batch. Its mean loss is weighted by
-                # chunk·W/batch so that DDP's average over ranks is the mean over the global batch.
-                lo, hi = distributed.shard_bounds(len(idx), rank, world)
-                weight = (hi - lo) * world / len(idx)
-                if self.augment is None:
-                    idx = idx[lo:hi]
-            x = self.train_x[idx].to(device, non_blocking=True)
-            y = self.train_y[idx].to(device, non_blocking=True)
+                bar.update(size)
+            # This rank's chunk's mean loss is weighted by chunk·W/batch so that DDP's average
+            # over ranks is the mean over the global batch.
+            weight = (hi - lo) * world / size if world > 1 else 1.0
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
             if self.augment is not None:
                 x = self.augment(x, gen)
                 if world > 1:
-                    # Augmented as a whole (mixup pairs across chunks), drawing exactly what one
-                    # process draws from the shared generator, then cut.
                     idx, x, y = idx[lo:hi], x[lo:hi], y[lo:hi]
             with autocast(device, amp):
                 out = self._step(x, y, epoch, idx)
@@ -424,21 +438,18 @@ class Fit:
     def evaluate_test(self) -> dict:
         """The test-set metrics; a fixed teacher's test logits are computed once and reused."""
         t = self.teacher_logits
+        bs = self.data.eval_batch_size
         if t is not None and self.task.teacher_fixed:
             if self._test_teacher_logits is None:
-                self._test_teacher_logits = _batched(t, self.test_x, self.data.eval_batch_size, self.device)
+                with torch.no_grad():
+                    parts = [t(x.to(self.device)).float() for _, x, _ in self.reader("test").sequential(bs)]
+                self._test_teacher_logits = torch.cat(parts)
             t = self._test_teacher_logits
-        return evaluate_model(
-            self.student, self.test_x, self.test_y, self.data.eval_batch_size, t, shard=self._shard()
+        return evaluate_dataset(
+            self.student, self.test, bs, t, shard=self._shard(), reader=self.reader("test")
         )
 
 
-@torch.no_grad()
-def _batched(fn, x: torch.Tensor, batch_size: int, device) -> torch.Tensor:
-    return torch.cat([fn(x[i : i + batch_size].to(device)).float() for i in range(0, x.shape[0], batch_size)])
-
-
-@torch.no_grad()
 def evaluate_model(
     model: nn.Module,
     x: torch.Tensor,
@@ -448,26 +459,41 @@ def evaluate_model(
     *,
     shard: tuple[int, int] | None = None,
 ) -> dict:
+    """:func:`evaluate_dataset` of the examples ``x`` with labels ``y``."""
+    return evaluate_dataset(model, TensorPairs(x, y), batch_size, teacher_logits, shard=shard)
+
+
+@torch.no_grad()
+def evaluate_dataset(
+    model: nn.Module,
+    dataset,
+    batch_size: int,
+    teacher_logits=None,
+    *,
+    shard: tuple[int, int] | None = None,
+    reader: BatchReader | None = None,
+) -> dict:
     """Full-set accuracy, NLL, ECE in eval mode, and agreement and KL(t‖s) given the teacher's
-    logits: a function ``teacher_logits(x)``, or a tensor of them aligned with ``x``.
+    logits: a function ``teacher_logits(x)``, or a tensor of them aligned with the data set.
 
     ``shard=(rank, world)``: this rank evaluates batches rank, rank + world, ... (the batches one
     process would form, so every example's logits are the single-process ones) and the sums of
     all ranks are added, so every rank returns the metrics of the whole set.
 
-    Batches are moved to the model's device and the logits brought back for the sums."""
+    Batches (read by ``reader``, default a new one over ``dataset``) are moved to the model's
+    device and the logits brought back for the sums."""
     was = model.training
     model.eval()
     device = model_device(model)
     acc = FidelityAccumulator()
-    for k, start in enumerate(range(0, x.shape[0], batch_size)):
-        if shard is not None and k % shard[1] != shard[0]:
-            continue
-        xb, yb = x[start : start + batch_size].to(device), y[start : start + batch_size]
+    reader = reader if reader is not None else BatchReader(dataset)
+    skip = None if shard is None else (lambda k: k % shard[1] != shard[0])
+    for idx, xb, yb in reader.sequential(batch_size, skip=skip):
+        xb = xb.to(device)
         if teacher_logits is None:
             zt = None
         elif isinstance(teacher_logits, torch.Tensor):
-            zt = teacher_logits[start : start + batch_size]
+            zt = teacher_logits[idx[0] : idx[-1] + 1]
         else:
             zt = teacher_logits(xb)
         acc.update(to_host(model(xb)).float(), to_host(yb), None if zt is None else to_host(zt).float())
@@ -502,6 +528,7 @@ __all__ = [
     "Task",
     "TrainingError",
     "epoch_generator",
+    "evaluate_dataset",
     "evaluate_model",
     "lr_factor",
     "make_optimizer",

@@ -1,0 +1,208 @@
+"""Data sets read item by item (a user's torch Dataset, an image folder) go through the same
+DataLoader path as the in-memory sets and give the same run: same batches, same logs, same
+checkpoints, with or without worker processes, through a crash and a resume; and a run over an
+image folder holds no more memory for a larger folder."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from interrupts import Interrupt, interrupt_at
+
+from infodistill.data.loader import BatchReader, ItemDataset, TensorPairs, auto_workers, first_examples
+from infodistill.training.config import DistillConfig, from_dict
+from infodistill.training.runs import distill
+
+DATA = '''
+import torch
+from infodistill.data import load_digits_dataset
+
+
+class Plain(torch.utils.data.Dataset):
+    """A torch Dataset without batch indexing: items are read one at a time."""
+
+    def __init__(self, ds):
+        self.x, self.y = ds.x.clone(), ds.y.clone()
+        self.classes = [str(c) for c in range(10)]
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i].numpy(), int(self.y[i])
+
+
+def digits(streamed=False):
+    train, test = load_digits_dataset()
+    return (Plain(train), Plain(test)) if streamed else (train, test)
+'''
+
+
+def _config(tmp_path: Path, name: str, streamed: bool, **extra) -> DistillConfig:
+    data = {"factory": str(tmp_path / "digits_data.py") + ":digits", "kwargs": {"streamed": streamed}}
+    data.update(
+        batch_size=64, eval_batch_size=100, train_subset=600, test_subset=300, **extra.pop("data", {})
+    )
+    raw = {
+        "data": data,
+        "student": {"name": "cnn-small", "kwargs": {"width": 4, "pool_size": 2}},
+        "teacher": {"kind": "untrained", "model": {"name": "cnn-small", "kwargs": {"width": 8}}, "seed": 3},
+        "method": {"name": "vid", "pairs": [["stage3", "stage3"]]},
+        "pid": {"pairs": [["stage3", "stage3"]], "k": 4, "n_samples": 200},
+        "optim": {"epochs": 3, "lr": 0.05},
+        "run": {"seed": 0, "threads": 1, "device": "cpu", "out_dir": str(tmp_path / name), "keep_every": 1},
+    }
+    for key, value in extra.items():
+        raw[key] = value
+    return from_dict(DistillConfig, raw)
+
+
+def _log(out: Path) -> list[dict]:
+    drop = ("seconds", "examples_per_s")
+    lines = (out / "log.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in drop} for line in lines]
+
+
+def _checkpoints(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.glob("epoch-*/tensors.safetensors"))}
+
+
+@pytest.fixture
+def digits_file(tmp_path):
+    (tmp_path / "digits_data.py").write_text(DATA)
+    torch.set_num_threads(1)
+    return tmp_path
+
+
+@pytest.mark.parametrize("augment", ["none", "crop-flip"])
+def test_a_streamed_data_set_gives_the_in_memory_run(digits_file, augment):
+    """Same seed, one process: the in-memory set and the same examples read one by one (without
+    workers, and in two worker processes) give identical logs and checkpoints. With augment=none
+    the teacher's outputs are cached, with crop-flip they are computed per step."""
+    tmp = digits_file
+    runs = {
+        "memory": _config(tmp, f"memory-{augment}", False, data={"augment": augment}),
+        "items": _config(tmp, f"items-{augment}", True, data={"augment": augment, "workers": 0}),
+        "workers": _config(tmp, f"workers-{augment}", True, data={"augment": augment, "workers": 2}),
+    }
+    for cfg in runs.values():
+        distill(cfg, progress=False)
+    ref = Path(runs["memory"].run.out_dir)
+    assert len(_log(ref)) == 3 and "pid" in _log(ref)[-1]
+    for name in ("items", "workers"):
+        out = Path(runs[name].run.out_dir)
+        assert _log(out) == _log(ref), name
+        assert _checkpoints(out) == _checkpoints(ref), name
+
+
+def test_a_streamed_run_resumes_to_the_uninterrupted_result(digits_file, monkeypatch):
+    tmp = digits_file
+    whole = _config(tmp, "whole", True, data={"workers": 2})
+    distill(whole, progress=False)
+    cut = _config(tmp, "cut", True, data={"workers": 2})
+    restore = interrupt_at(monkeypatch, "train-step", 12)  # in epoch 2 (10 batches an epoch)
+    with pytest.raises(Interrupt):
+        distill(cut, progress=False)
+    restore()
+    assert len(_log(Path(cut.run.out_dir))) == 1
+    distill(cut, progress=False)
+    assert _log(Path(cut.run.out_dir)) == _log(Path(whole.run.out_dir))
+    assert _checkpoints(Path(cut.run.out_dir)) == _checkpoints(Path(whole.run.out_dir))
+
+
+def test_the_reader_returns_the_batches_it_is_given_in_order():
+    x, y = torch.arange(40.0).view(20, 2), torch.arange(20) % 3
+    reads = []
+
+    class Logged(torch.utils.data.Dataset):
+        def __len__(self):
+            return 20
+
+        def __getitem__(self, i):
+            reads.append(i)
+            return x[i], int(y[i])
+
+    batches = [torch.tensor([5, 1, 19]), torch.tensor([0]), torch.tensor([7, 7])]
+    for data in (TensorPairs(x, y), Logged()):
+        got = list(BatchReader(data, workers=0)(batches))
+        assert [i.tolist() for i, _, _ in got] == [b.tolist() for b in batches]
+        for (idx, xb, yb), b in zip(got, batches, strict=True):
+            assert torch.equal(xb, x[b]) and torch.equal(yb, y[b])
+    assert reads == [5, 1, 19, 0, 7, 7]  # the per-item set read exactly those items, once
+    skipped = list(BatchReader(Logged(), workers=0).sequential(8, skip=lambda k: k % 2 == 1))
+    assert [i.tolist() for i, _, _ in skipped] == [list(range(8)), list(range(16, 20))]
+    assert auto_workers(TensorPairs(x, y)) == 0 and auto_workers(Logged()) >= 1
+    assert torch.equal(first_examples(Logged(), 3)[0], x[:3])
+
+
+def test_an_item_with_another_shape_is_named():
+    shapes = {0: (1, 4, 4), 1: (1, 4, 4), 2: (1, 5, 4)}
+    ds = ItemDataset(lambda j: torch.zeros(shapes[j]), [0, 1, 0], 2, "mine")
+    assert ds.input_shape == (1, 4, 4) and ds[1][0].shape == (1, 4, 4)
+    with pytest.raises(ValueError, match=r"example 2 has shape \(1, 5, 4\), example 0 \(1, 4, 4\)"):
+        ds[2]
+    sub = ds.subset([2, 0])
+    assert sub.y.tolist() == [0, 0] and len(sub) == 2
+
+
+# --------------------------------------------------------------------------------- peak memory
+
+PEAK_RSS = r"""
+import resource, sys
+from infodistill.training.config import TeacherTrainConfig, from_dict
+from infodistill.training.runs import train_teacher
+
+root, out = sys.argv[1], sys.argv[2]
+cfg = from_dict(TeacherTrainConfig, {
+    "data": {"name": "image-folder", "root": root, "batch_size": 64, "eval_batch_size": 64, "workers": 0},
+    "model": {"name": "cnn-small", "kwargs": {"width": 4}},
+    "optim": {"epochs": 1},
+    "run": {"seed": 0, "threads": 1, "device": "cpu", "out_dir": out},
+})
+train_teacher(cfg, progress=False)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
+"""
+
+
+def _image_folder(root: Path, per_class: int, size: int = 64) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss in KiB is Linux's")
+def test_peak_memory_of_an_image_folder_run_does_not_grow_with_the_folder(tmp_path):
+    """A 1-epoch run over 400 and over 2 000 images of 64 x 64: held in memory the larger folder
+    would take 1 600 * 3 * 64 * 64 * 4 bytes = 75 MiB more (float32), plus its uint8 decode."""
+    peaks = {}
+    for n in (200, 1000):
+        _image_folder(tmp_path / f"img{n}", n)
+        done = subprocess.run(
+            [sys.executable, "-c", PEAK_RSS, str(tmp_path / f"img{n}"), str(tmp_path / f"run{n}")],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", **_python_env()},
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        peaks[n] = int(done.stdout.split()[-1]) * 1024
+    grown = peaks[1000] - peaks[200]
+    held = 1600 * 3 * 64 * 64 * 4
+    assert grown < held / 4, f"peak RSS grew by {grown / 2**20:.1f} MiB (in memory: {held / 2**20:.0f} MiB)"
+
+
+def _python_env() -> dict:
+    import os
+
+    keep = ("PYTHONPATH", "HOME", "VIRTUAL_ENV", "PYENV_ROOT", "PYENV_VERSION", "LANG")
+    return {k: os.environ[k] for k in keep if k in os.environ}
