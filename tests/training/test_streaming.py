@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from interrupts import Interrupt, interrupt_at
 
 from infodistill.data.loader import BatchReader, ItemDataset, TensorPairs, auto_workers, first_examples
 from infodistill.training.config import DistillConfig, from_dict
 from infodistill.training.runs import distill
+from interrupts import Interrupt, interrupt_at
 
 DATA = '''
 import torch
@@ -132,7 +132,7 @@ def test_the_reader_returns_the_batches_it_is_given_in_order():
     for data in (TensorPairs(x, y), Logged()):
         got = list(BatchReader(data, workers=0)(batches))
         assert [i.tolist() for i, _, _ in got] == [b.tolist() for b in batches]
-        for (idx, xb, yb), b in zip(got, batches, strict=True):
+        for (_, xb, yb), b in zip(got, batches, strict=True):
             assert torch.equal(xb, x[b]) and torch.equal(yb, y[b])
     assert reads == [5, 1, 19, 0, 7, 7]  # the per-item set read exactly those items, once
     skipped = list(BatchReader(Logged(), workers=0).sequential(8, skip=lambda k: k % 2 == 1))
