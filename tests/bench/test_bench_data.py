@@ -1,0 +1,41 @@
+"""bench/data_loading.py and bench/stream_memory.py run (tiny sizes) and their tables add up."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_data_loading_rows_and_ratios(tmp_path, capsys):
+    pytest.importorskip("infodistill.data").load_fashion_mnist()  # Debian's copy must be installed
+    out = tmp_path / "d.json"
+    _load("data_loading").main(
+        ["--threads", "1", "--rounds", "1", "--batches", "2", "--n", "1000", "--json", str(out)]
+    )
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 7 and rows[0]["ratio"] == 1.0  # the reference against itself
+    assert all(r["ratio"] > 0 and len(r["ms_per_batch"]) == 1 for r in rows)
+    table = capsys.readouterr().out
+    assert table.count("| yes |") == 2  # the rule picks one row of each kind of set
+
+
+def test_stream_memory_measures_each_mode(tmp_path, capsys):
+    out = tmp_path / "m.json"
+    _load("stream_memory").main(["--sizes", "24", "--px", "8", "--workers", "0", "--json", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["mode"], r["workers"]) for r in rows] == [("streamed", 0), ("in memory", 0)]
+    assert all(
+        r["peak_main_bytes"] > 10 * 2**20 for r in rows
+    )  # a Python process with torch: tens of MiB at least
