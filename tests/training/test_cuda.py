@@ -233,3 +233,68 @@ def test_two_processes_over_nccl_match_one(tmp_path, teacher_dir):
     # and the torchrun run resumes: a second launch continues (nothing left to do) without error
     again = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
+
+
+def test_a_streamed_image_folder_trains_on_cuda_with_pinned_workers(tmp_path):
+    """An image folder read per item in two worker processes, batches pinned and copied to the
+    GPU, against the same images held in memory (also on the GPU): the same run to CUDA's
+    reduction-order tolerance."""
+    import numpy as np
+    from PIL import Image
+
+    from infodistill.data.loader import BatchReader
+    from infodistill.training.runs import distill
+
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (tmp_path / "img" / c).mkdir(parents=True)
+        for i in range(64):
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(
+                tmp_path / "img" / c / f"{i}.png"
+            )
+    (tmp_path / "eager.py").write_text(
+        "from infodistill.data import load_image_folder\n\n"
+        "def eager(root):\n    return load_image_folder(root)\n"
+    )
+    base = [
+        "student.name=cnn-small",
+        "student.kwargs={width: 4}",
+        "teacher.kind=untrained",
+        "teacher.model.name=cnn-small",
+        "teacher.model.kwargs={width: 8}",
+        "method.name=kd",
+        "optim.epochs=2",
+        "run.device=cuda",
+        "data.batch_size=16",
+        "data.eval_batch_size=32",
+    ]
+    streamed = load_config(
+        DistillConfig,
+        None,
+        [
+            *base,
+            "data.name=image-folder",
+            f"data.root={tmp_path / 'img'}",
+            "data.workers=2",
+            f"run.out_dir={tmp_path / 's'}",
+        ],
+    )
+    fit = build_distillation(streamed, False)
+    reader = fit.reader("train")
+    assert isinstance(reader, BatchReader) and reader.workers == 2 and reader._loader.pin_memory
+    distill(streamed, progress=False)
+    held = load_config(
+        DistillConfig,
+        None,
+        [
+            *base,
+            f"data.factory={tmp_path / 'eager.py'}:eager",
+            f"data.kwargs={{root: {tmp_path / 'img'}}}",
+            f"run.out_dir={tmp_path / 'm'}",
+        ],
+    )
+    distill(held, progress=False)
+    for a, b in zip(
+        read_log(tmp_path / "s" / "log.jsonl"), read_log(tmp_path / "m" / "log.jsonl"), strict=True
+    ):
+        _close(a, b)

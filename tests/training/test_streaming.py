@@ -206,3 +206,40 @@ def _python_env() -> dict:
 
     keep = ("PYTHONPATH", "HOME", "VIRTUAL_ENV", "PYENV_ROOT", "PYENV_VERSION", "LANG")
     return {k: os.environ[k] for k in keep if k in os.environ}
+
+
+def test_an_image_folder_read_per_item_gives_the_run_of_the_same_images_in_memory(tmp_path):
+    """The runs read an image folder lazily (decoded in two workers); the same folder decoded
+    whole up front (``load_image_folder(lazy=False)`` through a data factory) gives the same
+    log and checkpoints, with crop-flip augmentation drawn from the same generator."""
+    from infodistill.training.config import load_config
+
+    _image_folder(tmp_path / "img", 40, size=16)
+    (tmp_path / "eager.py").write_text(
+        "from infodistill.data import load_image_folder\n\n"
+        "def eager(root):\n    return load_image_folder(root)\n"
+    )
+    torch.set_num_threads(1)
+    base = [
+        "student.name=cnn-small",
+        "student.kwargs={width: 4}",
+        "teacher.kind=untrained",
+        "teacher.model.name=cnn-small",
+        "teacher.model.kwargs={width: 8}",
+        "method.name=kd",
+        "optim.epochs=2",
+        "run.device=cpu",
+        "run.threads=1",
+        "data.batch_size=16",
+        "data.eval_batch_size=32",
+        "data.augment=crop-flip",
+    ]
+    root = tmp_path / "img"
+    runs = {
+        "lazy": [*base, "data.name=image-folder", f"data.root={root}", "data.workers=2"],
+        "held": [*base, f"data.factory={tmp_path / 'eager.py'}:eager", f"data.kwargs={{root: {root}}}"],
+    }
+    for name, over in runs.items():
+        distill(load_config(DistillConfig, None, [*over, f"run.out_dir={tmp_path / name}"]), progress=False)
+    assert _log(tmp_path / "lazy") == _log(tmp_path / "held") and len(_log(tmp_path / "held")) == 2
+    assert _checkpoints(tmp_path / "lazy") == _checkpoints(tmp_path / "held")
