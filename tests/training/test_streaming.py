@@ -243,3 +243,22 @@ def test_an_image_folder_read_per_item_gives_the_run_of_the_same_images_in_memor
         distill(load_config(DistillConfig, None, [*over, f"run.out_dir={tmp_path / name}"]), progress=False)
     assert _log(tmp_path / "lazy") == _log(tmp_path / "held") and len(_log(tmp_path / "held")) == 2
     assert _checkpoints(tmp_path / "lazy") == _checkpoints(tmp_path / "held")
+
+
+def test_data_kwargs_reach_a_built_in_loader(tmp_path):
+    """An image folder of mixed sizes (as CUB's) is resized per item by data.kwargs {size: N};
+    an option the loader does not take is a one-line ConfigError."""
+    from PIL import Image
+
+    from infodistill.training.config import ConfigError, DataConfig
+    from infodistill.training.runs import prepare_data
+
+    for c, px in (("a", 10), ("b", 14)):
+        (tmp_path / c).mkdir()
+        for i in range(4):
+            Image.fromarray(np.full((px, px + i, 3), 40 * i, dtype=np.uint8)).save(tmp_path / c / f"{i}.png")
+    train, test = prepare_data(DataConfig(name="image-folder", root=str(tmp_path), kwargs={"size": 12}), 0)
+    assert isinstance(train, ItemDataset) and train.input_shape == (3, 12, 12)
+    assert first_examples(train, len(train))[0].shape == (len(train), 3, 12, 12)
+    with pytest.raises(ConfigError, match=r"data.kwargs \{'colour': 1\} are not all options .*image-folder"):
+        prepare_data(DataConfig(name="image-folder", root=str(tmp_path), kwargs={"colour": 1}), 0)

@@ -26,7 +26,8 @@ class DataConfig:
     name: str | None = None
     root: str | None = None
     #: your own data: "pkg.module:fn" or "path/to/file.py:fn" returning (train, test), called with
-    #: ``kwargs`` (data/factory.py); held in memory like the built-in sets
+    #: ``kwargs`` (data/factory.py); a torch Dataset is streamed (read per item). With a built-in
+    #: name, ``kwargs`` are its loader's options (image-folder: size, test_size)
     factory: str | None = None
     kwargs: dict = field(default_factory=dict)
     #: train on the first n examples of a seeded permutation of the training set (None: all)
