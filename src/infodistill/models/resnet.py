@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._common import check_positive_int, kaiming_init
+from .init_and_checks import check_positive_int, kaiming_init
 
 __all__ = ["BasicBlock", "CifarResNet", "resnet"]
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ._common import check_positive_int, kaiming_init
+from .init_and_checks import check_positive_int, kaiming_init
 
 __all__ = ["ConvBNReLU", "SmallCNN", "MLP", "CNN1d"]
 

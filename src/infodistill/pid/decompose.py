@@ -18,6 +18,7 @@ DEFAULT_TOL_BITS = 1e-7
 #: The tightest tolerance the solver is asked for (nats): the limit of double precision.
 MIN_SOLVER_TOL_NATS = 1e-12
 
+
 @dataclass(frozen=True)
 class PIDResult:
     """BROJA decomposition of I(Y; T, S).

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..limits import check_bytes, memory_budget
-from ..threads import blas_threads
+from ..blas_threads import blas_threads
 from .certificates import objective_bound, round_to_feasible
 from .finish import _working_set, active_set_rounds, scaling_sweeps
 from .interior_point import CAUTIOUS_DUAL_MOVE, SolverInfo, _InteriorPoint, _solve_path

@@ -1,4 +1,4 @@
-"""Helpers shared by the model definitions."""
+"""Weight initialisation and argument checks shared by the model definitions."""
 
 from __future__ import annotations
 
