@@ -18,7 +18,7 @@ pixels, random labels), batch ``--batch``:
 
 - ``baseline``: cross-entropy only (no teacher forward);
 - ``kd cached``: KD with the teacher's logits cached once before training (no teacher forward);
-- ``vid`` and ``rid``: E1's settings ([PID-KD], ``experiments/rid_presets.py``): the three stage
+- ``vid`` and ``rid``: E1's settings ([PID-KD], ``experiments/rid/presets.py``): the three stage
   pairs, the teacher forward every step; RID's second epoch of two is its student phase (phase 2;
   the first, the filter phase, trains no student);
 
@@ -48,7 +48,7 @@ from pathlib import Path
 import torch
 
 from infodistill.data import ArrayDataset
-from infodistill.experiments.rid_presets import PRESETS, distill_config
+from infodistill.experiments.rid.presets import PRESETS, distill_config
 from infodistill.training.config import DistillConfig, from_dict, to_dict
 from infodistill.training.runs import distill
 

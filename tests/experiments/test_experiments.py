@@ -8,7 +8,7 @@ import torch
 
 from infodistill.cli import main
 from infodistill.experiments.rid import RIDPreset, paper_method_params, run_rid
-from infodistill.experiments.rid_report import check_claims
+from infodistill.experiments.rid.report import check_claims
 
 TINY = dict(
     name="tiny",
@@ -137,7 +137,7 @@ def test_rid_variants_run_as_rid_with_their_switch(tmp_path):
 
 
 def test_variant_claims_use_the_paired_standard_error():
-    from infodistill.experiments.rid_report import check_variant
+    from infodistill.experiments.rid.report import check_variant
 
     seeds = (0, 1, 2)
     # variant - baseline = -0.5, -1.5, +0.5 pt: mean -0.5, se = 1.0 / sqrt(3) = 0.577 pt: not below
@@ -186,7 +186,7 @@ def test_the_papers_data_set_selects_the_papers_setting(tmp_path, monkeypatch, c
 
 
 def test_paired_differences_match_seed_by_seed_and_skip_unfinished_runs(tmp_path):
-    from infodistill.experiments.rid_report import collect, paired_differences
+    from infodistill.experiments.rid.report import collect, paired_differences
 
     preset = RIDPreset(
         **{**TINY, "teachers": ("trained",), "methods": ("baseline", "rid"), "seeds": (0, 1, 2, 3)}
@@ -311,7 +311,7 @@ def test_set_reaches_every_preset_field_and_rejects_bad_keys(tmp_path, monkeypat
 
 
 def test_pid_curves_and_cells_from_hand_made_logs():
-    from infodistill.experiments.rid_report import _pid_cell, pid_curve, summarise
+    from infodistill.experiments.rid.report import _pid_cell, pid_curve, summarise
 
     def rec(epoch, red, lo, hi):
         terms = {"redundancy": red, "unique_t": 0.0, "mi_t": 1.0, "mi_s": 1.0, "ci": {"redundancy": [lo, hi]}}
@@ -332,7 +332,7 @@ def test_pid_curves_and_cells_from_hand_made_logs():
 def test_run_configs_are_typed_configs_of_the_preset():
     """The experiments build DistillConfig objects directly (no override strings): every field the
     preset sets arrives with its type, and the preset's dicts are copies, not shared."""
-    from infodistill.experiments.rid_presets import PRESETS, distill_config
+    from infodistill.experiments.rid.presets import PRESETS, distill_config
 
     p = PRESETS["standard"]
     cfg = distill_config(p, Path("/t"), "noisy", "vid-repdistiller", 4, Path("/r"))

@@ -9,7 +9,7 @@ import torch
 
 from infodistill.cli import main
 from infodistill.experiments.fidelity import FidelityPreset, distill_config, member_dir, run_fidelity
-from infodistill.experiments.fidelity_report import check_claims
+from infodistill.experiments.fidelity.report import check_claims
 
 TINY = dict(
     name="tiny",

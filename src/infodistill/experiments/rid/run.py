@@ -5,7 +5,7 @@ its own run directory (finished runs are skipped, interrupted ones resumed), the
 (`report.md`, plots) from the logs. The qualitative claims of the paper are checked from the
 numbers of this run, not asserted.
 
-The presets and configs are defined in :mod:`.rid_presets` and re-exported here.
+The presets and configs are defined in :mod:`.presets` and re-exported here.
 """
 
 from __future__ import annotations
@@ -15,16 +15,16 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from ..training.config import DistillConfig
-from ..training.rundir import run_directory
-from ..training.runs import distill, train_teacher
-from .common import (
+from ...training.config import DistillConfig
+from ...training.rundir import run_directory
+from ...training.runs import distill, train_teacher
+from ..common import (
     atomic_write,
     check_models_fit,
     load_full_data,
     run_unfinished,
 )
-from .rid_presets import (
+from .presets import (
     LAST_PAIR_ONLY,
     LOGIT_METHODS,
     METHODS,
@@ -75,8 +75,8 @@ def distill_or_record(cfg: DistillConfig, progress: bool = False, resume: bool =
     """Run ``distill``; a run that stops on a non-finite loss is a result (recorded in stopped.json,
     with the epoch it stopped at), not the end of the experiment. A recorded stop of the same config
     is not rerun: training is deterministic given the seed, so it would stop again."""
-    from ..training.config import to_dict
-    from ..training.trainer import TrainingError, read_log
+    from ...training.config import to_dict
+    from ...training.trainer import TrainingError, read_log
 
     out = Path(cfg.run.out_dir)
     stopped = read_stopped(out)
@@ -95,7 +95,7 @@ def distill_or_record(cfg: DistillConfig, progress: bool = False, resume: bool =
 
 def run_rid(preset: RIDPreset, out_dir: str | Path, progress: bool = True) -> Path:
     """Run (or finish) every run of the preset and write the report; returns the report path."""
-    from .rid_report import write_rid_report
+    from .report import write_rid_report
 
     out = Path(out_dir)
     train, test = load_full_data(preset.data, preset.data_root)

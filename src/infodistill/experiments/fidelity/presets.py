@@ -1,6 +1,6 @@
 """E2 [FID]: the presets, the settings, run names and the configs of the runs.
 
-What the report (:mod:`.fidelity_report`) needs from the experiment lives here, so that it does
+What the report (:mod:`.report`) needs from the experiment lives here, so that it does
 not import :mod:`.fidelity` (which runs the experiment and then writes the report).
 """
 
@@ -10,8 +10,8 @@ from copy import deepcopy
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..training.config import DistillConfig, TeacherTrainConfig, from_dict
-from .common import model_for_data, subset_size
+from ...training.config import DistillConfig, TeacherTrainConfig, from_dict
+from ..common import model_for_data, subset_size
 
 #: seeds of the teacher members are offset so that no student starts from a member's initialisation
 MEMBER_SEED_OFFSET = 1000

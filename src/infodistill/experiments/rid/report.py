@@ -7,16 +7,16 @@ from math import sqrt
 from pathlib import Path
 from statistics import mean, variance
 
-from ..training.trainer import read_log
-from .common import SE_RULE, diff_text, logged_last_epoch, paired, save_figure, verdict, write_report
-from .common import mean_std as _ms
+from ...training.trainer import read_log
+from ..common import SE_RULE, diff_text, logged_last_epoch, paired, save_figure, verdict, write_report
+from ..common import mean_std as _ms
 
 PID_KEYS = (("redundancy", "Red(Y:T,S)"), ("unique_t", "Uni(Y:T\\S)"), ("mi_t", "I(Y;T)"), ("mi_s", "I(Y;S)"))
 
 
 def collect(preset, out: Path) -> dict:
     """{(teacher, method): {seed: log}} for the runs that exist."""
-    from .rid_presets import run_name
+    from .presets import run_name
 
     runs = {}
     for kind in preset.teachers:
@@ -28,7 +28,7 @@ def collect(preset, out: Path) -> dict:
 
 def collect_stopped(preset, out: Path) -> dict:
     """{(teacher, method): {seed: {"epoch", "error"}}} for the runs that stopped on a non-finite value."""
-    from .rid_presets import read_stopped, run_name
+    from .presets import read_stopped, run_name
 
     stopped = {}
     for kind in preset.teachers:
@@ -325,10 +325,10 @@ def _stopped_cell(r: dict) -> str:
 
 def write_rid_report(preset, out: Path, counts: dict | None = None) -> Path:
     """``counts``: the examples used (``rid.data_counts``); read from the data set when omitted."""
-    from .rid_presets import RID_VARIANTS, data_counts
+    from .presets import RID_VARIANTS, data_counts
 
     if counts is None:
-        from .common import load_full_data
+        from ..common import load_full_data
 
         train, test = load_full_data(preset.data, preset.data_root)
         counts = data_counts(preset, len(train), len(test))

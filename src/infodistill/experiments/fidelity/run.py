@@ -11,9 +11,9 @@ student could copy a member exactly. The grid (each setting × seed is a resumab
 * ``lambda{λ}``: the student initialised at λ·teacher + (1 − λ)·random, then KD (τ = 1).
 
 ``run_fidelity(preset, out_dir)`` trains the members, records the members' and ensembles' test
-accuracy, runs the grid and writes the report (:mod:`.fidelity_report`).
+accuracy, runs the grid and writes the report (:mod:`.report`).
 
-The presets and configs are defined in :mod:`.fidelity_presets` and re-exported here.
+The presets and configs are defined in :mod:`.presets` and re-exported here.
 """
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from ..training.rundir import run_directory
-from ..training.runs import distill, train_teacher
-from .common import (
+from ...training.rundir import run_directory
+from ...training.runs import distill, train_teacher
+from ..common import (
     atomic_write,
     check_models_fit,
     load_full_data,
     run_unfinished,
 )
-from .fidelity_presets import (
+from .presets import (
     MEMBER_SEED_OFFSET,
     PRESETS,
     FidelityPreset,
@@ -67,9 +67,9 @@ def teacher_accuracies(p: FidelityPreset, out: Path) -> dict:
         return json.loads(path.read_text())
     import torch
 
-    from ..data.loader import BatchReader
-    from ..methods import ensemble_logits
-    from ..training.runs import load_trained, prepare_data
+    from ...data.loader import BatchReader
+    from ...methods import ensemble_logits
+    from ...training.runs import load_trained, prepare_data
 
     cfg = teacher_config(p, member_dir(out, 0), 0)
     train, test = prepare_data(cfg.data, 0)
@@ -91,7 +91,7 @@ def teacher_accuracies(p: FidelityPreset, out: Path) -> dict:
 
 def run_fidelity(preset: FidelityPreset, out_dir: str | Path, progress: bool = True) -> Path:
     """Run (or finish) every run of the preset and write the report; returns the report path."""
-    from .fidelity_report import write_fidelity_report
+    from .report import write_fidelity_report
 
     if any(lam is not None and not 0 <= lam <= 1 for lam in preset.lambdas):
         raise ValueError(f"lambdas must lie in [0, 1], got {list(preset.lambdas)}")

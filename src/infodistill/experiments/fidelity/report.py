@@ -8,8 +8,8 @@ from math import sqrt
 from pathlib import Path
 from statistics import mean, stdev
 
-from ..training.trainer import read_log
-from .common import diff_text, mean_std, paired, save_figure, verdict, write_report
+from ...training.trainer import read_log
+from ..common import diff_text, mean_std, paired, save_figure, verdict, write_report
 
 #: agreement at or above this counts as "≈ 100 %" (FID's "jumps to ~100 % train agreement")
 NEAR_FULL = 0.99
@@ -29,7 +29,7 @@ COLUMNS = (
 
 def collect(preset, out: Path) -> dict:
     """{setting name: {seed: log}} for the runs that exist."""
-    from .fidelity_presets import run_name
+    from .presets import run_name
 
     runs = {}
     for s in preset.settings():
@@ -275,8 +275,8 @@ def _plots(preset, rows: dict, out: Path) -> list[str]:
 def write_fidelity_report(preset, out: Path, counts: dict | None = None) -> Path:
     """``counts``: the examples used (``fidelity.data_counts``); read from the data set when omitted."""
     if counts is None:
-        from .common import load_full_data
-        from .fidelity_presets import data_counts
+        from ..common import load_full_data
+        from .presets import data_counts
 
         train, test = load_full_data(preset.data, preset.data_root)
         counts = data_counts(preset, len(train), len(test))
