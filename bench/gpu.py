@@ -38,8 +38,6 @@ The data come in through a ``data.factory`` naming this file's :func:`synthetic`
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import tempfile
 import time
@@ -51,6 +49,11 @@ from infodistill.data import ArrayDataset
 from infodistill.experiments.rid.presets import PRESETS, distill_config
 from infodistill.training.config import DistillConfig, from_dict, to_dict
 from infodistill.training.runs import distill
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # loaded by path (the tests): bench/ is not on sys.path then
+    sys.path.insert(0, str(HERE))
+import benchkit  # noqa: E402
 
 THROUGHPUT_METHODS = ("baseline", "kd", "vid", "rid")
 LABELS = {"baseline": "baseline", "kd": "kd cached", "vid": "vid (3 pairs)", "rid": "rid phase 2 (3 pairs)"}
@@ -132,11 +135,10 @@ def main(argv=None) -> int:
         n_train, e1_train, e1_test = 2048, 10_000, 2000
     if args.smoke:
         n_train, n_test, batch, e1_train, e1_test = 32, 16, 16, 32, 16
-    where = torch.cuda.get_device_name() if cuda else f"CPU ({platform.processor() or platform.machine()})"
-    print(
-        f"# bench/gpu.py on {where}, torch {torch.__version__}"
-        + (" (smoke: numbers mean nothing)" if args.smoke else "")
-    )
+    machine = benchkit.machine_info()
+    where = torch.cuda.get_device_name() if cuda else f"CPU ({machine['cpu']})"
+    print(benchkit.machine_line(machine))
+    print(f"# bench/gpu.py on {where}" + (" (smoke: numbers mean nothing)" if args.smoke else ""))
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -191,43 +193,50 @@ def main(argv=None) -> int:
         f"\n## Throughput, wrn-40-2 -> wrn-16-1, 3x32x32, batch {batch}, {n_train} examples "
         "(2nd epoch of 2)\n"
     )
-    print("| method | precision | examples/s | ratio to fp32 baseline |")
-    print("|---|---|---:|---:|")
-    for r in rows:
-        precision = "fp32" if r["amp"] == "none" else r["amp"]
-        print(f"| {LABELS[r['method']]} | {precision} | {r['examples_per_s']:.0f} | {r['ratio']:.2f} |")
+    table = [
+        [LABELS[r["method"]], _precision(r["amp"]), f"{r['examples_per_s']:.0f}", f"{r['ratio']:.2f}"]
+        for r in rows
+    ]
+    header = ["method", "precision", "examples/s", "ratio to fp32 baseline"]
+    print(benchkit.md_table(header, table, ["---", "---", "---:", "---:"]))
     print(
         f"\n## One E1 cifar10 epoch (vid row, {e1_train} + {e1_test} synthetic images, batch 128, "
         "PID of 3 pairs)\n"
     )
-    print(
-        "| precision | training steps (s) | epoch incl. test + PID (s) | run wall time (s) | "
-        "200 epochs (x200) | speed-up of the epoch vs fp32 |"
-    )
-    print("|---|---:|---:|---:|---:|---:|")
-    for r in e1:
-        precision = "fp32" if r["amp"] == "none" else r["amp"]
-        hours = 200 * r["epoch_s"] / 3600
-        print(
-            f"| {precision} | {r['train_s']:.1f} | {r['epoch_s']:.1f} | {r['wall_s']:.1f} | {hours:.1f} h | "
-            f"{r['ratio']:.2f}x |"
-        )
+    header = [
+        "precision",
+        "training steps (s)",
+        "epoch incl. test + PID (s)",
+        "run wall time (s)",
+        "200 epochs (x200)",
+        "speed-up of the epoch vs fp32",
+    ]
+    table = [
+        [
+            _precision(r["amp"]),
+            f"{r['train_s']:.1f}",
+            f"{r['epoch_s']:.1f}",
+            f"{r['wall_s']:.1f}",
+            f"{200 * r['epoch_s'] / 3600:.1f} h",
+            f"{r['ratio']:.2f}x",
+        ]
+        for r in e1
+    ]
+    print(benchkit.md_table(header, table, ["---", *["---:"] * 5]))
     if args.json:
-        Path(args.json).write_text(
-            json.dumps(
-                {
-                    "device": where,
-                    "torch": torch.__version__,
-                    "smoke": args.smoke,
-                    "batch": batch,
-                    "n_train": n_train,
-                    "throughput": rows,
-                    "e1_epoch": e1,
-                },
-                indent=2,
-            )
-        )
+        payload = {
+            "machine": machine,
+            "device": where,
+            "smoke": args.smoke,
+            "batch": batch,
+            "n_train": n_train,
+        }
+        benchkit.write_json(args.json, payload | {"throughput": rows, "e1_epoch": e1})
     return 0
+
+
+def _precision(amp: str) -> str:
+    return "fp32" if amp == "none" else amp
 
 
 if __name__ == "__main__":
