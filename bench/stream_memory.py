@@ -14,7 +14,6 @@ streamed, the peak does not grow with the folder (beyond the labels and file nam
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -29,7 +28,7 @@ if str(HERE) not in sys.path:  # loaded by path (the tests): bench/ is not on sy
 import benchkit  # noqa: E402
 
 CHILD = r"""
-import json, resource, sys
+import resource, sys
 from infodistill.training.config import TeacherTrainConfig, from_dict
 from infodistill.training.runs import train_teacher
 
@@ -48,7 +47,7 @@ cfg = from_dict(TeacherTrainConfig, {
 train_teacher(cfg, progress=False)
 self_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 child_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-print(json.dumps({"peak_main_bytes": self_kib * 1024, "peak_worker_bytes": child_kib * 1024}))
+print(self_kib * 1024, child_kib * 1024)  # bytes: the run's process, its largest worker
 """
 
 EAGER = """
@@ -95,7 +94,8 @@ def main(argv=None) -> None:
                 )
                 if done.returncode != 0:
                     raise SystemExit(done.stderr[-2000:])
-                peak = json.loads(done.stdout.strip().splitlines()[-1])
+                main_bytes, worker_bytes = map(int, done.stdout.split()[-2:])
+                peak = {"peak_main_bytes": main_bytes, "peak_worker_bytes": worker_bytes}
                 rows.append(
                     [
                         str(n),
