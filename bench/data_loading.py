@@ -9,8 +9,8 @@ seeded permutation, each fed to one SGD step of a ``cnn-small`` (width 8) on cro
 - the in-memory set: direct tensor indexing (the reference), and ``BatchReader`` with 0, 1 and 2
   worker processes (0 is what ``data.workers: null`` picks for an in-memory set);
 - the same examples as a set read per item (``ItemDataset``, as a user's torch Dataset is read;
-  here without decoding cost), with 0, 1 and 2 workers (the rule for such sets picks one per core
-  but one: 1 on 2 cores);
+  here without decoding cost), with 0, 1 and 2 workers (the rule for such sets leaves two cores
+  to the step: 0 workers on 2 cores);
 - with ``--image-folder N``: a generated folder of N 32 x 32 PNGs, decoded per item as the runs
   read image folders, with 0, 1 and 2 workers, each fed to a 3-channel ``cnn-small`` (width 8),
   against the same images decoded up front and indexed directly (that block's own reference).

@@ -58,13 +58,15 @@ def in_memory(dataset) -> bool:
 
 def auto_workers(dataset, requested: int | None = None) -> int:
     """Worker processes for ``dataset``: ``requested`` if given; else 0 for an in-memory set (a
-    batch is one indexing, a worker would only add a copy between processes) and, for a set
-    decoded per item, one per core but one (the main process runs the step), at most 4."""
+    batch is one indexing, a worker would only add a copy between processes) and, for a set read
+    per item, every core but two (left to the step's threads), at most 4: 0 on 2 cores, where
+    bench/data_loading.py measured no gain from a worker even for PNG decoding (the step's two
+    threads already fill both cores)."""
     if requested is not None:
         return int(requested)
     if in_memory(dataset):
         return 0
-    return max(1, min(4, (os.cpu_count() or 2) - 1))
+    return max(0, min(4, (os.cpu_count() or 2) - 2))
 
 
 def _collate(batch):

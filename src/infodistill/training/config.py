@@ -43,8 +43,8 @@ class DataConfig:
     augment: str = "none"
     #: mixup of the distillation batch (0: off); teacher and student see the same mixed input
     mixup_alpha: float = 0.0
-    #: DataLoader worker processes (None: 0 for a set held in memory, one per core but one, at
-    #: most 4, for a set read per item such as an image folder; data/loader.py)
+    #: DataLoader worker processes (None: 0 for a set held in memory; for a set read per item such
+    #: as an image folder every core but two, at most 4; data/loader.py)
     workers: int | None = None
 
     def __post_init__(self):
