@@ -77,8 +77,9 @@ class ArrayDataset:
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """A whole batch in one indexing (``torch.utils.data.DataLoader`` uses this)."""
-        idx = torch.as_tensor(indices, dtype=torch.int64)
-        return self.x[idx], self.y[idx]
+        from .loader import take
+
+        return take(self.x, indices), take(self.y, indices)
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -47,8 +47,19 @@ class TensorPairs:
         return self.x[i], self.y[i]
 
     def __getitems__(self, indices: list[int]):
+        return take(self.x, indices), take(self.y, indices)
+
+
+def take(t: torch.Tensor, indices: list[int]) -> torch.Tensor:
+    """``t[indices]``; a run of consecutive indices (evaluation, caching) as a slice, a view that
+    keeps the tensor's memory format (a gather returns NCHW even from a channels_last tensor,
+    which then costs a channels_last model a conversion in every convolution)."""
+    if indices and indices[-1] - indices[0] == len(indices) - 1:
         idx = torch.as_tensor(indices, dtype=torch.int64)
-        return self.x[idx], self.y[idx]
+        if len(indices) < 2 or bool((idx[1:] - idx[:-1] == 1).all()):
+            return t[indices[0] : indices[-1] + 1]
+        return t[idx]
+    return t[torch.as_tensor(indices, dtype=torch.int64)]
 
 
 def in_memory(dataset) -> bool:
