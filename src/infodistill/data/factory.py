@@ -104,17 +104,19 @@ class _ItemReader:
         self.dataset, self.spec, self.split = dataset, spec, split
 
     def __call__(self, j: int) -> torch.Tensor:
-        item = self.dataset[j]
-        if not isinstance(item, (tuple, list)) or len(item) < 2:
-            raise ValueError(
-                f"data.factory {self.spec!r}: {self.split} item {j} is a {type(item).__name__}, "
-                "not an (x, y) pair"
-            )
-        return _tensor(item[0], self.spec, self.split, j, "x").to(torch.float32)
+        x, _ = _pair(self.dataset[j], self.spec, self.split, j)
+        return _tensor(x, self.spec, self.split, j, "x").to(torch.float32)
 
 
-def _labels(ds: Any, spec: str, split: str) -> torch.Tensor:
-    """All labels of a map-style data set: its ``targets``/``labels`` attribute, else one pass."""
+def _pair(item: Any, spec: str, split: str, i: int) -> tuple[Any, Any]:
+    if not isinstance(item, (tuple, list)) or len(item) < 2:
+        raise ValueError(
+            f"data.factory {spec!r}: {split} item {i} is a {type(item).__name__}, not an (x, y) pair"
+        )
+    return item[0], item[1]
+
+
+def _length(ds: Any, spec: str, split: str) -> int:
     try:
         n = len(ds)
     except TypeError:
@@ -124,6 +126,12 @@ def _labels(ds: Any, spec: str, split: str) -> torch.Tensor:
         ) from None
     if n == 0:
         raise ValueError(f"data.factory {spec!r}: the {split} set is empty")
+    return n
+
+
+def _labels(ds: Any, spec: str, split: str) -> torch.Tensor:
+    """All labels of a map-style data set: its ``targets``/``labels`` attribute, else one pass."""
+    n = _length(ds, spec, split)
     for attr in ("targets", "labels"):
         known = getattr(ds, attr, None)
         if known is not None and not callable(known):
@@ -135,12 +143,7 @@ def _labels(ds: Any, spec: str, split: str) -> torch.Tensor:
                 return y.to(torch.int64)
     ys = []
     for i in range(n):
-        item = ds[i]
-        if not isinstance(item, (tuple, list)) or len(item) < 2:
-            raise ValueError(
-                f"data.factory {spec!r}: {split} item {i} is a {type(item).__name__}, not an (x, y) pair"
-            )
-        y = _tensor(item[1], spec, split, i, "label")
+        y = _tensor(_pair(ds[i], spec, split, i)[1], spec, split, i, "label")
         if y.numel() != 1 or y.is_floating_point() and float(y) != int(y):
             raise ValueError(
                 f"data.factory {spec!r}: {split} item {i} has label {y.tolist()}; use an integer"
@@ -152,34 +155,8 @@ def _labels(ds: Any, spec: str, split: str) -> torch.Tensor:
 def materialise(
     ds: Any, spec: str = "data.factory", split: str = "train"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, y) tensors of every item of a map-style dataset of ``(x, y)`` pairs."""
-    try:
-        n = len(ds)
-    except TypeError:
-        raise ValueError(
-            f"data.factory {spec!r}: the {split} set ({type(ds).__name__}) has no len(); return a "
-            "map-style torch Dataset or an ArrayDataset"
-        ) from None
-    if n == 0:
-        raise ValueError(f"data.factory {spec!r}: the {split} set is empty")
-    xs, ys = [], []
-    for i in range(n):
-        item = ds[i]
-        if not isinstance(item, (tuple, list)) or len(item) < 2:
-            raise ValueError(
-                f"data.factory {spec!r}: {split} item {i} is a {type(item).__name__}, not an (x, y) pair"
-            )
-        x = _tensor(item[0], spec, split, i, "x")
-        y = _tensor(item[1], spec, split, i, "label")
-        if y.numel() != 1 or y.is_floating_point() and float(y) != int(y):
-            raise ValueError(
-                f"data.factory {spec!r}: {split} item {i} has label {y.tolist()}; use an integer"
-            )
-        if xs and x.shape != xs[0].shape:
-            raise ValueError(
-                f"data.factory {spec!r}: {split} item {i} has shape {tuple(x.shape)}, item 0 "
-                f"{tuple(xs[0].shape)}; every example needs the same shape (resize or crop them)"
-            )
-        xs.append(x.to(torch.float32))
-        ys.append(int(y.reshape(())))
-    return torch.stack(xs), torch.tensor(ys, dtype=torch.int64)
+    """(x, y) tensors of every item of a map-style dataset of ``(x, y)`` pairs, held in memory
+    (the runs stream such a set instead; this is for a caller that wants it whole)."""
+    y = _labels(ds, spec, split)
+    read = ItemDataset(_ItemReader(ds, spec, split), y, 1 + int(y.max()), spec)
+    return torch.stack([read[i][0] for i in range(len(read))]), y

@@ -5,32 +5,8 @@ data, initialisation near the teacher), one command (``infodistill reproduce fid
 ``report.py`` writes the tables, the claims' verdicts and the plots.
 """
 
-from .run import (
-    MEMBER_SEED_OFFSET,
-    PRESETS,
-    FidelityPreset,
-    Setting,
-    data_counts,
-    distill_config,
-    fit_to_data,
-    member_dir,
-    run_fidelity,
-    run_name,
-    teacher_accuracies,
-    teacher_config,
-)
+# The driver's names (run.py re-exports the presets' too), looked up here by the CLI at call time.
+from . import run as _run
+from .run import *  # noqa: F403
 
-__all__ = [
-    "FidelityPreset",
-    "MEMBER_SEED_OFFSET",
-    "PRESETS",
-    "Setting",
-    "data_counts",
-    "distill_config",
-    "fit_to_data",
-    "member_dir",
-    "run_fidelity",
-    "run_name",
-    "teacher_accuracies",
-    "teacher_config",
-]
+__all__ = list(_run.__all__)

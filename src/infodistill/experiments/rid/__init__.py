@@ -5,50 +5,8 @@ their PID, one command (``infodistill reproduce rid``).
 and runs every distillation, ``report.py`` writes the tables, the claims' verdicts and the plots.
 """
 
-from .run import (
-    LAST_PAIR_ONLY,
-    LOGIT_METHODS,
-    METHODS,
-    PRESETS,
-    RID_VARIANTS,
-    STAGES,
-    STOPPED,
-    TEACHER_KINDS,
-    VID_VARIANTS,
-    RIDPreset,
-    check_method_param,
-    data_counts,
-    distill_config,
-    distill_or_record,
-    fit_to_data,
-    paper_method_params,
-    read_stopped,
-    run_name,
-    run_rid,
-    stage_pairs,
-    teacher_config,
-)
+# The driver's names (run.py re-exports the presets' too), looked up here by the CLI at call time.
+from . import run as _run
+from .run import *  # noqa: F403
 
-__all__ = [
-    "LAST_PAIR_ONLY",
-    "LOGIT_METHODS",
-    "METHODS",
-    "PRESETS",
-    "RIDPreset",
-    "RID_VARIANTS",
-    "STAGES",
-    "STOPPED",
-    "TEACHER_KINDS",
-    "VID_VARIANTS",
-    "check_method_param",
-    "data_counts",
-    "distill_config",
-    "distill_or_record",
-    "fit_to_data",
-    "paper_method_params",
-    "read_stopped",
-    "run_name",
-    "run_rid",
-    "stage_pairs",
-    "teacher_config",
-]
+__all__ = list(_run.__all__)
