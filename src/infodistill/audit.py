@@ -264,8 +264,8 @@ def audit(
 
     from .models import collect_features
     from .pid import estimate
-    from .pid.terms import TERMS
     from .pid.blas_threads import blas_threads
+    from .pid.terms import TERMS
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")

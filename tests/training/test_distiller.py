@@ -71,9 +71,8 @@ def test_cached_teacher_outputs_give_the_online_step():
 
 def test_a_changing_teacher_is_not_cached():
     teacher, student = _models()
-    noisy = Distiller(
-        student, teacher, build_method("kd", num_classes=K), noise={"sigma": 1.0, "fraction": 1.0, "mode": "add"}
-    )
+    noise = {"sigma": 1.0, "fraction": 1.0, "mode": "add"}
+    noisy = Distiller(student, teacher, build_method("kd", num_classes=K), noise=noise)
     assert not noisy.cache_teacher_outputs(_batch()[0], 4) and noisy.cache is None
 
 

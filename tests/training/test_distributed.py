@@ -33,9 +33,9 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from infodistill.data.loader import TensorPairs
 from infodistill.training import distributed
 from infodistill.training.checkpoint import CRASH_ENV
-from infodistill.data.loader import TensorPairs
 from infodistill.training.config import (
     ConfigError,
     DataConfig,

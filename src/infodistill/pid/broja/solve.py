@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..limits import check_bytes, memory_budget
 from ..blas_threads import blas_threads
+from ..limits import check_bytes, memory_budget
 from .certificates import objective_bound, round_to_feasible
 from .finish import _working_set, active_set_rounds, scaling_sweeps
 from .interior_point import CAUTIOUS_DUAL_MOVE, SolverInfo, _InteriorPoint, _solve_path
