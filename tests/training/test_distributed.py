@@ -266,3 +266,44 @@ def test_single_process_helpers_are_no_ops():
     assert distributed.any_true(True) and not distributed.any_true(False)
     assert distributed.broadcast_json({"a": 1}) == {"a": 1}
     assert distributed.sync_batchnorm_(nn.BatchNorm1d(2)) == 0
+
+
+STREAMED_DATA = """
+import torch
+from infodistill.data import load_digits_dataset
+
+
+class Plain(torch.utils.data.Dataset):
+    def __init__(self, ds):
+        self.x, self.y = ds.x, ds.y
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i].numpy(), int(self.y[i])
+
+
+def digits():
+    return tuple(Plain(d) for d in load_digits_dataset())
+"""
+
+
+def test_a_set_read_per_item_under_torchrun_gives_the_in_memory_run(runs, tmp_path):
+    """The same digits as a torch Dataset read item by item, one DataLoader worker per rank: the
+    ranks read their own chunks and the run is the in-memory torchrun run, exactly."""
+    cfg, _, ddp, _ = runs
+    (tmp_path / "streamed_digits.py").write_text(STREAMED_DATA)
+    factory = f"{tmp_path / 'streamed_digits.py'}:digits"
+    data = f'data: {{factory: "{factory}", batch_size: 64, eval_batch_size: 128, workers: 1}}'
+    streamed_cfg = tmp_path / "cfg.yaml"
+    streamed_cfg.write_text(
+        CONFIG.replace("data: {name: digits, batch_size: 64, eval_batch_size: 128}", data)
+    )
+    res = torchrun(streamed_cfg, tmp_path / "run")
+    assert res.returncode == 0, res.stderr[-3000:]
+    timing = ("seconds", "examples_per_s")
+    strip = lambda log: [{k: v for k, v in r.items() if k not in timing} for r in log]  # noqa: E731
+    assert strip(read_log(tmp_path / "run" / "log.jsonl")) == strip(read_log(ddp / "log.jsonl"))
+    a, b = _latest_tensors(tmp_path / "run"), _latest_tensors(ddp)
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in b)
