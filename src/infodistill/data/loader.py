@@ -29,6 +29,7 @@ __all__ = [
     "first_examples",
     "in_memory",
     "sample_shape",
+    "take",
 ]
 
 
@@ -51,15 +52,12 @@ class TensorPairs:
 
 
 def take(t: torch.Tensor, indices: list[int]) -> torch.Tensor:
-    """``t[indices]``; a run of consecutive indices (evaluation, caching) as a slice, a view that
-    keeps the tensor's memory format (a gather returns NCHW even from a channels_last tensor,
-    which then costs a channels_last model a conversion in every convolution)."""
-    if indices and indices[-1] - indices[0] == len(indices) - 1:
-        idx = torch.as_tensor(indices, dtype=torch.int64)
-        if len(indices) < 2 or bool((idx[1:] - idx[:-1] == 1).all()):
-            return t[indices[0] : indices[-1] + 1]
-        return t[idx]
-    return t[torch.as_tensor(indices, dtype=torch.int64)]
+    """``t[indices]``; consecutive indices (evaluation, the teacher cache) as a slice, a view
+    without a copy, as those passes read the tensors before the DataLoader path."""
+    idx = torch.as_tensor(indices, dtype=torch.int64)
+    if len(idx) and bool((idx.diff() == 1).all()):
+        return t[int(idx[0]) : int(idx[-1]) + 1]
+    return t[idx]
 
 
 def in_memory(dataset) -> bool:
@@ -184,7 +182,7 @@ class ItemDataset:
     def __getitem__(self, i: int):
         j = int(self.indices[i])
         x = self.read(j)
-        if self._shape is not None and tuple(x.shape) != self._shape:
+        if tuple(x.shape) != self.input_shape:
             raise ValueError(
                 f"{self.name}: example {j} has shape {tuple(x.shape)}, example {int(self.indices[0])} "
                 f"{self._shape}; every example needs the same shape (resize or crop them)"
