@@ -67,8 +67,6 @@ TRANSFERRED_BITS = 0.05
 TRANSFERRED_FRACTION = 0.05
 #: Label permutations for the bias baseline (more than estimate's default 5: its sd enters the verdict).
 AUDIT_N_PERM = 20
-#: Examples per forward pass when extracting features.
-BATCH_SIZE = 500
 #: BLAS threads while estimating (PCA's SVD). On this project's 2-core machine, with another job
 #: running, one thread made a Fashion-MNIST audit (n = 2000, 3 layers + input) 2.2x faster (9.7 s
 #: vs 21.3 s, identical output) and the digits tests 6x faster; None leaves the BLAS default.
@@ -234,7 +232,7 @@ def audit(
     *,
     n_perm: int = AUDIT_N_PERM,
     ci: float = 0.95,
-    batch_size: int = BATCH_SIZE,
+    batch_size: int | None = None,
     names: tuple[str, str] = ("teacher", "student"),
     input_reference: bool = True,
 ) -> AuditResult:
@@ -251,6 +249,8 @@ def audit(
         n, k, pca, n_boot, seed: examples, k-means clusters, PCA dimensions, bootstrap resamples,
             seed of :func:`infodistill.pid.estimate` (held-in estimate, as in [PID-KD]).
         n_perm, ci: label permutations for the bias baseline and the interval level.
+        batch_size: examples per forward pass (None: as many as fit 16 MiB of input, at most
+            1000: :func:`infodistill.data.loader.auto_eval_batch`).
         names: how the table names the two models.
         input_reference: also decompose (Y; raw input, student layer), the reference row
             ``'(input)'``: how much label information the pipeline finds in the input itself. Not
@@ -262,6 +262,7 @@ def audit(
     import numpy as np
     import torch
 
+    from .data.loader import TensorPairs, auto_eval_batch
     from .models import collect_features
     from .pid import estimate
     from .pid.blas_threads import blas_threads
@@ -288,6 +289,7 @@ def audit(
     m = min(n, x.shape[0])
     x, y = x[:m], y[:m]
 
+    batch_size = auto_eval_batch(TensorPairs(x, y), 1, batch_size)
     t_logits, t_feats = collect_features(teacher, t_layers, x, batch_size)
     s_logits, s_feats = collect_features(student, [s_layer], x, batch_size)
     t_feats = {name: v.numpy() for name, v in t_feats.items()}

@@ -34,9 +34,13 @@ def test_data_loading_rows_and_ratios(tmp_path, capsys):
 
 def test_stream_memory_measures_each_mode(tmp_path, capsys):
     out = tmp_path / "m.json"
-    _load("stream_memory").main(["--sizes", "24", "--px", "8", "--workers", "0", "--json", str(out)])
-    rows = json.loads(out.read_text())["rows"]
+    args = ["--sizes", "24", "--px", "8", "--workers", "0", "--json", str(out), "--eval-px", "8"]
+    _load("stream_memory").main([*args, "--eval-images", "24", "--eval-batches", "auto", "7"])
+    record = json.loads(out.read_text())
+    rows = record["rows"]
     assert [(r["mode"], r["workers"]) for r in rows] == [("streamed", 0), ("in memory", 0)]
+    assert [(r["px"], r["eval_batch"]) for r in record["eval_rows"]] == [(8, "auto"), (8, "7")]
+    assert all(r["peak_main_bytes"] > 10 * 2**20 for r in record["eval_rows"])
     assert all(
         r["peak_main_bytes"] > 10 * 2**20 for r in rows
     )  # a Python process with torch: tens of MiB at least

@@ -214,6 +214,8 @@ def test_pool_avg_vs_flatten(spatial):
     flat = estimate(y, ft, fs, pool="flatten", **kw)
     pooled = estimate(y, ft.mean(axis=axes), fs.mean(axis=axes), **kw)
     flattened = estimate(y, ft.reshape(n, -1), fs.reshape(n, -1), **kw)
+    # Exact: estimate pools with the same numpy call (arr.mean over the spatial axes) on the same
+    # float64 array, so both sides run the same kernels in the same order on any CPU.
     assert avg.terms == pooled.terms and np.array_equal(avg.counts, pooled.counts)
     assert flat.terms == flattened.terms and np.array_equal(flat.counts, flattened.counts)
     assert avg.settings["pool"] == "avg" and avg.settings["dim_t"] == 4

@@ -14,9 +14,10 @@ momentum entry that is a sum of cancelling gradients has a rounding error relati
 not to itself: with torch's scalar kernels (ATEN_CPU_CAPABILITY=default) one such entry differed
 by more than 1e-4 of itself, while the worst tensor used 16 % of the norm bound (measured). The
 bounds still catch any real difference (a wrong gradient scale, a shard evaluated instead of the
-whole set, per-process BatchNorm statistics give 1e-3 and more). Counts (accuracy, agreement) are compared to
-within one example, ECE (binned) to within two. Resuming under torchrun must reproduce an
-uninterrupted torchrun run exactly.
+whole set, per-process BatchNorm statistics give 1e-3 and more). Counts (accuracy, agreement) are
+compared to within one example, ECE (binned) to within two: the rules of ``runs_close``, shared by
+every test that compares two code paths. Resuming under torchrun must reproduce an uninterrupted
+torchrun run exactly.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from infodistill.training.config import (
 from infodistill.training.runs import distill
 from infodistill.training.task import Supervised
 from infodistill.training.trainer import Fit, evaluate_model, read_log
+from runs_close import assert_records_close, assert_tensors_close
 
 CONFIG = """
 data: {name: digits, batch_size: 64, eval_batch_size: 128}
@@ -57,7 +59,6 @@ optim: {epochs: 3, lr: 0.05}
 pid: {pairs: [[stage3, stage3]], k: 4, n_samples: 150, every: 3}
 run: {seed: 0, threads: 1}
 """
-RTOL, ATOL = 1e-4, 1e-5
 
 
 def _env(crash: str | None = None) -> dict:
@@ -93,20 +94,6 @@ def _latest_tensors(out: Path) -> dict[str, torch.Tensor]:
     return load_file(str(out / name / "tensors.safetensors"))
 
 
-def _close(a, b, key):
-    assert abs(a - b) <= ATOL + RTOL * abs(b), (key, a, b)
-
-
-def _close_tensor(a, b, key):
-    """Whole-tensor closeness: ||a - b|| <= RTOL ||b|| + ATOL sqrt(n). Another float32 summation
-    order errs by a fraction of the summands' magnitude, not of the sum, so an entry that is a sum of
-    cancelling gradients (a momentum buffer near 0) can differ by far more than RTOL of itself while
-    the tensor as a whole agrees; the norm is the scale the rounding error follows."""
-    diff, ref = float((a.double() - b.double()).norm()), float(b.double().norm())
-    bound = RTOL * ref + ATOL * b.numel() ** 0.5
-    assert diff <= bound, (key, f"||a-b|| = {diff:.3g}, ||b|| = {ref:.3g}, bound {bound:.3g}")
-
-
 def test_two_processes_match_one_process(runs):
     _, single, ddp, res = runs
     one, two = read_log(single / "log.jsonl"), read_log(ddp / "log.jsonl")
@@ -114,16 +101,8 @@ def test_two_processes_match_one_process(runs):
     for a, b in zip(two, one, strict=True):
         assert a["lr"] == b["lr"]
         for part in ("train_loss", "distill_data", "test"):
-            assert set(a[part]) == set(b[part]), part
-            for k, v in b[part].items():
-                if k == "n":
-                    assert a[part][k] == v, part  # the whole set on every rank, not one shard
-                elif k in ("accuracy", "agreement"):
-                    assert abs(a[part][k] - v) * b[part]["n"] <= 1 + 1e-9, (part, k)
-                elif k == "ece":  # an example whose confidence crosses a bin edge moves it by < 2/n
-                    assert abs(a[part][k] - v) * b[part]["n"] <= 2, (part, k)
-                else:
-                    _close(a[part][k], v, f"{part}.{k}")
+            # n equal (the whole set on every rank, not one shard), scalars within the rounding
+            assert_records_close(a[part], b[part], where=f"{part}.")
         assert ("pid" in a) == ("pid" in b) == (b["epoch"] == 3)  # tracked by rank 0, logged once
     assert two[-1]["test"]["n"] == 450 and two[-1]["distill_data"]["n"] == 1347
     pid_a, pid_b = two[-1]["pid"]["stage3|stage3"], one[-1]["pid"]["stage3|stage3"]
@@ -133,13 +112,9 @@ def test_two_processes_match_one_process(runs):
 
     wa, wb = _latest_tensors(ddp), _latest_tensors(single)
     assert set(wa) - set(wb) == {".rng_ranks.0", ".rng_ranks.1"} and set(wb) <= set(wa)
-    for k, v in wb.items():
-        if k == ".rng.torch":
-            continue  # the generator state: not a weight (each rank's is kept in .rng_ranks)
-        if v.is_floating_point():
-            _close_tensor(wa[k], v, k)
-        else:
-            assert torch.equal(wa[k], v), k
+    # the generator state is not a weight (each rank's is kept in .rng_ranks)
+    drop = (".rng.torch", ".rng_ranks.0", ".rng_ranks.1")
+    assert_tensors_close(*({k: v for k, v in w.items() if k not in drop} for w in (wa, wb)))
     # Rank 0 alone wrote and reported: one checkpoint, no temporary files, one summary line.
     names = sorted(p.name for p in ddp.iterdir())
     assert names == ["config.json", "epoch-0003", "latest.json", "log.jsonl", "teacher-untrained.safetensors"]
@@ -291,7 +266,8 @@ def digits():
 
 def test_a_set_read_per_item_under_torchrun_gives_the_in_memory_run(runs, tmp_path):
     """The same digits as a torch Dataset read item by item, one DataLoader worker per rank: the
-    ranks read their own chunks and the run is the in-memory torchrun run, exactly."""
+    ranks read their own chunks and the run is the in-memory torchrun run (another code path for
+    the batches: equal within float32 rounding, ``runs_close``)."""
     cfg, _, ddp, _ = runs
     (tmp_path / "streamed_digits.py").write_text(STREAMED_DATA)
     factory = f"{tmp_path / 'streamed_digits.py'}:digits"
@@ -302,8 +278,5 @@ def test_a_set_read_per_item_under_torchrun_gives_the_in_memory_run(runs, tmp_pa
     )
     res = torchrun(streamed_cfg, tmp_path / "run")
     assert res.returncode == 0, res.stderr[-3000:]
-    timing = ("seconds", "examples_per_s")
-    strip = lambda log: [{k: v for k, v in r.items() if k not in timing} for r in log]  # noqa: E731
-    assert strip(read_log(tmp_path / "run" / "log.jsonl")) == strip(read_log(ddp / "log.jsonl"))
-    a, b = _latest_tensors(tmp_path / "run"), _latest_tensors(ddp)
-    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in b)
+    assert_records_close(read_log(tmp_path / "run" / "log.jsonl"), read_log(ddp / "log.jsonl"))
+    assert_tensors_close(_latest_tensors(tmp_path / "run"), _latest_tensors(ddp))

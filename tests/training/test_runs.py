@@ -8,6 +8,7 @@ import torch
 from infodistill.training.config import DistillConfig, TeacherTrainConfig, load_config
 from infodistill.training.runs import build_distillation, distill, train_teacher
 from infodistill.training.trainer import read_log
+from runs_close import assert_tensors_close
 
 COMMON = ["data.name=digits", "data.batch_size=64", "data.eval_batch_size=512", "optim.lr=0.05"]
 CNN = ["width=8"]
@@ -222,7 +223,6 @@ def test_rid_at_zero_weight_trains_the_student_exactly_as_the_baseline(tmp_path,
     heads = {k: v.clone() for k, v in fit.extra.heads.state_dict().items()}
     fit.run()
     assert any(not torch.equal(v, fit.extra.heads.state_dict()[k]) for k, v in heads.items())  # heads trained
-    for (k, a), b in zip(
-        base_fit.student.state_dict().items(), fit.student.state_dict().values(), strict=True
-    ):
-        assert torch.equal(a, b), k
+    # Another code path (RID's step) to the same updates: equal within float32 rounding
+    # (runs_close); a shared clip norm scales every clipped step, far outside it.
+    assert_tensors_close(fit.student.state_dict(), base_fit.student.state_dict())

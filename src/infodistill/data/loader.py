@@ -15,6 +15,7 @@ that order, so the batches and therefore the results do not depend on the number
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Sequence
 
@@ -25,6 +26,7 @@ __all__ = [
     "BatchReader",
     "ItemDataset",
     "TensorPairs",
+    "auto_eval_batch",
     "auto_workers",
     "first_examples",
     "in_memory",
@@ -78,12 +80,48 @@ def auto_workers(dataset, requested: int | None = None) -> int:
     return max(0, min(4, (os.cpu_count() or 2) - 2))
 
 
+#: float32 input bytes of an automatic evaluation batch, and its largest size
+EVAL_INPUT_BYTES = 16 * 2**20
+MAX_EVAL_BATCH = 1000
+
+
+def auto_eval_batch(dataset, train_batch: int, requested: int | None = None) -> int:
+    """Examples per batch of the passes without gradients (evaluation, the teacher-output cache,
+    the PID tracker's features): ``requested`` if given; else as many as fit
+    :data:`EVAL_INPUT_BYTES` of float32 input, at most :data:`MAX_EVAL_BATCH` and at least the
+    training batch (which the run holds anyway, with the activations of its backward pass).
+
+    A pass without gradients holds its input batch and a layer's activations at a time, so its
+    memory follows the batch's input size: 1 000 examples of Fashion-MNIST (3 KiB each), MNIST-1D
+    or CIFAR (12 KiB) fit the budget, and 128 x 128 RGB images (192 KiB) are evaluated in batches
+    of 85, raised to the training batch (bench/stream_memory.py: a one-epoch run over 4 000 such
+    images peaked at 690 MiB with it, at 1 231 MiB with a fixed batch of 1 000)."""
+    if requested is not None:
+        return int(requested)
+    per_example = 4 * math.prod(sample_shape(dataset))
+    return max(int(train_batch), min(MAX_EVAL_BATCH, EVAL_INPUT_BYTES // max(1, per_example)))
+
+
 def _collate(batch):
     if isinstance(batch, tuple) and len(batch) == 2 and isinstance(batch[0], torch.Tensor):
         return batch  # already a batch (``__getitems__``)
     xs, ys = zip(*[(item[0], item[1]) for item in batch], strict=True)
-    x = torch.stack([torch.as_tensor(v) for v in xs])
+    xs = [torch.as_tensor(v) for v in xs]
+    out = torch.empty((len(xs), *xs[0].shape), dtype=xs[0].dtype).to(memory_format=_layout(xs[0]))
+    x = torch.stack(xs, out=out)
     return x, torch.as_tensor([int(v) for v in ys], dtype=torch.int64)
+
+
+def _layout(item: torch.Tensor) -> torch.memory_format:
+    """The memory format of a batch of items like ``item``: channels-last when the item is laid
+    out (H, W, C) in memory (an image decoded to HWC and permuted, as ``load_image_folder`` holds
+    them), so a batch stacked from items has the strides of the same images held in memory and
+    the model runs the same kernels on both (oneDNN's convolutions round differently per layout)."""
+    if item.dim() == 3 and not item.is_contiguous() and item.unsqueeze(0).is_contiguous(
+        memory_format=torch.channels_last
+    ):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 class _Batches(Sampler):
@@ -140,12 +178,13 @@ class BatchReader:
         return self(batches)
 
 
-def first_examples(dataset, n: int, batch_size: int = 1000, workers: int | None = None):
-    """``(x, y)`` of the first ``n`` examples as tensors (in-memory sets: a view, no copy)."""
+def first_examples(dataset, n: int, batch_size: int | None = None, workers: int | None = None):
+    """``(x, y)`` of the first ``n`` examples as tensors (in-memory sets: a view, no copy; others
+    read in batches of ``batch_size``, default :func:`auto_eval_batch`)."""
     n = min(n, len(dataset))
     if in_memory(dataset):
         return dataset.x[:n], dataset.y[:n]
-    parts = list(BatchReader(dataset, workers).sequential(batch_size, n))
+    parts = list(BatchReader(dataset, workers).sequential(auto_eval_batch(dataset, 1, batch_size), n))
     return torch.cat([x for _, x, _ in parts]), torch.cat([y for _, _, y in parts])
 
 

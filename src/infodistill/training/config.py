@@ -38,7 +38,10 @@ class DataConfig:
     #: evaluate on the first n test examples (None: all) — for quick presets
     test_subset: int | None = None
     batch_size: int = 128
-    eval_batch_size: int = 1000
+    #: examples per batch of evaluation, the teacher-output cache and the PID tracker (None:
+    #: automatic, as many as fit 16 MiB of input, at most 1000, at least batch_size;
+    #: data/loader.py auto_eval_batch)
+    eval_batch_size: int | None = None
     #: distillation/training data: "none" or "crop-flip" (random crop with padding + h-flip)
     augment: str = "none"
     #: mixup of the distillation batch (0: off); teacher and student see the same mixed input
@@ -54,7 +57,8 @@ class DataConfig:
     def check(self, key: str) -> None:
         _name_or_factory(self, key, "root")
         _positive(self.batch_size, f"{key}.batch_size")
-        _positive(self.eval_batch_size, f"{key}.eval_batch_size")
+        if self.eval_batch_size is not None:
+            _positive(self.eval_batch_size, f"{key}.eval_batch_size")
         _choice(self.augment, ("none", "crop-flip"), f"{key}.augment")
         if self.mixup_alpha < 0:
             raise ConfigError(f"{key}.mixup_alpha must be >= 0, got {self.mixup_alpha}")

@@ -13,7 +13,7 @@ def evaluate_run(run_dir: str | Path, pid_pairs: list[str] | None = None, device
 
     ``device``: where the models run (``auto``, ``cpu``, ``cuda``, ``cuda:N``; default the run's
     ``run.device``)."""
-    from ..data.loader import first_examples
+    from ..data.loader import auto_eval_batch, first_examples
     from ..methods import method_class
     from ..models import collect_features
     from ..pid import estimate
@@ -54,12 +54,12 @@ def evaluate_run(run_dir: str | Path, pid_pairs: list[str] | None = None, device
     if is_distill and not method.uses_teacher_checkpoints:
         teacher = Teacher([m.to(where) for m in _teacher_members(cfg, train, method)])
     t_logits = None if teacher is None else (lambda x: teacher(x)[0])
-    result = {"test": evaluate_dataset(model, test, cfg.data.eval_batch_size, t_logits)}
+    bs = auto_eval_batch(train, cfg.data.batch_size, cfg.data.eval_batch_size)
+    result = {"test": evaluate_dataset(model, test, bs, t_logits)}
     pairs = [p.split(":") for p in pid_pairs] if pid_pairs else (cfg.pid.pairs if is_distill else [])
     if pairs and teacher is not None:
         result["pid"] = {}
         n = min(cfg.pid.n_samples or len(test), len(test))
-        bs = cfg.data.eval_batch_size
         x, y = first_examples(test, n, bs, cfg.data.workers)
         for s_layer, t_layer in pairs:
             s_feat = collect_features(model, [s_layer], x, bs)[1][s_layer].numpy()

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..data import RandomCropPad, RandomHFlip, load_dataset, mixup
 from ..data.factory import load_data_factory
-from ..data.loader import first_examples, in_memory, sample_shape
+from ..data.loader import auto_eval_batch, first_examples, in_memory, sample_shape
 from ..methods import DistillMethod, build_method, method_class
 from ..models import (
     build_from_factory,
@@ -285,8 +285,9 @@ def build_distillation(cfg: DistillConfig, progress: bool = True) -> Fit:
     distiller = Distiller(student, members, method, checkpoints=trajectory, noise=noise, seed=cfg.run.seed)
 
     augment = make_augment(cfg.data, shape)
+    eval_batch = auto_eval_batch(train, cfg.data.batch_size, cfg.data.eval_batch_size)
     if cfg.run.cache_teacher and augment is None:
-        distiller.cache_teacher_outputs(train, cfg.data.eval_batch_size, workers=cfg.data.workers)
+        distiller.cache_teacher_outputs(train, eval_batch, workers=cfg.data.workers)
     tracker = None
     if cfg.pid.pairs:
         tracker = PIDTracker(
@@ -296,7 +297,7 @@ def build_distillation(cfg: DistillConfig, progress: bool = True) -> Fit:
             test,
             epochs=cfg.optim.epochs,
             seed=cfg.run.seed,
-            batch_size=cfg.data.eval_batch_size,
+            batch_size=eval_batch,
             workers=cfg.data.workers,
             noise=noise,
             teacher_fixed=distiller.teacher_fixed,

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_write as _write_atomic
-from ..data.loader import BatchReader, TensorPairs
+from ..data.loader import BatchReader, TensorPairs, auto_eval_batch
 from ..metrics import FidelityAccumulator
 from ..models import model_device
 from . import distributed
@@ -135,6 +135,11 @@ class Fit:
     @property
     def teacher_logits(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
         return self.task.teacher_logits if self.task.has_teacher else None
+
+    @property
+    def eval_batch(self) -> int:
+        """Examples per evaluation batch: ``data.eval_batch_size``, or automatic (auto_eval_batch)."""
+        return auto_eval_batch(self.train, self.data.batch_size, self.data.eval_batch_size)
 
     def reader(self, split: str) -> BatchReader:
         """The batch reader of ``split`` ("train" or "test"), made at first use."""
@@ -432,13 +437,13 @@ class Fit:
 
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict:
         return evaluate_model(
-            self.student, x, y, self.data.eval_batch_size, self.teacher_logits, shard=self._shard()
+            self.student, x, y, self.eval_batch, self.teacher_logits, shard=self._shard()
         )
 
     def evaluate_test(self) -> dict:
         """The test-set metrics; a fixed teacher's test logits are computed once and reused."""
         t = self.teacher_logits
-        bs = self.data.eval_batch_size
+        bs = self.eval_batch
         if t is not None and self.task.teacher_fixed:
             if self._test_teacher_logits is None:
                 with torch.no_grad():

@@ -67,7 +67,7 @@ def teacher_accuracies(p: FidelityPreset, out: Path) -> dict:
         return json.loads(path.read_text())
     import torch
 
-    from ...data.loader import BatchReader
+    from ...data.loader import BatchReader, auto_eval_batch
     from ...methods import ensemble_logits
     from ...training.runs import load_trained, prepare_data
 
@@ -78,7 +78,7 @@ def teacher_accuracies(p: FidelityPreset, out: Path) -> dict:
     with torch.no_grad():
         for i in range(p.n_members):
             model = load_trained(str(member_dir(out, i)), cfg.model, train).eval()
-            batches = reader.sequential(cfg.data.eval_batch_size)
+            batches = reader.sequential(auto_eval_batch(train, cfg.data.batch_size, cfg.data.eval_batch_size))
             logits.append(torch.cat([model(xb) for _, xb, _ in batches]).float())
     y = test.y
     acc = {f"member{i}": float((z.argmax(1) == y).float().mean()) for i, z in enumerate(logits)}
