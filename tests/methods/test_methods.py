@@ -383,6 +383,44 @@ def test_rid_schedule_boundaries():
         rid_schedule(40, 40)
 
 
+@pytest.mark.parametrize("total", [50, 51, 97, 240, 1000, 4321, 100_000])
+def test_rid_schedule_in_steps_keeps_ten_rounds_and_the_students_three_quarters(total):
+    """Counted in optimiser steps, every budget from ~50 steps to 100 k has the reference's 10
+    rounds, each starting with its filter phase and giving the student 3/4 of it within one step
+    (the reference: phase 1 while epoch % R < R / 4)."""
+    phases = [rid_schedule(i, total) for i in range(total)]
+    rounds = sorted({r for r, _ in phases})
+    assert rounds == list(range(10))
+    for r in rounds:
+        steps = [p for q, p in phases if q == r]
+        length, student = len(steps), steps.count("student")
+        assert abs(student - 0.75 * length) < 1, (r, length, student)
+        n1 = length - student
+        assert steps == ["filter"] * n1 + ["student"] * student  # filter first, then the student
+        # the reference's rule within the round: step i is phase 1 while i < L / 4
+        assert steps == ["filter" if i < length / 4 else "student" for i in range(length)]
+    share = sum(p == "student" for _, p in phases) / total
+    assert 0.75 - 10 / total <= share <= 0.75 + 10 / total
+
+
+def test_rid_schedule_of_the_reference_budget():
+    """300 epochs, 10 rounds of 30: phase 1 while epoch % 30 < 7.5, i.e. 8 filter epochs and 22
+    student epochs a round (73 %), as the reference code ran it."""
+    got = [rid_schedule(e, 300) for e in range(300)]
+    assert got == [(e // 30, "filter" if e % 30 < 7.5 else "student") for e in range(300)]
+    assert sum(p == "student" for _, p in got) == 220
+
+
+def test_two_stage_boundaries_are_counted_in_steps():
+    fit = build_method("fitnets", **FEATURE_KW)  # hint_fraction 0.25
+    ted = build_method("ted", **FEATURE_KW, filter_epochs=1)
+    # 3 epochs of 7 steps: a quarter of 21 steps is round(5.25) = 5; filter_epochs=1 is 7 steps
+    assert [fit.stage(i, 21, 7) for i in range(21)] == ["hint"] * 5 + ["kd"] * 16
+    assert [ted.stage(i, 21, 7) for i in range(21)] == ["filters"] * 7 + ["distill"] * 14
+    # counted in epochs (a step is an epoch), the quarter of 3 epochs was 1 epoch = 7 steps
+    assert [fit.stage(e, 3) for e in range(3)] == ["hint", "kd", "kd"]
+
+
 # --- FitNets, TED, progressive --------------------------------------------------------------------
 
 

@@ -226,3 +226,48 @@ def test_rid_at_zero_weight_trains_the_student_exactly_as_the_baseline(tmp_path,
     # Another code path (RID's step) to the same updates: equal within float32 rounding
     # (runs_close); a shared clip norm scales every clipped step, far outside it.
     assert_tensors_close(fit.student.state_dict(), base_fit.student.state_dict())
+
+
+def test_rid_phases_switch_per_step_and_the_log_counts_them(tmp_path, teacher_dir):
+    """Two epochs hold the reference's 10 rounds when counted in steps: every epoch's log line
+    says how many steps each phase had, the student trained in 3/4 of them (within one step per
+    round), and the filter phase's terms are averaged over the filter steps only."""
+    fit = build_distillation(distill_cfg(tmp_path, teacher_dir, "rid", FEATURE_PAIR), progress=False)
+    per_epoch = -(-len(fit.train) // 64)
+    fit.run()
+    log = read_log(tmp_path / "rid" / "log.jsonl")
+    steps = [r["phase_steps"] for r in log]
+    assert all(sum(s.values()) == per_epoch and set(s) == {"filter", "student"} for s in steps)
+    student = sum(s["student"] for s in steps)
+    assert abs(student - 0.75 * 2 * per_epoch) <= 10
+    # a term of one phase is a mean over that phase's steps: the filter CE of a new head on 10
+    # classes starts near log(10) = 2.3 (2.14 over epoch 1), which a mean over all steps would
+    # dilute by the filter share (~1/4)
+    assert log[0]["train_loss"]["filter_ce"] > 1.0
+
+
+def test_a_step_schedule_that_falls_on_epochs_is_the_epoch_schedule(tmp_path, teacher_dir, monkeypatch):
+    """Rounds of two epochs with half of each in phase 1: counted in steps or in epochs the phases
+    switch at the same steps, so the two runs are the same computation, bit for bit (one code path:
+    only the function deciding the phase differs)."""
+    from infodistill.training.distiller import Distiller
+
+    params = "method.params={rounds: 2, phase1_fraction: 0.5}"
+    over = [FEATURE_PAIR, params, "optim.epochs=4"]
+    distill(distill_cfg(tmp_path / "steps", teacher_dir, "rid", *over), progress=False)
+    on_step = Distiller.on_step
+    seen = []
+
+    def by_epoch(self, step, total_steps, steps_per_epoch=1):
+        seen.append(step)
+        return on_step(self, step // steps_per_epoch, total_steps // steps_per_epoch)
+
+    monkeypatch.setattr(Distiller, "on_step", by_epoch)
+    distill(distill_cfg(tmp_path / "epochs", teacher_dir, "rid", *over), progress=False)
+    assert len(seen) > 8  # the patched schedule ran
+    timing = ("seconds", "examples_per_s")
+    logs = [read_log(tmp_path / d / "rid" / "log.jsonl") for d in ("steps", "epochs")]
+    a, b = ([{k: v for k, v in r.items() if k not in timing} for r in log] for log in logs)
+    assert a == b
+    n = a[0]["phase_steps"]["filter"]
+    assert [r["phase_steps"] for r in a] == [{"filter": n}, {"student": n}] * 2

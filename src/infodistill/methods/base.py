@@ -8,9 +8,12 @@ computed under ``no_grad`` and in eval mode; a method never touches the teacher 
 
 Conventions shared by all methods:
 
-- ``epoch`` is 0-based and ``total_epochs`` is the length of the run; multi-stage methods derive
-  their phase from these two numbers only (nothing to checkpoint; on resume the trainer calls
-  ``set_phase`` again). Multi-stage methods refuse to run before the first ``set_phase`` call.
+- Schedules are counted in optimiser steps: before every step the trainer calls
+  ``set_phase(step, total_steps, steps_per_epoch)`` (0-based ``step`` of the whole run), so a
+  method's rounds and stage boundaries keep their proportions at any budget, 12 epochs or 300.
+  Multi-stage methods derive their phase from these numbers only (nothing to checkpoint; on resume
+  the trainer calls ``set_phase`` again) and refuse to run before the first call. A caller that
+  counts in epochs passes ``set_phase(epoch, total_epochs)``: a step is then an epoch.
 - Feature shapes are given without the batch dimension: ``(C, H, W)`` for conv maps, ``(C, L)`` for
   1-D conv maps (handled as ``(C, L, 1)``). Other shapes cannot feed a conv adapter: ValueError at
   build time, naming the layer.
@@ -172,9 +175,14 @@ def check_epoch(epoch: int, total_epochs: int) -> None:
         raise ValueError(f"need 0 <= epoch < total_epochs, got epoch={epoch}, total_epochs={total_epochs}")
 
 
+def check_step(step: int, total_steps: int) -> None:
+    if total_steps < 1 or not 0 <= step < total_steps:
+        raise ValueError(f"need 0 <= step < total_steps, got step={step}, total_steps={total_steps}")
+
+
 def split_point(total: int, epochs: int | None, fraction: float) -> int:
-    """Epochs of a first stage: ``epochs`` if given, else round(fraction * total) kept in [1, total - 1]
-    so that both stages run (a 1-epoch run has no first stage)."""
+    """Steps of a first stage: ``epochs`` (already in steps) if given, else round(fraction * total)
+    kept in [1, total - 1] so that both stages run (a 1-step run has no first stage)."""
     if epochs is not None:
         return max(0, min(int(epochs), total))
     if total < 2:
@@ -182,22 +190,27 @@ def split_point(total: int, epochs: int | None, fraction: float) -> int:
     return max(1, min(total - 1, int(fraction * total + 0.5)))
 
 
-def rid_schedule(epoch: int, total_epochs: int, rounds: int = 10, phase1_fraction: float = 0.25):
-    """(round index, phase) of an epoch; phase is "filter" (phase 1) or "student" (phase 2).
+def rid_schedule(step: int, total_steps: int, rounds: int = 10, phase1_fraction: float = 0.25):
+    """(round index, phase) of a step; phase is "filter" (phase 1) or "student" (phase 2).
 
-    The run is split into ``min(rounds, total // 2)`` rounds (at least 1) of near-equal length L
-    (round r starts at epoch floor(r * total / rounds)), so every round has room for both phases. The
-    first max(1, floor(phase1_fraction * L)) epochs of a round (at most L - 1) are phase 1. A 1-epoch
-    run is phase 2 only.
+    The reference code's rule [PID-KD], applied to optimiser steps instead of epochs: the run is
+    split into ``rounds`` rounds (fewer if the run has under two steps a round) of near-equal length
+    L (round r starts at step floor(r * total / rounds)), and a step i of its round is phase 1 while
+    i < phase1_fraction * L, i.e. the first ceil(phase1_fraction * L) steps (kept in [1, L - 1], so
+    both phases run). The reference, 300 epochs in 10 rounds of R = 30 with phase 1 while
+    ``epoch % R < R / 4``, gives 8 filter + 22 student epochs a round; so does this rule with steps.
+    Counted in steps, a 12-epoch run keeps 10 rounds and the student's 3/4 share; counted in epochs it
+    had 6 rounds of 1 + 1 epochs. A 1-step run is phase 2 only. ``(epoch, total_epochs)`` gives the
+    schedule counted in epochs.
     """
-    check_epoch(epoch, total_epochs)
-    n = max(1, min(int(rounds), total_epochs // 2))
+    check_step(step, total_steps)
+    n = max(1, min(int(rounds), total_steps // 2))
     for r in range(n):
-        start, end = r * total_epochs // n, (r + 1) * total_epochs // n
-        if epoch < end:
+        start, end = r * total_steps // n, (r + 1) * total_steps // n
+        if step < end:
             length = end - start
-            n1 = 0 if length == 1 else max(1, min(length - 1, math.floor(phase1_fraction * length)))
-            return r, "filter" if epoch - start < n1 else "student"
+            n1 = 0 if length == 1 else max(1, min(length - 1, math.ceil(phase1_fraction * length - 1e-9)))
+            return r, "filter" if step - start < n1 else "student"
     raise AssertionError("unreachable")
 
 
@@ -241,9 +254,12 @@ class DistillMethod(nn.Module):
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         raise NotImplementedError
 
-    def set_phase(self, epoch: int, total_epochs: int) -> None:
-        """Called by the trainer at the start of every epoch (0-based)."""
-        check_epoch(epoch, total_epochs)
+    def set_phase(self, step: int, total_steps: int, steps_per_epoch: int = 1) -> None:
+        """Called by the trainer before every optimiser step: 0-based ``step`` of ``total_steps``,
+        ``steps_per_epoch`` of them an epoch (a caller counting in epochs passes (epoch, total_epochs))."""
+        check_step(step, total_steps)
+        if int(steps_per_epoch) < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
         self._phase_set = True
 
     def trainable_student(self) -> bool:
@@ -291,8 +307,8 @@ class DistillMethod(nn.Module):
 
 class TwoStageMethod(DistillMethod):
     """A method whose run is a first stage of ``first_epochs`` epochs (default: ``first_fraction`` of
-    the run, both stages kept non-empty by :func:`split_point`) followed by a second; the stage names
-    are ``phases``. FitNets (hint, kd) and TED (filters, distill) share this schedule."""
+    the run's steps, both stages kept non-empty by :func:`split_point`) followed by a second; the
+    stage names are ``phases``. FitNets (hint, kd) and TED (filters, distill) share this schedule."""
 
     def _set_stages(self, first_epochs: int | None, first_fraction: float, what: str) -> None:
         if first_epochs is not None and first_epochs < 0:
@@ -301,12 +317,13 @@ class TwoStageMethod(DistillMethod):
             raise ValueError(f"{what}_fraction must be in [0, 1], got {first_fraction}")
         self.first_epochs, self.first_fraction = first_epochs, float(first_fraction)
 
-    def stage(self, epoch: int, total_epochs: int) -> str:
-        """The stage an epoch belongs to."""
-        check_epoch(epoch, total_epochs)
-        n_first = split_point(total_epochs, self.first_epochs, self.first_fraction)
-        return self.phases[0] if epoch < n_first else self.phases[1]
+    def stage(self, step: int, total_steps: int, steps_per_epoch: int = 1) -> str:
+        """The stage a step belongs to (a given ``first_epochs`` counts ``steps_per_epoch`` each)."""
+        check_step(step, total_steps)
+        first = None if self.first_epochs is None else self.first_epochs * int(steps_per_epoch)
+        n_first = split_point(total_steps, first, self.first_fraction)
+        return self.phases[0] if step < n_first else self.phases[1]
 
-    def set_phase(self, epoch: int, total_epochs: int) -> None:
-        super().set_phase(epoch, total_epochs)
-        self.phase = self.stage(epoch, total_epochs)
+    def set_phase(self, step: int, total_steps: int, steps_per_epoch: int = 1) -> None:
+        super().set_phase(step, total_steps, steps_per_epoch)
+        self.phase = self.stage(step, total_steps, steps_per_epoch)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn as nn
 from torch import Tensor
 
-from .base import Batch, MethodSetup, TwoStageMethod, check_epoch, cross_entropy, upcast
+from .base import Batch, MethodSetup, TwoStageMethod, check_step, cross_entropy, upcast
 from .kd import check_kd_hparams, kd_terms
 
 
@@ -65,12 +65,12 @@ class FitNets(TwoStageMethod):
     def label(self) -> str:
         return "fitnets-one-stage (hint loss + CE variant)" if self.one_stage else "fitnets"
 
-    def stage(self, epoch: int, total_epochs: int) -> str:
-        """The stage an epoch belongs to."""
+    def stage(self, step: int, total_steps: int, steps_per_epoch: int = 1) -> str:
+        """The stage a step belongs to."""
         if self.one_stage:
-            check_epoch(epoch, total_epochs)
+            check_step(step, total_steps)
             return "hint+ce"
-        return super().stage(epoch, total_epochs)
+        return super().stage(step, total_steps, steps_per_epoch)
 
     def hint_loss(self, batch: Batch) -> Tensor:
         total = 0.0

@@ -67,9 +67,11 @@ class Progressive(DistillMethod):
             return sum(epoch >= m for m in self.milestones)
         return epoch * self.num_checkpoints // total_epochs
 
-    def set_phase(self, epoch: int, total_epochs: int) -> None:
-        super().set_phase(epoch, total_epochs)
-        self.active = self.active_teacher(epoch, total_epochs)
+    def set_phase(self, step: int, total_steps: int, steps_per_epoch: int = 1) -> None:
+        super().set_phase(step, total_steps, steps_per_epoch)
+        # Checkpoints change per epoch (the framework loads one before each epoch).
+        spe = int(steps_per_epoch)
+        self.active = self.active_teacher(step // spe, -(-total_steps // spe))
         self.phase = self.phases[self.active]
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:

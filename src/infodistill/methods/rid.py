@@ -19,7 +19,7 @@ class RID(DistillMethod):
     Per layer pair k: teacher filter f_t (1x1 conv C_t->C_t, BN, ReLU, 1x1 conv C_t->C_s) with head g
     (ReLU, flatten, linear to classes), student filter f_s (1x1 conv C_s->2C_s, BN, ReLU, 1x1 conv
     2C_s->C_s), per-channel variance sigma^2_k = softplus(alpha_k) + 1e-3 with alpha initialised to 5.
-    Rounds alternate two phases (schedule: :func:`rid_schedule`):
+    Rounds alternate two phases, counted in optimiser steps (schedule: :func:`rid_schedule`):
 
     phase 1 "filter" (updates f_t, g; f_s(S_k), sigma^2 and the student are fixed):
         sum_k CE(g(f_t(T_k)), y) + [round > 0] * sum_k mean[(f_s(S_k) - f_t(T_k))^2 / sigma^2_k]
@@ -78,9 +78,9 @@ class RID(DistillMethod):
             for p in pairs
         )
 
-    def set_phase(self, epoch: int, total_epochs: int) -> None:
-        super().set_phase(epoch, total_epochs)
-        self.round, self.phase = rid_schedule(epoch, total_epochs, self.rounds, self.phase1_fraction)
+    def set_phase(self, step: int, total_steps: int, steps_per_epoch: int = 1) -> None:
+        super().set_phase(step, total_steps, steps_per_epoch)
+        self.round, self.phase = rid_schedule(step, total_steps, self.rounds, self.phase1_fraction)
         self.train(self.training)  # re-apply the per-phase eval modes
 
     def train(self, mode: bool = True):

@@ -50,8 +50,8 @@ class TED(TwoStageMethod):
         self.student_filters = nn.ModuleList(student_filter(p.c_s) for p in pairs)
         self.student_heads = nn.ModuleList(class_head(p.c_s, p.size, num_classes, head_pool) for p in pairs)
 
-    def set_phase(self, epoch: int, total_epochs: int) -> None:
-        super().set_phase(epoch, total_epochs)
+    def set_phase(self, step: int, total_steps: int, steps_per_epoch: int = 1) -> None:
+        super().set_phase(step, total_steps, steps_per_epoch)
         self.train(self.training)  # the frozen teacher filters in eval mode from stage 2 on
 
     def train(self, mode: bool = True):

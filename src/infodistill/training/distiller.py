@@ -3,9 +3,12 @@
 The same object serves the trainer and a user's own loop::
 
     distiller = Distiller(student, teacher, build_method("vid", ...))
-    distiller.on_epoch(epoch, total_epochs)        # the method's phase (RID, TED, FitNets)
+    distiller.on_epoch(epoch, total_epochs)        # a progressive teacher's checkpoint
+    distiller.on_step(step, total_steps, steps_per_epoch)  # the method's phase (RID, TED, FitNets)
     out = distiller.step(x, y, epoch)              # StepOutput: losses, student and teacher logits
     sum(out.losses.values()).backward()
+
+A loop that calls only ``on_epoch`` runs the multi-stage methods' schedules counted in epochs.
 
 The teacher is frozen here, by the framework (eval mode, no gradients), never by a method. Its
 features are captured by forward hooks on the layers the method names, and the student's likewise.
@@ -106,11 +109,19 @@ class Distiller(Task):
         return self.checkpoints is None
 
     def on_epoch(self, epoch: int, total_epochs: int) -> None:
-        self.method.set_phase(epoch, total_epochs)
-        self.student_frozen = not self.method.trainable_student()
+        """Before every epoch: a progressive run's teacher checkpoint, and the method's phase with
+        the epoch as the step (the trainer then sets it per step, :meth:`on_step`)."""
+        self.on_step(epoch, total_epochs)
         if self.checkpoints is not None:
             k = self.method.active_teacher(epoch, total_epochs)
             self.teacher.members[0].load_state_dict(self.checkpoints[k].state_dict())
+
+    def on_step(self, step: int, total_steps: int, steps_per_epoch: int = 1) -> str | None:
+        """Before every optimiser step: the method's phase (and whether the student trains in it);
+        returns the phase's name for a multi-phase method, else None."""
+        self.method.set_phase(step, total_steps, steps_per_epoch)
+        self.student_frozen = not self.method.trainable_student()
+        return self.method.phase if len(self.method.phases) > 1 else None
 
     def frozen(self) -> set:
         return set(self.student.parameters()) if self.student_frozen else set()

@@ -1,10 +1,11 @@
 """What the trainer trains: the student, the modules trained beside it, and one step's losses.
 
 The loop (``trainer.Fit``) knows nothing of teachers or methods. It asks its task, before every
-epoch, to set up that epoch (:meth:`Task.on_epoch`: a method's phase, a progressive teacher's
-checkpoint), which parameters stay fixed in it (:meth:`Task.frozen`), and, per batch, for the named
-loss terms and logits (:meth:`Task.step`); with a teacher it also asks for the teacher's logits, for
-the agreement and KL metrics. :class:`Supervised` is training on the labels (``train-teacher``);
+epoch, to set up that epoch (:meth:`Task.on_epoch`: a progressive teacher's checkpoint), before
+every step to set up that step (:meth:`Task.on_step`: a method's phase, counted in steps) and which
+parameters stay fixed in it (:meth:`Task.frozen`), and, per batch, for the named loss terms and
+logits (:meth:`Task.step`); with a teacher it also asks for the teacher's logits, for the agreement
+and KL metrics. :class:`Supervised` is training on the labels (``train-teacher``);
 ``distiller.Distiller`` is a distillation step, the same one a user's own loop can call.
 """
 
@@ -40,8 +41,13 @@ class Task:
     def on_epoch(self, epoch: int, total_epochs: int) -> None:
         """Called at the start of every 0-based epoch, a resumed one included."""
 
+    def on_step(self, step: int, total_steps: int, steps_per_epoch: int) -> str | None:
+        """Called before every optimiser step (0-based over the run); returns the name of the
+        step's phase when the task has several (the log counts the steps of each), else None."""
+        return None
+
     def frozen(self) -> set:
-        """Parameters that must not change in the current epoch (their gradients are dropped)."""
+        """Parameters that must not change in the current step (their gradients are dropped)."""
         return set()
 
     def step(

@@ -233,9 +233,11 @@ class Fit:
             for g, lr in zip(opt.param_groups, base_lrs, strict=True):
                 g["lr"] = lr * lr_factor(self.optim, epoch)
             self.task.on_epoch(epoch, self.optim.epochs)
-            train_terms, train_fid, train_seconds = self._train_epoch(opt, epoch)
+            train_terms, train_fid, train_seconds, phase_steps = self._train_epoch(opt, epoch)
             self._check_finite_weights(epoch)
             record = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": train_terms}
+            if phase_steps:
+                record["phase_steps"] = phase_steps  # a multi-phase method's steps in each phase
             record["distill_data"] = train_fid
             if (epoch + 1) % self.run_cfg.eval_every == 0 or epoch + 1 == self.optim.epochs:
                 record["test"] = self.evaluate_test()
@@ -335,7 +337,8 @@ class Fit:
         return (distributed.rank(), distributed.world_size()) if distributed.world_size() > 1 else None
 
     def _train_epoch(self, opt, epoch: int):
-        """One epoch of steps: (mean loss terms, distillation-data metrics, seconds it took)."""
+        """One epoch of steps: (mean loss terms, distillation-data metrics, seconds it took, steps
+        in each phase of a multi-phase task). A loss term's mean runs over the steps that had it."""
         t0 = time.perf_counter()
         self.student.train()
         if self.extra is not None:
@@ -343,8 +346,9 @@ class Fit:
         gen = epoch_generator(self.run_cfg.seed, epoch)
         n = len(self.train)
         order = torch.randperm(n, generator=gen)
-        frozen = self.task.frozen()
         sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        phase_steps: dict[str, int] = {}
         fid = FidelityAccumulator()
         world, rank = distributed.world_size(), distributed.rank()
         device, amp, scaler = self.device, self.run_cfg.precision, self._scaler
@@ -370,7 +374,14 @@ class Fit:
             lo, hi = distributed.shard_bounds(len(idx), rank, world) if world > 1 else (0, len(idx))
             plan.append((len(idx), lo, hi, idx[lo:hi] if world > 1 and self.augment is None else idx))
         batches = self.reader("train")(p[3] for p in plan)
-        for (size, lo, hi, _), (idx, x, y) in zip(plan, batches, strict=True):
+        # Schedules (a method's phases) are counted in optimiser steps over the whole run.
+        per_epoch = len(plan)
+        total_steps = per_epoch * self.optim.epochs
+        for k, ((size, lo, hi, _), (idx, x, y)) in enumerate(zip(plan, batches, strict=True)):
+            phase = self.task.on_step(epoch * per_epoch + k, total_steps, per_epoch)
+            if phase is not None:
+                phase_steps[phase] = phase_steps.get(phase, 0) + 1
+            frozen = self.task.frozen()
             if bar is not None:
                 bar.update(size)
             # This rank's chunk's mean loss is weighted by chunk·W/batch so that DDP's average
@@ -418,8 +429,9 @@ class Fit:
             else:
                 opt.step()
             crash_point("train-step")
-            for k, v in out.losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(idx)
+            for name, v in out.losses.items():
+                sums[name] = sums.get(name, 0.0) + float(v.detach()) * len(idx)
+                counts[name] = counts.get(name, 0) + len(idx)
             # Metrics on the inputs the student was trained on (after augmentation/mixup), with
             # the logits of this very step: labels of a mixed batch are those of its first image.
             fid.update(
@@ -430,10 +442,13 @@ class Fit:
         if bar is not None:
             bar.close()
         if world > 1:
-            totals = distributed.all_reduce_sum(torch.tensor(list(sums.values()), dtype=torch.float64))
-            sums = dict(zip(sums, totals.tolist(), strict=True))
+            both = torch.tensor([*sums.values(), *(counts[k] for k in sums)], dtype=torch.float64)
+            totals = distributed.all_reduce_sum(both).tolist()
+            sums = dict(zip(sums, totals[: len(sums)], strict=True))
+            counts = dict(zip(sums, totals[len(sums) :], strict=True))
             _all_reduce_fidelity(fid)
-        return {k: v / n for k, v in sums.items()}, fid.result(), time.perf_counter() - t0
+        means = {k: v / counts[k] for k, v in sums.items()}
+        return means, fid.result(), time.perf_counter() - t0, phase_steps
 
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict:
         return evaluate_model(
