@@ -271,16 +271,19 @@ def test_rid_phase1_loss_by_hand():
     assert set(rid_for(0)(b)) == {"filter_ce"}  # first round: no matching term
 
 
-def test_rid_phase2_loss_by_hand_uses_log_variance():
+@pytest.mark.parametrize("term", ["square", "log"])
+def test_rid_phase2_loss_by_hand(term):
+    """The Gaussian log sigma^2 by default; the reference code's (sigma^2)^2 as the variant."""
     student = TinyStudent()
     b = make_batch(student)
-    rid = rid_for(5)
+    rid = rid_for(5, **({} if term == "log" else {"variance_term": "square"}))
     assert (rid.round, rid.phase, rid.trainable_student()) == (1, "student", True)
     out = rid(b)
     ft = t2n(rid.teacher_filters[0](b.teacher_feats["t1"]))
     fs = t2n(rid.student_filters[0](pool2(b.student_feats["s1"])))
     var = (np_softplus([4.0, 5.0, 6.0]) + 1e-3)[None, :, None, None]
-    expected = 10.0 * (np.log(var) + (fs - ft) ** 2 / var).mean()
+    penalty = var**2 if term == "square" else np.log(var)
+    expected = 10.0 * (penalty + (fs - ft) ** 2 / var).mean()
     assert out["rid"].item() == pytest.approx(expected, rel=1e-5)
     assert out["ce"].item() == pytest.approx(np_ce(t2n(b.student_logits), b.labels.numpy()), rel=1e-5)
 

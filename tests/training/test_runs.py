@@ -65,7 +65,7 @@ FEATURE_PAIR = "method.pairs=[[stage3, stage3]]"
         ("kd", ["method.params={tau: 4.0, alpha: 0.0}"]),
         ("fitnets", [FEATURE_PAIR]),
         ("vid", [FEATURE_PAIR]),
-        ("rid", [FEATURE_PAIR, "optim.epochs=4", "method.params={rounds: 2}"]),
+        ("rid", [FEATURE_PAIR, "optim.epochs=4", "method.params={rounds: 2}", "optim.grad_clip=100"]),
         ("ted", [FEATURE_PAIR]),
     ],
 )

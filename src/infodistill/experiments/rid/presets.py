@@ -30,6 +30,8 @@ RID_VARIANTS = {
     "rid-fixvar": {"learn_variance": False},
     "rid-gate-chance": {"gate": "chance"},
     "rid-gate-student": {"gate": "student"},
+    # the reference code's (sigma^2)^2 in place of the Gaussian likelihood's log sigma^2
+    "rid-refvar": {"variance_term": "square"},
 }
 #: VID as RepDistiller runs it (a milder method than [PID-KD]'s): lam = 1, the slim
 #: conv-ReLU-conv regressor, sigma^2 = 5 exactly, on the last layer pair only.
