@@ -43,6 +43,10 @@ def test_run_rid_writes_a_report_and_resumes(tmp_path):
     assert "PCA 5, k-means k = 5" in text and "more than 2 standard errors" in text
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert len(summary["claims"]) == 7 + 3 and all(c["held"] in (True, False) for c in summary["claims"])
+    assert len(summary["premises"]) == 2 and "- Premise 'uninformative untrained teacher': the" in text
+    for c in summary["claims"]:  # a claim whose premise failed is reported as such, not as failed
+        if c["premise_met"] is False:
+            assert f"- {c['claim']}: **premise not met**" in text
     assert "## Difference from the baseline (pt), paired by seed" in text
     rows, paired = summary["rows"], summary["paired_differences"]
     for key, diffs in paired.items():  # the same seeds, in order, as the accuracy table's lists
@@ -95,6 +99,38 @@ def test_claims_need_the_paired_difference_beyond_two_standard_errors():
     # One seed: no standard error, so no verdict
     one = {k: _row(r["seeds"][:1], r["last"][:1]) for k, r in rows.items()}
     assert {h for _, h, _ in check_claims(one)} == {None}
+
+
+def test_premises_are_checked_before_the_claims():
+    """I(Y;T) of the untrained teacher against 10 % of the trained one's, and a trained teacher
+    worth distilling (more accurate than the baseline student, KD beating the baseline), both on
+    differences paired by seed (hand-computed)."""
+    from infodistill.experiments.rid.report import CLAIM_PREMISES, check_premises
+
+    seeds = (0, 1, 2)
+    rows = {
+        ("untrained", "baseline"): _row(seeds, [0.50, 0.52, 0.48], mi_t=[0.05, 0.06, 0.04]),
+        ("trained", "baseline"): _row(seeds, [0.50, 0.52, 0.48], mi_t=[1.0, 1.1, 0.9]),
+        # KD - baseline: +0.10, +0.11, +0.09 (se 0.0058)
+        ("trained", "kd"): _row(seeds, [0.60, 0.63, 0.57]),
+    }
+    p = check_premises(rows, teacher_accuracy=0.90)
+    # 0.1 I(Y;T) trained - I(Y;T) untrained = 0.05 each seed: mean 0.05, se 0: held
+    assert p["uninformative"][1] is True and p["useful"][1] is True
+    assert "teacher 90.00 % vs baseline 50.00 %" in p["useful"][2]
+    # the paper's premise fails where the untrained teacher keeps a quarter of the information
+    rows[("untrained", "baseline")]["mi_t"] = [0.25, 0.30, 0.20]
+    # a teacher less accurate than the baseline student is not worth distilling, whatever KD did
+    p = check_premises(rows, teacher_accuracy=0.45)
+    assert p["uninformative"][1] is False and p["useful"][1] is False
+    # KD at the baseline's level: no gain, premise not met
+    rows[("trained", "kd")]["last"] = [0.51, 0.51, 0.49]
+    assert check_premises(rows, teacher_accuracy=0.90)["useful"][1] is False
+    # every claim of check_claims that depends on a premise names it by its exact text
+    pid = dict(redundancy=[0.1] * 3, unique_t=[0.2] * 3, mi_t=[0.3] * 3)
+    kinds = [(t, m) for t in ("trained", "untrained") for m in ("baseline", "vid", "rid")]
+    texts = {c for c, _, _ in check_claims({k: _row(seeds, [0.5, 0.6, 0.7], **pid) for k in kinds})}
+    assert set(CLAIM_PREMISES) <= texts
 
 
 def test_reproduce_cli(tmp_path, capsys):
