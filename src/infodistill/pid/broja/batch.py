@@ -144,23 +144,28 @@ class _BatchNewton:
         self.bt, self.pi, self.W = bt, pi, W
         self.q = r[:, None] * pi
         iy = np.arange(Y)
-        # K[b, t, y, s, z] = G_ts[y, z], built in one product; A and C are its sums over s and t.
-        wpi = (W[:, None] * pi).transpose(0, 2, 1, 3)  # (B, T, Y, S)
-        K = wpi[..., None] * pi.transpose(0, 2, 3, 1)[:, :, None]  # (B, T, Y, S, Y)
-        K[:, :, iy, :, iy] += self.q.transpose(1, 0, 2, 3)
-        A = K.sum(axis=3)  # (B, T, Y, Y)
-        A[..., iy, iy] += ~bt.m_yt.transpose(0, 2, 1)
-        C = K.sum(axis=1).transpose(0, 2, 1, 3)  # (B, S, Y, Y)
+        # A_t = Σ_s G_ts and C_s = Σ_t G_ts as batched products of the (S, Y) and (T, Y) slices of π.
+        pt = pi.transpose(0, 2, 3, 1)  # (B, T, S, Y)
+        A = np.matmul((pt * W[..., None]).transpose(0, 1, 3, 2), pt)  # (B, T, Y, Y)
+        A[..., iy, iy] += self.q.sum(axis=3).transpose(0, 2, 1) + ~bt.m_yt.transpose(0, 2, 1)
+        ps_ = pi.transpose(0, 3, 2, 1)  # (B, S, T, Y)
+        C = np.matmul((ps_ * W.transpose(0, 2, 1)[..., None]).transpose(0, 1, 3, 2), ps_)  # (B, S, Y, Y)
+        C[..., iy, iy] += self.q.sum(axis=2).transpose(0, 2, 1)
         self.A_inv = np.linalg.inv(A)
-        # Only the free μ (``_Batch.perm``, padded): columns of K and the block diagonal C gathered.
+        # K's columns of the free μ only (``_Batch.perm``, padded with zero columns): for the free
+        # (s_j, z_j), K[(t, y), j] = W_t,s_j π(y|t,s_j) π(z_j|t,s_j) + δ(y, z_j) q(y, t, s_j).
         perm, valid = bt.perm, bt.valid
         k = perm.shape[1]
-        Kc = np.take_along_axis(K.reshape(B, T * Y, S * Y), perm[:, None, :], axis=2)
-        Kc *= valid[:, None, :]  # rows (t, y), columns the free (s, z)
+        s_i, y_i = perm // Y, perm % Y  # (B, k)
+        b_k = np.arange(B)[:, None]
+        pi_s = pi[b_k, :, :, s_i]  # (B, k, Y, T): π(y | t, s_j)
+        wz = W[b_k, :, s_i] * pi[b_k, y_i, :, s_i] * valid[..., None]  # (B, k, T)
+        Kc = pi_s * wz[:, :, None, :]
+        Kc[b_k, np.arange(k), y_i, :] += self.q[b_k, y_i, :, s_i] * valid[..., None]
+        Kc = np.ascontiguousarray(Kc.transpose(0, 3, 2, 1)).reshape(B, T * Y, k)  # rows (t, y)
         self.K = Kc
         X = np.matmul(self.A_inv, Kc.reshape(B, T, Y, k)).reshape(B, T * Y, k)
         schur = -np.matmul(Kc.transpose(0, 2, 1), X)
-        s_i, y_i = perm // Y, perm % Y
         same = (s_i[:, :, None] == s_i[:, None, :]) & valid[:, :, None] & valid[:, None, :]
         b_i = np.arange(B)[:, None, None]
         schur += np.where(same, C[b_i, s_i[:, :, None], y_i[:, :, None], y_i[:, None, :]], 0.0)
@@ -241,14 +246,25 @@ def _feasible_step(bt: _Batch, lam, mu, r, c, pi, d_lam, d_mu, d_r, dc):
             break
         i = np.flatnonzero(todo)  # only the problems still backtracking are evaluated
         a = alpha[i, None, None]
-        pairs = bt.pairs[i]
+        pairs, c_i, dc_i = bt.pairs[i], c[i], dc[i]
         c_new, pi_new = _evaluate(bt.support[i], pairs, lam[i] + a * d_lam[i], mu[i] + a * d_mu[i])
-        ok = np.all(~pairs | (c_new <= 0.01 * c[i]), axis=(1, 2))
+        bad = pairs & ~(c_new <= 0.01 * c_i)
+        ok = ~bad.any(axis=(1, 2))
         c_out[i[ok]], pi_out[i[ok]] = c_new[ok], pi_new[ok]
         todo[i[ok]] = False
-        # 0.9 as the scalar code, then faster: a problem still backtracking after 8 tries is one
-        # whose direction is off (it stalls and is handed back), not worth 260 evaluations.
-        alpha = np.where(todo, (0.9 if tries <= 8 else 0.3) * alpha, alpha)
+        # The next α from the failed ones: c is convex along the step, so the α that pass form an
+        # interval [0, α*]; per violated pair, the quadratic through c, its slope Δc and the value
+        # just measured, c + αΔc + κα², gives an estimate of α*, taken with a margin (and at most
+        # 0.9 of the last α, as the scalar code's backtracking; after 8 tries, 0.3 of it).
+        with np.errstate(all="ignore"):
+            kap = np.maximum((c_new - c_i - a * dc_i) / a**2, 0.0)
+            disc = np.sqrt(dc_i**2 - 3.96 * kap * c_i)
+            root = np.where(
+                kap > 0, (-dc_i + disc) / (2 * kap), np.where(dc_i > 0, -0.99 * c_i / dc_i, np.inf)
+            )
+        est = 0.95 * np.where(bad & np.isfinite(c_new), root, np.inf).reshape(i.size, -1).min(axis=1)
+        shrink = 0.9 if tries <= 8 else 0.3
+        alpha[i] = np.where(ok, alpha[i], np.minimum(shrink * alpha[i], est))
     alpha = np.where(alpha > 1e-12, alpha, 0.0)
     return alpha, c_out, pi_out
 
