@@ -175,10 +175,9 @@ class _NewtonSystem(_NewtonBase):
         self.q = q
         idx = np.arange(Y)
         Wpi = W[None] * pi
-        # A_t = Σ_s W π πᵀ and C_s = Σ_t W π πᵀ as batched products (3× faster than einsum here)
-        A = np.matmul(Wpi.transpose(1, 0, 2), pi.transpose(1, 2, 0))
+        A = np.einsum("yts,zts->tyz", Wpi, pi)
         A[:, idx, idx] += q.sum(axis=2).T + (~prob.m_yt).T
-        C = np.matmul(Wpi.transpose(2, 0, 1), pi.transpose(2, 1, 0))
+        C = np.einsum("yts,zts->syz", Wpi, pi)
         C[:, idx, idx] += q.sum(axis=1).T + (~prob.m_ys).T
         # A_t is positive definite (each pair block is ⪰ r(diag π − π πᵀ) + (r/s) π πᵀ); its
         # Cholesky factor gives the symmetric assembly below.
