@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .blas_threads import blas_threads
 from .broja import solve_broja
 from .broja.batch import solve_broja_batch
 from .limits import check_joint
@@ -236,7 +237,10 @@ def decompose_batch(
     out = []
     for lo in range(0, B, chunk):
         hi = min(B, lo + chunk)
-        q, f_up, d_low, ok, its = solve_broja_batch(a[lo:hi], b[lo:hi], max(tol_nats, MIN_SOLVER_TOL_NATS))
+        # One BLAS thread, as solve_broja for small systems (the batch's matrices are tiny).
+        with blas_threads(1):
+            solver_tol = max(tol_nats, MIN_SOLVER_TOL_NATS)
+            q, f_up, d_low, ok, its = solve_broja_batch(a[lo:hi], b[lo:hi], solver_tol)
         if swap:
             q = q.transpose(0, 1, 3, 2)
         for i in range(hi - lo):
