@@ -192,3 +192,17 @@ def test_estimate_bootstrap_uses_the_batch(monkeypatch):
     for k in TERMS:
         assert abs(res.ci[k][0] - ref.ci[k][0]) <= 2 * tol and abs(res.ci[k][1] - ref.ci[k][1]) <= 2 * tol
         assert abs(res.bias["mean"][k] - ref.bias["mean"][k]) <= 2 * tol
+
+
+def test_a_singular_newton_matrix_hands_the_batch_back(monkeypatch):
+    """np.linalg raises for the whole stack when one matrix is singular: the problems still running
+    go to decompose instead of the error reaching the caller."""
+
+    def singular(self, *args, **kwargs):
+        raise np.linalg.LinAlgError("Singular matrix")
+
+    monkeypatch.setattr(batch_module._BatchNewton, "__init__", singular)
+    ps = resamples(e1_counts(), 3, seed=13)
+    batch = quiet(decompose_batch, ps, counts=True, tol=TOL_BITS)
+    assert [r.solver["batch"] for r in batch] == ["handed back: decompose"] * 3
+    check_against(batch, [quiet(decompose, p, counts=True, tol=TOL_BITS) for p in ps])

@@ -371,25 +371,30 @@ def solve_broja_batch(p_yt: np.ndarray, p_ys: np.ndarray, tol: float, max_iter: 
         gap_mu = compl / m
         w = np.where(pairs, 1.0 / s, 0.0)
         W = np.where(pairs, r * (w - 1.0), 0.0)
-        with np.errstate(all="ignore"):
-            system = _BatchNewton(bt, pi, r, W)
+        try:
+            with np.errstate(all="ignore"):
+                system = _BatchNewton(bt, pi, r, W)
 
-            dl_a, dm_a, dc_a, dr_a = _direction(bt, system, pi, r, s, w, np.zeros_like(r), 0)
-            a_aff, c_aff, _ = _feasible_step(bt, lam, mu, r, c, pi, dl_a, dm_a, dr_a, dc_a)
-            s_aff = np.where(pairs, -c_aff, 0.0)
-            mu_aff = ((r + a_aff[:, None, None] * dr_a) * s_aff).reshape(live.size, -1).sum(axis=1) / m
-            ratio = mu_aff / np.where(gap_mu > 0, gap_mu, 1.0)
-            sigma = np.where(gap_mu > 0, np.minimum(1.0, ratio**2), 0.0)
-            a2 = np.where(a_aff > 0, a_aff, 1.0)[:, None, None]
-            kap = np.where(
-                pairs & (a_aff[:, None, None] > 0) & np.isfinite(c_aff),
-                np.maximum((c_aff - c - a2 * dc_a) / a2**2, 0.0),
-                0.0,
-            )
-            second = dr_a * (dc_a + kap) + r * kap
-            sm = (sigma * gap_mu)[:, None, None]
-            target = np.where(pairs, np.maximum(sm + second, 0.1 * sm), 0.0)
-            d_lam, d_mu, dc, d_r = _direction(bt, system, pi, r, s, w, target, CORRECTOR_REFINE)
+                dl_a, dm_a, dc_a, dr_a = _direction(bt, system, pi, r, s, w, np.zeros_like(r), 0)
+                a_aff, c_aff, _ = _feasible_step(bt, lam, mu, r, c, pi, dl_a, dm_a, dr_a, dc_a)
+                s_aff = np.where(pairs, -c_aff, 0.0)
+                mu_aff = ((r + a_aff[:, None, None] * dr_a) * s_aff).reshape(live.size, -1).sum(axis=1) / m
+                ratio = mu_aff / np.where(gap_mu > 0, gap_mu, 1.0)
+                sigma = np.where(gap_mu > 0, np.minimum(1.0, ratio**2), 0.0)
+                a2 = np.where(a_aff > 0, a_aff, 1.0)[:, None, None]
+                kap = np.where(
+                    pairs & (a_aff[:, None, None] > 0) & np.isfinite(c_aff),
+                    np.maximum((c_aff - c - a2 * dc_a) / a2**2, 0.0),
+                    0.0,
+                )
+                second = dr_a * (dc_a + kap) + r * kap
+                sm = (sigma * gap_mu)[:, None, None]
+                target = np.where(pairs, np.maximum(sm + second, 0.1 * sm), 0.0)
+                d_lam, d_mu, dc, d_r = _direction(bt, system, pi, r, s, w, target, CORRECTOR_REFINE)
+        except np.linalg.LinAlgError:
+            # A label block or Schur complement singular in working precision (np.linalg raises
+            # for the whole stack): the problems still running are handed back to decompose.
+            break
         finite = (
             np.isfinite(d_lam).reshape(live.size, -1).all(axis=1)
             & np.isfinite(d_mu).reshape(live.size, -1).all(axis=1)
