@@ -244,7 +244,9 @@ class _NewtonSystem(_NewtonBase):
         rows, cols, (ci, cj, cs, cy, cz) = prob.schur_index()
         compress = compressed(prob)
         if compress:
-            R = self._r_columns(L_inv, self.pi, self.q, self.W, cols)[rows]
+            R = self._r_columns(L_inv, self.pi, self.q, self.W, cols)
+            if rows.size < R.shape[0]:
+                R = R[rows]
         else:
             # (nearly) dense: all μ, the pinned ones as identity rows, as before
             R = self._r_blocks(L_inv, self.pi, self.q, self.W)
