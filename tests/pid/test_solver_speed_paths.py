@@ -423,3 +423,37 @@ def test_failed_accuracy_checks_fall_back_to_the_robust_factorisation(monkeypatc
     assert levels[:3] == [0, 1, 2] and set(levels[3:]) == {2}
     assert robust[3]["converged"]
     assert_same_optimum(robust, reference)
+
+
+# ---------------------------------------------------------------- the Schur complement on the used μ
+
+
+@pytest.mark.parametrize("compress", [True, False])
+@pytest.mark.parametrize("single", [True, False])
+def test_schur_on_the_used_mu_only_matches_dense_solve(compress, single, monkeypatch):
+    """A histogram with empty (y, t) and (y, s) cells: the SYRK route solved on the used, unpinned
+    μ only (R's rows of unused λ dropped) and on all of them give the brute-force solution."""
+    from infodistill.pid.broja import newton
+
+    prob = _Problem(*marginals(random_counts((6, 9, 8), 4, 150)))
+    rows, cols, _ = prob.schur_index()
+    Y, T = prob.p_yt.shape
+    S = prob.p_ys.shape[1]
+    assert rows.size < T * Y and cols.size < S * Y - Y  # cells to drop on both sides
+    monkeypatch.setattr(newton, "COMPRESS_BELOW", 1.0 if compress else 0.0)
+    pi, u, W = newton_state(prob, 5, mixed_sign=False)
+    system = _NewtonSystem(prob, pi, u, W, single=single)
+    assert (system.cols is not None) == compress and system.single == single
+    check_solver_against_dense(system, prob, pi, u, W, 6, 1e-6 if single else 1e-9)
+
+
+def test_sparse_histogram_in_the_used_mu_schur_and_the_sparse_route_agree(monkeypatch):
+    """A sparse histogram goes to the dense Schur complement on its used μ while that is small
+    (``COMPRESSED_DENSE_MAX_WORK``), else to the sparse route: the same certified optimum."""
+    p_yt, p_ys = marginals(random_counts((10, 60, 50), 8, 200))  # coupling block 1.7 % full
+    results = {}
+    for limit, route in ((2e8, "schur"), (0.0, "sparse")):
+        monkeypatch.setattr(broja.problem, "COMPRESSED_DENSE_MAX_WORK", limit)
+        results[route] = solve_broja(p_yt, p_ys, tol=TOL)
+        assert results[route][3]["converged"] and results[route][3]["newton"] == route
+    assert_same_optimum(results["schur"], results["sparse"])

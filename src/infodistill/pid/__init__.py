@@ -3,7 +3,7 @@
 This subpackage imports numpy, scipy and scikit-learn only (never torch), and can be used on its own.
 """
 
-from .decompose import PIDResult, decompose
+from .decompose import PIDResult, decompose, decompose_batch
 from .estimate import Discretized, EstimateResult, SweepResult, discretize, estimate, sweep
 from .measures import (
     as_joint,
@@ -19,6 +19,7 @@ from .measures import (
 __all__ = [
     "PIDResult",
     "decompose",
+    "decompose_batch",
     "Discretized",
     "EstimateResult",
     "SweepResult",

@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .blas_threads import blas_threads
 from .broja import solve_broja
+from .broja.batch import solve_broja_batch
 from .limits import check_joint
-from .measures import LN2, _check_unit, _h, as_joint, convert_units
+from .measures import LN2, NORMALISATION_TOL, _check_unit, _h, as_joint, convert_units
 from .terms import LABELS, TERMS, format_table
 
 #: Default certified tolerance on the optimum, in bits.
@@ -120,6 +122,15 @@ def decompose(p, unit: str = "bits", counts: bool = False, tol: float | None = N
             RuntimeWarning,
             stacklevel=2,
         )
+    q = np.zeros_like(p)
+    q[np.ix_(*used)] = q_sub
+    return _result(q, f_up, d_low, dict(info), h_y, mi_t, mi_s, mi_joint, unit)
+
+
+def _result(q, f_up, d_low, info, h_y, mi_t, mi_s, mi_joint, unit) -> PIDResult:
+    """The PIDResult of a solved problem: min_mi = H(Y) + f_upper (clamped to its range), the
+    terms from it (snapped to 0 within the gap), in ``unit``."""
+    gap = max(f_up - d_low, 0.0)
     min_mi = h_y + f_up  # an upper bound on min I_Q(Y;T,S); the optimum is within gap below it
     # The optimum can't be below max(I(Y;T), I(Y;S)) nor above I(Y;T,S); clamp the round-off.
     min_mi = min(max(min_mi, mi_t, mi_s), mi_joint)
@@ -133,8 +144,6 @@ def decompose(p, unit: str = "bits", counts: bool = False, tol: float | None = N
         synergy=snap(mi_joint - min_mi),
     )
     terms["redundancy"] = snap(mi_t - terms["unique_t"])
-    q = np.zeros_like(p)
-    q[np.ix_(*used)] = q_sub
     res = PIDResult(
         **terms,
         mi_t=mi_t,
@@ -144,6 +153,114 @@ def decompose(p, unit: str = "bits", counts: bool = False, tol: float | None = N
         gap=gap,
         unit="nats",
         q=q,
-        solver=dict(info),
+        solver=info,
     )
     return res if unit == "nats" else res.to_unit(unit)
+
+
+#: ``decompose_batch`` solves joints in one batch while a joint's largest batched array, the
+#: T·S·Y² entries of its coupling block, stays at most this big (10×5×5: 2 500; 10×14×14: 19 600);
+#: larger joints are decomposed one by one (their Newton systems are where the time goes, and the
+#: scalar solver's routes are the faster ones there).
+BATCH_MAX_COUPLING = 20_000
+
+#: Problems per batch: at most this many coupling entries in all (~64 MB of float64 per array).
+BATCH_MAX_ENTRIES = 8_000_000
+
+
+def _entropies(x: np.ndarray) -> np.ndarray:
+    """H in nats of each row of x (B, n) (0 log 0 = 0)."""
+    t = np.where(x > 0, x, 1.0)
+    return -(x * np.log(t)).sum(axis=1)
+
+
+def decompose_batch(
+    ps, unit: str = "bits", counts: bool = False, tol: float | None = None
+) -> list[PIDResult]:
+    """BROJA PID of each joint of a stack p[b, y, t, s] of one shape, e.g. bootstrap resamples of a
+    histogram: the same results as ``[decompose(p_b, unit, counts, tol) for p_b in ps]``, each with
+    its own certified ``gap`` (at most ``tol``; every term exact to within it), in a fraction of
+    the time for small joints.
+
+    Small joints (see ``BATCH_MAX_COUPLING``) are solved together by the batched interior-point
+    method (``broja.batch.solve_broja_batch``): the fixed cost of the numpy calls of one iteration is
+    shared by the whole batch. A joint it does not certify within ``tol`` (it hands back the ones
+    whose progress stalls) is decomposed again by ``decompose``, with its restarts and polishes, as
+    are all joints of larger shapes. ``result.solver["batch"]`` says which route certified it.
+    """
+    _check_unit(unit)
+    arr = np.asarray(ps)
+    if arr.ndim != 4:
+        raise ValueError(f"ps must be a 4-D array p[b, y, t, s] (a stack of joints), got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        return []
+    check_joint(arr.shape[1:])
+    # The checks of as_joint (numbers, finite, non-negative) on the whole stack, then each joint's
+    # own total: normalised (counts) or within NORMALISATION_TOL of 1.
+    arr = as_joint(arr, ndim=4, counts=True, name="ps") * 1.0
+    raw = np.asarray(ps, dtype=np.float64)
+    totals = raw.reshape(raw.shape[0], -1).sum(axis=1)
+    if counts:
+        if np.any(totals <= 0):
+            raise ValueError(f"ps[{int(np.argmax(totals <= 0))}] is a count histogram with total 0")
+        if np.all(np.isfinite(totals)):
+            arr = raw / totals[:, None, None, None]
+        else:  # overflowing counts: as decompose, one by one
+            arr = np.stack([as_joint(p, ndim=3, counts=True) for p in raw])
+    else:
+        bad = np.abs(totals - 1.0) > NORMALISATION_TOL
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(
+                f"ps[{i}] sums to {totals[i]:.9g}, not 1 (tolerance {NORMALISATION_TOL:g}); "
+                "normalise it, or pass counts=True for count histograms"
+            )
+        arr = raw / totals[:, None, None, None]
+    tol_nats = DEFAULT_TOL_BITS * LN2 if tol is None else convert_units(float(tol), unit, "nats")
+    if not 0 < tol_nats < np.inf:
+        raise ValueError(f"tol must be a positive finite number, got {tol}")
+    B, Y, T, S = arr.shape
+    if T * S * Y * Y > BATCH_MAX_COUPLING:
+        return [decompose(p, unit="nats", tol=tol_nats).to_unit(unit) for p in arr]
+
+    p_yt, p_ys = arr.sum(axis=3), arr.sum(axis=2)
+    h_y = _entropies(arr.sum(axis=(2, 3)))
+    mi_t = np.maximum(h_y + _entropies(p_yt.sum(axis=1)) - _entropies(p_yt.reshape(B, -1)), 0.0)
+    mi_s = np.maximum(h_y + _entropies(p_ys.sum(axis=1)) - _entropies(p_ys.reshape(B, -1)), 0.0)
+    mi_joint = np.maximum(
+        h_y + _entropies(arr.sum(axis=1).reshape(B, -1)) - _entropies(arr.reshape(B, -1)), 0.0
+    )
+    # Swap so the solver eliminates the larger source, as decompose.
+    swap = S > T
+    a, b = (p_ys, p_yt) if swap else (p_yt, p_ys)
+    chunk = max(1, BATCH_MAX_ENTRIES // (T * S * Y * Y))
+    out = []
+    for lo in range(0, B, chunk):
+        hi = min(B, lo + chunk)
+        # One BLAS thread, as solve_broja for small systems (the batch's matrices are tiny).
+        with blas_threads(1):
+            solver_tol = max(tol_nats, MIN_SOLVER_TOL_NATS)
+            q, f_up, d_low, ok, its = solve_broja_batch(a[lo:hi], b[lo:hi], solver_tol)
+        if swap:
+            q = q.transpose(0, 1, 3, 2)
+        for i in range(hi - lo):
+            k = lo + i
+            if not ok[i]:
+                res = decompose(arr[k], unit="nats", tol=tol_nats)
+                res.solver["batch"] = "handed back: decompose"
+                out.append(res.to_unit(unit))
+                continue
+            info = dict(
+                iterations=int(its[i]),
+                converged=True,
+                gap=float(f_up[i] - d_low[i]),
+                garbling=None,
+                newton="batch",
+                paths=["plain (batch)"],
+                batch="batch",
+            )
+            res = _result(
+                q[i], float(f_up[i]), float(d_low[i]), info, h_y[k], mi_t[k], mi_s[k], mi_joint[k], "nats"
+            )
+            out.append(res.to_unit(unit))
+    return out

@@ -37,7 +37,7 @@ from .measures import convert_units
 from .preparation import RANDOMIZED_PCA_MIN_DIM as RANDOMIZED_PCA_MIN_DIM  # re-exported
 from .preparation import _Clock, _prepare_side, _Prepared, _split
 from .resample import RESAMPLE_TOL_BITS as RESAMPLE_TOL_BITS  # re-exported
-from .resample import _cells, _counts, _resample_tol, _resampled_terms, _term_vector
+from .resample import _cells, _counts, _resample_tol, _resampled_terms_batch, _term_vector
 from .symbols import Discretized, _discretize, _given_side, discretize
 from .terms import TERMS
 
@@ -106,12 +106,11 @@ def _estimate_prepared(prep: _Prepared, opts: _Options) -> EstimateResult:
             # k-means never sees the labels, so shuffling y over the fixed clusters is exactly the whole
             # pipeline run on label-permuted data; every true term is then 0 and what remains is bias.
             rng = np.random.default_rng([opts.seed, 2])
-            vals = np.array(
-                [
-                    _resampled_terms(_counts(_cells(rng.permutation(y), ct, cs, shape), shape), opts, rtol)
-                    for _ in range(opts.n_perm)
-                ]
-            )
+
+            def permuted() -> np.ndarray:
+                return _counts(_cells(rng.permutation(y), ct, cs, shape), shape)
+
+            vals = _resampled_terms_batch(permuted, opts.n_perm, shape, opts, rtol)
             sd = vals.std(axis=0, ddof=1) if opts.n_perm > 1 else np.zeros(len(TERMS))
             bias = {
                 "method": "label_permutation",
@@ -125,11 +124,9 @@ def _estimate_prepared(prep: _Prepared, opts: _Options) -> EstimateResult:
         if opts.n_boot:
             rng = np.random.default_rng([opts.seed, 3])
             # Resampling triples with replacement = resampling their histogram cells.
-            boot = np.array(
-                [
-                    _resampled_terms(_counts(cells[rng.integers(0, n, n)], shape), opts, rtol)
-                    for _ in range(opts.n_boot)
-                ]
+            # Decomposed in batches (``decompose_batch``: each resample keeps its own certificate).
+            boot = _resampled_terms_batch(
+                lambda: _counts(cells[rng.integers(0, n, n)], shape), opts.n_boot, shape, opts, rtol
             )
             alpha = (1.0 - opts.ci) / 2.0
             lo, hi = np.quantile(boot, [alpha, 1.0 - alpha], axis=0)

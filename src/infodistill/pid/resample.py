@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .decompose import PIDResult, decompose
+from .decompose import PIDResult, decompose, decompose_batch
 from .estimate_inputs import _Options
 from .measures import convert_units
 from .terms import TERMS
@@ -41,3 +41,19 @@ def _term_vector(res: PIDResult) -> np.ndarray:
 
 def _resampled_terms(counts: np.ndarray, opts: _Options, tol: float) -> np.ndarray:
     return _term_vector(decompose(counts, unit=opts.unit, counts=True, tol=tol))
+
+
+#: Resampled histograms held at once (drawn, then decomposed together): at most this many cells.
+RESAMPLE_CHUNK_CELLS = 2_000_000
+
+
+def _resampled_terms_batch(draw, n: int, shape, opts: _Options, tol: float) -> np.ndarray:
+    """The terms of ``n`` resampled histograms, as rows: ``draw()`` gives the next one (in order,
+    so the draws are those of a loop), in chunks decomposed by ``decompose_batch`` (each resample
+    with its own certificate: the same values as ``decompose`` one by one, within the two gaps)."""
+    chunk = max(1, RESAMPLE_CHUNK_CELLS // int(np.prod(shape)))
+    rows = []
+    for lo in range(0, n, chunk):
+        stack = np.stack([draw() for _ in range(min(chunk, n - lo))])
+        rows += [_term_vector(r) for r in decompose_batch(stack, unit=opts.unit, counts=True, tol=tol)]
+    return np.array(rows)
