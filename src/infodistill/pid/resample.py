@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .decompose import PIDResult, decompose, decompose_batch
+from .decompose import PIDResult, decompose_batch
 from .estimate_inputs import _Options
 from .measures import convert_units
 from .terms import TERMS
@@ -37,10 +37,6 @@ def _resample_tol(opts: _Options) -> float:
 
 def _term_vector(res: PIDResult) -> np.ndarray:
     return np.array([getattr(res, t) for t in TERMS])
-
-
-def _resampled_terms(counts: np.ndarray, opts: _Options, tol: float) -> np.ndarray:
-    return _term_vector(decompose(counts, unit=opts.unit, counts=True, tol=tol))
 
 
 #: Resampled histograms held at once (drawn, then decomposed together): at most this many cells.
