@@ -197,7 +197,7 @@ def decompose_batch(
     check_joint(arr.shape[1:])
     # The checks of as_joint (numbers, finite, non-negative) on the whole stack, then each joint's
     # own total: normalised (counts) or within NORMALISATION_TOL of 1.
-    arr = as_joint(arr, ndim=4, counts=True, name="ps") * 1.0
+    as_joint(arr, ndim=4, counts=True, name="ps")
     raw = np.asarray(ps, dtype=np.float64)
     totals = raw.reshape(raw.shape[0], -1).sum(axis=1)
     if counts:
@@ -234,12 +234,12 @@ def decompose_batch(
     swap = S > T
     a, b = (p_ys, p_yt) if swap else (p_yt, p_ys)
     chunk = max(1, BATCH_MAX_ENTRIES // (T * S * Y * Y))
+    solver_tol = max(tol_nats, MIN_SOLVER_TOL_NATS)
     out = []
     for lo in range(0, B, chunk):
         hi = min(B, lo + chunk)
         # One BLAS thread, as solve_broja for small systems (the batch's matrices are tiny).
         with blas_threads(1):
-            solver_tol = max(tol_nats, MIN_SOLVER_TOL_NATS)
             q, f_up, d_low, ok, its = solve_broja_batch(a[lo:hi], b[lo:hi], solver_tol)
         if swap:
             q = q.transpose(0, 1, 3, 2)

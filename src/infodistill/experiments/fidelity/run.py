@@ -74,11 +74,12 @@ def teacher_accuracies(p: FidelityPreset, out: Path) -> dict:
     cfg = teacher_config(p, member_dir(out, 0), 0)
     train, test = prepare_data(cfg.data, 0)
     reader = BatchReader(test, cfg.data.workers)
+    eval_batch = auto_eval_batch(train, cfg.data.batch_size, cfg.data.eval_batch_size)
     logits = []
     with torch.no_grad():
         for i in range(p.n_members):
             model = load_trained(str(member_dir(out, i)), cfg.model, train).eval()
-            batches = reader.sequential(auto_eval_batch(train, cfg.data.batch_size, cfg.data.eval_batch_size))
+            batches = reader.sequential(eval_batch)
             logits.append(torch.cat([model(xb) for _, xb, _ in batches]).float())
     y = test.y
     acc = {f"member{i}": float((z.argmax(1) == y).float().mean()) for i, z in enumerate(logits)}
