@@ -21,6 +21,7 @@ from infodistill.training.config import DistillConfig, from_dict
 from infodistill.training.runs import distill
 from interrupts import Interrupt, interrupt_at
 from runs_close import assert_runs_close
+from runs_close import read_log as _log  # log.jsonl without the timing fields
 
 DATA = '''
 import torch
@@ -64,12 +65,6 @@ def _config(tmp_path: Path, name: str, streamed: bool, **extra) -> DistillConfig
     for key, value in extra.items():
         raw[key] = value
     return from_dict(DistillConfig, raw)
-
-
-def _log(out: Path) -> list[dict]:
-    drop = ("seconds", "examples_per_s")
-    lines = (out / "log.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k not in drop} for line in lines]
 
 
 def _checkpoints(out: Path) -> dict[str, bytes]:
