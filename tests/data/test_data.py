@@ -587,3 +587,19 @@ def test_normalize_and_dataset_stats():
     np.testing.assert_allclose(s2, [1, 1], atol=1e-5)
     with pytest.raises(ValueError, match="expects"):
         Normalize([0.5], [0.5])(x)
+
+
+def test_symmetric_inputs_map_every_example_to_2x_minus_1_held_or_read_per_item():
+    from infodistill.data.loader import ItemDataset, TensorPairs
+    from infodistill.data.transforms import symmetric_inputs
+
+    x = torch.tensor([[[0.0, 0.25, 1.0]], [[0.5, 0.75, 0.0]]])  # pixel values with exact halves
+    held = ArrayDataset(x, [0, 1], 2, "toy")
+    out = symmetric_inputs(held)
+    assert out.x.tolist() == [[[-1.0, -0.5, 1.0]], [[0.0, 0.5, -1.0]]]
+    assert held.x.tolist() == x.tolist()  # the original is untouched
+    per_item = ItemDataset(lambda j: x[j], [0, 1], 2, "toy").subset([1])
+    scaled = symmetric_inputs(per_item)
+    assert len(scaled) == 1 and scaled[0][0].tolist() == [[0.0, 0.5, -1.0]] and int(scaled[0][1]) == 1
+    with pytest.raises(ValueError, match="cannot scale the inputs of a TensorPairs"):
+        symmetric_inputs(TensorPairs(x, torch.tensor([0, 1])))

@@ -243,7 +243,7 @@ def test_paired_differences_match_seed_by_seed_and_skip_unfinished_runs(tmp_path
 
 
 def test_every_e1_preset_distils_three_stage_pairs_with_the_papers_settings(tmp_path):
-    from infodistill.experiments.rid import PRESETS, distill_config
+    from infodistill.experiments.rid import PRESETS, distill_config, fit_to_data
 
     stages = {
         "cnn-small": "stage",
@@ -263,6 +263,14 @@ def test_every_e1_preset_distils_three_stage_pairs_with_the_papers_settings(tmp_
             assert cfg.pid.pairs == (three if preset.pid_layers == "all" else three[-1:])
             assert cfg.pid.k == 5 and cfg.pid.pca == 5
             assert cfg.optim.grad_clip == 100.0 and cfg.optim.nesterov
+        for method in ("baseline", "kd"):  # unclipped, as the reference code's baseline
+            if method in preset.methods:
+                cfg = distill_config(preset, tmp_path / "t", "trained", method, 0, tmp_path / name / method)
+                assert cfg.optim.grad_clip is None
+        # the reference's [-1, 1] inputs for images; MNIST-1D's standardised signals as loaded
+        assert preset.scale_inputs == "symmetric"
+        one_d = fit_to_data(preset, (1, 40))
+        assert one_d.scale_inputs == "none" and fit_to_data(preset, (1, 8, 8)).scale_inputs == "symmetric"
         if "vid" in preset.methods:
             vid = distill_config(preset, tmp_path / "t", "trained", "vid", 0, tmp_path / "v").method.params
             assert vid == {"lam": 100.0, "regressor": "kd-rid", "alpha_init": 5.0, "eps": 1e-3}

@@ -273,10 +273,10 @@ def test_rid_phase1_loss_by_hand():
 
 @pytest.mark.parametrize("term", ["square", "log"])
 def test_rid_phase2_loss_by_hand(term):
-    """The Gaussian log sigma^2 by default; the reference code's (sigma^2)^2 as the variant."""
+    """The reference code's (sigma^2)^2 by default; the Gaussian log sigma^2 as the variant."""
     student = TinyStudent()
     b = make_batch(student)
-    rid = rid_for(5, **({} if term == "log" else {"variance_term": "square"}))
+    rid = rid_for(5, **({} if term == "square" else {"variance_term": "log"}))
     assert (rid.round, rid.phase, rid.trainable_student()) == (1, "student", True)
     out = rid(b)
     ft = t2n(rid.teacher_filters[0](b.teacher_feats["t1"]))
@@ -301,7 +301,7 @@ def test_rid_gated_phase2_loss_by_hand(gate):
     ft = t2n(rid.teacher_filters[0](b.teacher_feats["t1"]))
     fs = t2n(rid.student_filters[0](pool2(b.student_feats["s1"])))
     var = (np_softplus([4.0, 5.0, 6.0]) + 1e-3)[None, :, None, None]
-    per_example = (np.log(var) + (fs - ft) ** 2 / var).reshape(len(fs), -1).mean(1)
+    per_example = (var**2 + (fs - ft) ** 2 / var).reshape(len(fs), -1).mean(1)
     y = b.labels.numpy()
     rows = np.arange(len(y))
     p_t = np_softmax(t2n(rid.heads[0](rid.teacher_filters[0](b.teacher_feats["t1"]))))[rows, y]
@@ -665,3 +665,52 @@ def test_fitnets_and_ted_share_the_two_stage_schedule():
         build_method("fitnets", **FEATURE_KW, hint_epochs=-1)
     with pytest.raises(ValueError, match="filter_fraction must be in"):
         build_method("ted", **FEATURE_KW, filter_fraction=1.5)
+
+
+# --- optimiser groups ------------------------------------------------------------------------------
+
+
+def test_rid_optimiser_groups_are_the_reference_codes_two_optimisers():
+    """f_s and sigma^2 train with the student (one clipping norm), f_t and the heads on their own at
+    a constant rate; every parameter of the method is in exactly one group."""
+    rid = build_method("rid", **FEATURE_KW, filter_lr_scale=3.0, variance_lr_scale=0.5)
+    groups = {g.name: g for g in rid.optim_groups()}
+    assert set(groups) == {"student_filters", "variances", "teacher_filters"}
+    ids = [id(p) for g in groups.values() for p in g.params]
+    assert sorted(ids) == sorted(id(p) for p in rid.parameters())
+    assert {id(p) for p in groups["student_filters"].params} == {
+        id(p) for p in rid.student_filters.parameters()
+    }
+    assert {id(p) for p in groups["variances"].params} == {id(p) for p in rid.alphas}
+    tf = groups["teacher_filters"]
+    assert {id(p) for p in tf.params} == {
+        id(p) for p in [*rid.teacher_filters.parameters(), *rid.heads.parameters()]
+    }
+    assert (tf.lr_scale, tf.constant_lr, tf.clip_with_student) == (3.0, True, False)
+    assert (groups["variances"].lr_scale, groups["variances"].clip_with_student) == (0.5, True)
+    assert build_method("rid", **FEATURE_KW, filter_lr_schedule="run").optim_groups()[2].constant_lr is False
+
+
+def test_vid_trains_its_regressors_with_the_student_and_other_methods_on_their_own():
+    vid = build_method("vid", **FEATURE_KW)
+    (g,) = vid.optim_groups()
+    assert g.clip_with_student and len(g.params) == len(list(vid.parameters()))
+    (t,) = build_method("fitnets", **FEATURE_KW).optim_groups()
+    assert not t.clip_with_student and t.lr_scale == 1.0 and not t.constant_lr
+    assert build_method("kd", num_classes=5).optim_groups() == []
+
+
+def test_filters_have_no_biases_and_the_reference_init_is_kaiming_fan_out():
+    torch.manual_seed(0)
+    rid = build_method("rid", **FEATURE_KW, adapter_init="reference")
+    convs = [m for m in rid.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(m.bias is None for m in convs)
+    # Kaiming-uniform, fan_out, ReLU gain: U(-b, b) with b = sqrt(2) * sqrt(3 / fan_out)
+    for m in [*convs, *(m for m in rid.modules() if isinstance(m, torch.nn.Linear))]:
+        bound = math.sqrt(2.0) * math.sqrt(3.0 / m.weight.shape[0])
+        top = float(m.weight.detach().abs().max())
+        assert 0.5 * bound < top <= bound
+        if m.bias is not None:
+            assert float(m.bias.abs().max()) == 0.0
+    with pytest.raises(ValueError, match="adapter_init must be one of"):
+        build_method("rid", **FEATURE_KW, adapter_init="xavier")

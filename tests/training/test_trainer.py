@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from infodistill.data.loader import TensorPairs
+from infodistill.training.checkpoint import load_checkpoint
 from infodistill.training.config import DataConfig, OptimConfig, RunConfig
 from infodistill.training.task import StepOutput, Supervised, Task
 from infodistill.training.trainer import Fit, TrainingError, lr_factor, read_log
@@ -193,3 +194,75 @@ def test_grad_clip_is_per_module_so_a_method_head_never_shrinks_the_student_step
         torch.testing.assert_close(p.detach(), p0 - lr * gi, rtol=0, atol=1e-6)
     # The method's step is its gradient scaled to norm `clip`: each entry moves by lr * clip / sqrt(3).
     torch.testing.assert_close(extra.weight.detach(), w0 - lr * clip / math.sqrt(3.0), rtol=0, atol=1e-6)
+
+
+def test_optimiser_groups_set_learning_rates_schedules_and_clipping_norms(tmp_path):
+    """One SGD step checked by hand with three groups: the student; a module clipped in one norm with
+    it (so its huge gradient shrinks the student's step by clip / joint norm); a module clipped on its
+    own at 3x the learning rate. Then the learning rates after a cosine epoch: the constant group
+    keeps its rate, the others follow the schedule."""
+    from infodistill.methods import OptimGroup
+
+    torch.manual_seed(0)
+    student = nn.Linear(6, 2)
+    joint = nn.Linear(3, 1, bias=False)
+    own = nn.Linear(4, 1, bias=False)
+    x, y = tiny_data(n=32)
+    s0 = [p.detach().clone() for p in student.parameters()]
+    j0, o0 = joint.weight.detach().clone(), own.weight.detach().clone()
+    extra = nn.ModuleList([joint, own])
+
+    class Groups(Task):
+        def __init__(self):
+            self.student, self.extra = student, extra
+
+        def optim_groups(self):
+            return [
+                OptimGroup("student", tuple(student.parameters())),
+                OptimGroup("joint", tuple(joint.parameters()), clip_with_student=True),
+                OptimGroup("own", tuple(own.parameters()), lr_scale=3.0, constant_lr=True),
+            ]
+
+        def step(self, xb, yb, epoch, idx=None):
+            logits = student(xb)
+            aux = 1e4 * joint.weight.sum() + 1e4 * own.weight.sum()
+            return StepOutput({"ce": F.cross_entropy(logits, yb), "aux": aux}, logits)
+
+    lr, clip = 0.1, 5.0
+    fit = Fit(
+        task=Groups(),
+        train=TensorPairs(x, y),
+        test=TensorPairs(x, y),
+        data=DataConfig(batch_size=32, eval_batch_size=32),
+        optim=OptimConfig(lr=lr, epochs=2, schedule="cosine", momentum=0.0, weight_decay=0.0, grad_clip=clip),
+        run_cfg=RunConfig(seed=0, out_dir=str(tmp_path)),
+        progress=False,
+    )
+    assert [len(s) for s in fit.clip_sets()] == [3, 1]
+    fit.optim.epochs = 1  # one step first: the hand computation
+    fit.run()
+    ref = nn.Linear(6, 2)
+    with torch.no_grad():
+        ref.weight.copy_(s0[0])
+        ref.bias.copy_(s0[1])
+    F.cross_entropy(ref(x), y).backward()
+    g = [ref.weight.grad, ref.bias.grad, torch.full((1, 3), 1e4)]
+    scale = clip / float(torch.sqrt(sum((gi**2).sum() for gi in g)))
+    for p, p0, gi in zip([*student.parameters(), joint.weight], [*s0, j0], g, strict=True):
+        torch.testing.assert_close(p.detach(), p0 - lr * scale * gi, rtol=1e-5, atol=1e-7)
+    # own norm: each of its 4 entries moves by 3 lr * clip / sqrt(4)
+    torch.testing.assert_close(own.weight.detach(), o0 - 3 * lr * clip / 2.0, rtol=0, atol=1e-6)
+    # the learning rates of a 2-epoch cosine run in its second epoch, from its checkpoint
+    fit2 = Fit(
+        task=Groups(),
+        train=TensorPairs(x, y),
+        test=TensorPairs(x, y),
+        data=DataConfig(batch_size=32, eval_batch_size=32),
+        optim=OptimConfig(lr=lr, epochs=2, schedule="cosine", grad_clip=clip),
+        run_cfg=RunConfig(seed=0, out_dir=str(tmp_path / "two")),
+        progress=False,
+    )
+    fit2.run()
+    groups = load_checkpoint(tmp_path / "two" / "epoch-0002")["optim"]["param_groups"]
+    half = lr * 0.5 * (1 + math.cos(math.pi / 2))
+    assert [(g["name"], g["lr"]) for g in groups] == [("student", half), ("joint", half), ("own", 3 * lr)]

@@ -117,8 +117,10 @@ def _layout(item: torch.Tensor) -> torch.memory_format:
     out (H, W, C) in memory (an image decoded to HWC and permuted, as ``load_image_folder`` holds
     them), so a batch stacked from items has the strides of the same images held in memory and
     the model runs the same kernels on both (oneDNN's convolutions round differently per layout)."""
-    if item.dim() == 3 and not item.is_contiguous() and item.unsqueeze(0).is_contiguous(
-        memory_format=torch.channels_last
+    if (
+        item.dim() == 3
+        and not item.is_contiguous()
+        and item.unsqueeze(0).is_contiguous(memory_format=torch.channels_last)
     ):
         return torch.channels_last
     return torch.contiguous_format

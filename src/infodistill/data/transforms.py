@@ -14,6 +14,9 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 
+from .array_dataset import ArrayDataset
+from .loader import ItemDataset
+
 __all__ = [
     "Compose",
     "Mixup",
@@ -23,6 +26,7 @@ __all__ = [
     "Transform",
     "dataset_stats",
     "mixup",
+    "symmetric_inputs",
 ]
 
 
@@ -210,3 +214,34 @@ def mixup(x: torch.Tensor, alpha: float, generator: torch.Generator | None = Non
     index = torch.randperm(x.shape[0], generator=generator, device=dev).to(x.device)
     mixed = x * lam + x[index] * (1.0 - lam)
     return Mixup(mixed, index, lam)
+
+
+class _Symmetric:
+    """A reader's example mapped x -> 2x - 1 (a class, not a closure: DataLoader workers pickle it)."""
+
+    def __init__(self, read):
+        self.read = read
+
+    def __call__(self, j: int) -> torch.Tensor:
+        return self.read(j) * 2.0 - 1.0
+
+
+def symmetric_inputs(data):
+    """``data`` with every input mapped x -> 2x - 1 (images in [0, 1] to [-1, 1], as
+    ``Normalize(0.5, 0.5)``): a new ArrayDataset for one held in memory, a new reader for an
+    ItemDataset (nothing is read now). Other data sets: ValueError."""
+    if isinstance(data, ArrayDataset):
+        return ArrayDataset(data.x * 2.0 - 1.0, data.y, data.num_classes, data.name, data.classes, data.split)
+    if isinstance(data, ItemDataset):
+        out = ItemDataset(
+            _Symmetric(data.read),
+            data.labels,
+            data.num_classes,
+            data.name,
+            data.classes,
+            data.split,
+            data.indices,
+        )
+        out._shape = data._shape
+        return out
+    raise ValueError(f"cannot scale the inputs of a {type(data).__name__}; scale them in your data set")

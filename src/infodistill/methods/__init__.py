@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 
-from .base import Batch, DistillMethod, LayerPair, MethodSetup, TwoStageMethod, resolve_pairs
+from .base import Batch, DistillMethod, LayerPair, MethodSetup, OptimGroup, TwoStageMethod, resolve_pairs
 from .baseline import Baseline
 from .fitnets import FitNets
 from .kd import KD, ensemble_logits, soft_cross_entropy
@@ -90,6 +90,7 @@ __all__ = [
     "KD",
     "LayerPair",
     "MethodSetup",
+    "OptimGroup",
     "Progressive",
     "RID",
     "TED",

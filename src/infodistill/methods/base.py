@@ -20,6 +20,11 @@ Conventions shared by all methods:
 - Spatial mismatch between the two maps of a pair: both are adaptive-average-pooled to the smaller
   size (per axis) before the adapters.
 - Loss arithmetic runs in float32 even under bf16 autocast.
+- Optimiser groups and clipping (:meth:`DistillMethod.optim_groups`): a method's own parameters
+  form one or more :class:`OptimGroup`; each has its learning rate as a multiple of the run's, may
+  keep it constant instead of following the run's schedule, and is clipped on its own or in one
+  norm with the student's gradients. The default is one group at the student's rate and schedule,
+  clipped on its own; RID and VID declare what the [PID-KD] reference code ran.
 - Gradient isolation between phases is done in the losses (the inactive side is computed under
   ``no_grad``), so parameters a phase does not train keep ``grad is None``; a single optimizer over
   student + method parameters therefore only updates the active set as long as gradients are reset
@@ -99,6 +104,31 @@ class MethodSetup:
         object.__setattr__(self, "pairs", tuple(self.pairs))
         if not all(isinstance(p, LayerPair) for p in self.pairs):
             raise ValueError("MethodSetup.pairs holds LayerPair objects: build methods with build_method")
+
+
+@dataclass(frozen=True)
+class OptimGroup:
+    """Parameters that share an optimiser parameter group.
+
+    Their learning rate is the run's ``optim.lr`` times ``lr_scale``; it follows the run's schedule
+    (cosine, step) unless ``constant_lr``. With ``optim.grad_clip`` set, the gradients of a group
+    with ``clip_with_student`` are clipped in one norm with the student's (one optimiser in the
+    reference code), the others each in a norm of their own."""
+
+    name: str
+    params: tuple
+    lr_scale: float = 1.0
+    constant_lr: bool = False
+    clip_with_student: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "params", tuple(self.params))
+        if not (
+            isinstance(self.lr_scale, (int, float)) and math.isfinite(self.lr_scale) and self.lr_scale > 0
+        ):
+            raise ValueError(
+                f"optimiser group {self.name!r}: lr_scale must be a positive number, got {self.lr_scale!r}"
+            )
 
 
 def map_shape(layer: str, shape, side: str) -> tuple[int, int, int]:
@@ -274,6 +304,12 @@ class DistillMethod(nn.Module):
 
     def requires_teacher(self) -> bool:
         return self.uses_teacher_logits or self.uses_teacher_features
+
+    def optim_groups(self) -> list[OptimGroup]:
+        """The method's own parameters by optimiser group (none for a method without parameters):
+        by default one group at the student's learning rate and schedule, clipped on its own."""
+        params = tuple(self.parameters())
+        return [OptimGroup(self.name, params)] if params else []
 
     def phase_parameters(self, phase: str | None = None) -> list[nn.Parameter]:
         """The method's own parameters trained in ``phase`` (default: the current one)."""

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .adapters import class_head, student_filter, teacher_filter
+from .adapters import check_init, class_head, student_filter, teacher_filter
 from .base import Batch, MethodSetup, TwoStageMethod, cross_entropy, upcast
 
 
@@ -40,15 +40,20 @@ class TED(TwoStageMethod):
         filter_epochs: int | None = None,
         filter_fraction: float = 0.25,
         head_pool: int | None = None,
+        adapter_init: str = "pytorch",
     ):
         super().__init__(setup)
         self._set_stages(filter_epochs, filter_fraction, "filter")
         self.lam = float(lam)
-        pairs, num_classes = self.pairs, self.num_classes
-        self.teacher_filters = nn.ModuleList(teacher_filter(p.c_t, p.c_s) for p in pairs)
-        self.teacher_heads = nn.ModuleList(class_head(p.c_s, p.size, num_classes, head_pool) for p in pairs)
-        self.student_filters = nn.ModuleList(student_filter(p.c_s) for p in pairs)
-        self.student_heads = nn.ModuleList(class_head(p.c_s, p.size, num_classes, head_pool) for p in pairs)
+        pairs, num_classes, init = self.pairs, self.num_classes, check_init(adapter_init)
+        self.teacher_filters = nn.ModuleList(teacher_filter(p.c_t, p.c_s, init) for p in pairs)
+        self.teacher_heads = nn.ModuleList(
+            class_head(p.c_s, p.size, num_classes, head_pool, init) for p in pairs
+        )
+        self.student_filters = nn.ModuleList(student_filter(p.c_s, init) for p in pairs)
+        self.student_heads = nn.ModuleList(
+            class_head(p.c_s, p.size, num_classes, head_pool, init) for p in pairs
+        )
 
     def set_phase(self, step: int, total_steps: int, steps_per_epoch: int = 1) -> None:
         super().set_phase(step, total_steps, steps_per_epoch)

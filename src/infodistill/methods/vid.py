@@ -9,8 +9,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .adapters import conv1x1
-from .base import Batch, DistillMethod, MethodSetup, cross_entropy, upcast
+from .adapters import check_init, conv1x1, initialised
+from .base import Batch, DistillMethod, MethodSetup, OptimGroup, cross_entropy, upcast
 
 REGRESSORS = ("conv-relu-conv", "kd-rid")
 
@@ -36,6 +36,11 @@ class VID(DistillMethod):
     sigma^2 = softplus(5) + 1e-3 = 5.0077). The alphas are registered parameters, so they reach the
     optimizer and the checkpoint (a known bug of another implementation leaves them out).
 
+    Optimisation as in the reference code: regressors and variances share the student's learning
+    rate and schedule and are clipped in one norm with the student's gradients (:meth:`optim_groups`);
+    ``adapter_init="reference"`` starts the regressor from kd-rid's Kaiming-uniform fan_out weights
+    (``adapters.reference_init``; default "pytorch", PyTorch's own).
+
     Deviations/choices: a spatial mismatch is bridged by average-pooling both maps to the smaller one
     before mu; lam defaults to 1 (the class default; E1 runs the paper's lam = 100).
     """
@@ -54,6 +59,7 @@ class VID(DistillMethod):
         regressor: str = "conv-relu-conv",
         regressor_layers: int = 2,
         hidden: int | None = None,
+        adapter_init: str = "pytorch",
     ):
         super().__init__(setup)
         if regressor not in REGRESSORS:
@@ -63,8 +69,10 @@ class VID(DistillMethod):
         if not eps > 0 or (alpha_init is None and not init_var > eps):
             raise ValueError(f"need init_var > eps > 0, got init_var={init_var}, eps={eps}")
         self.lam, self.eps = float(lam), float(eps)
+        init = check_init(adapter_init)
         self.regressors = nn.ModuleList(
-            self._regressor(p.c_s, p.c_t, regressor, regressor_layers, hidden or p.c_s) for p in self.pairs
+            initialised(self._regressor(p.c_s, p.c_t, regressor, regressor_layers, hidden or p.c_s), init)
+            for p in self.pairs
         )
         alpha0 = math.log(math.expm1(init_var - eps)) if alpha_init is None else float(alpha_init)
         self.alphas = nn.ParameterList(nn.Parameter(torch.full((p.c_t,), alpha0)) for p in self.pairs)
@@ -81,6 +89,11 @@ class VID(DistillMethod):
         if layers == 1:
             return conv1x1(c_s, c_t)
         return nn.Sequential(conv1x1(c_s, hidden), nn.ReLU(), conv1x1(hidden, c_t))
+
+    def optim_groups(self) -> list[OptimGroup]:
+        """Regressors and variances in one group with the student, clipped in one norm with it:
+        the reference code trains all three with one optimiser."""
+        return [OptimGroup("regressors", tuple(self.parameters()), clip_with_student=True)]
 
     def variances(self) -> list[Tensor]:
         """sigma^2_k per pair, shape (C_t,)."""

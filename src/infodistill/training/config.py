@@ -42,6 +42,9 @@ class DataConfig:
     #: automatic, as many as fit 16 MiB of input, at most 1000, at least batch_size;
     #: data/loader.py auto_eval_batch)
     eval_batch_size: int | None = None
+    #: inputs as loaded ("none") or mapped x -> 2x - 1 ("symmetric": images in [0, 1] to [-1, 1],
+    #: the [PID-KD] reference code's Normalize(0.5, 0.5)); for data sets held in memory
+    scale_inputs: str = "none"
     #: distillation/training data: "none" or "crop-flip" (random crop with padding + h-flip)
     augment: str = "none"
     #: mixup of the distillation batch (0: off); teacher and student see the same mixed input
@@ -60,6 +63,7 @@ class DataConfig:
         if self.eval_batch_size is not None:
             _positive(self.eval_batch_size, f"{key}.eval_batch_size")
         _choice(self.augment, ("none", "crop-flip"), f"{key}.augment")
+        _choice(self.scale_inputs, ("none", "symmetric"), f"{key}.scale_inputs")
         if self.mixup_alpha < 0:
             raise ConfigError(f"{key}.mixup_alpha must be >= 0, got {self.mixup_alpha}")
         if self.subset_seed is not None:
@@ -120,8 +124,8 @@ class OptimConfig:
     milestones: list[int] = field(default_factory=list)
     gamma: float = 0.1
     epochs: int = 10
-    #: clip the gradient norm at this value (None: no clipping), separately for the student and for
-    #: the distillation method's own parameters
+    #: clip the gradient norm at this value (None: no clipping): the student's, and each of the
+    #: method's optimiser groups with it or on its own as the method declares (OptimGroup)
     grad_clip: float | None = None
 
     def check(self, key: str) -> None:

@@ -123,6 +123,10 @@ class Distiller(Task):
         self.student_frozen = not self.method.trainable_student()
         return self.method.phase if len(self.method.phases) > 1 else None
 
+    def optim_groups(self):
+        """The student's group, then the method's own groups (``DistillMethod.optim_groups``)."""
+        return super().optim_groups()[:1] + self.method.optim_groups()
+
     def frozen(self) -> set:
         return set(self.student.parameters()) if self.student_frozen else set()
 

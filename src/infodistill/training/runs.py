@@ -17,6 +17,7 @@ from torch import nn
 from ..data import RandomCropPad, RandomHFlip, load_dataset, mixup
 from ..data.factory import load_data_factory
 from ..data.loader import auto_eval_batch, first_examples, in_memory, sample_shape
+from ..data.transforms import symmetric_inputs
 from ..methods import DistillMethod, build_method, method_class
 from ..models import (
     build_from_factory,
@@ -68,7 +69,19 @@ def prepare_data(cfg: DataConfig, seed: int):
         train = train.subset(order[: cfg.train_subset].sort().values)
     if cfg.test_subset is not None and cfg.test_subset < len(test):
         test = test.subset(torch.arange(cfg.test_subset))
+    if cfg.scale_inputs == "symmetric":
+        train, test = (_symmetric(d, cfg) for d in (train, test))
     return train, test
+
+
+def _symmetric(data, cfg: DataConfig):
+    """``data`` with inputs x -> 2x - 1 (data.scale_inputs = symmetric)."""
+    try:
+        return symmetric_inputs(data)
+    except ValueError as exc:
+        raise ConfigError(
+            f"data.scale_inputs=symmetric: {exc} ({cfg.factory or cfg.name}) and set data.scale_inputs=none"
+        ) from None
 
 
 def make_augment(cfg: DataConfig, sample_shape):

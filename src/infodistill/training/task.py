@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..methods import OptimGroup
+
 
 @dataclass
 class StepOutput:
@@ -45,6 +47,14 @@ class Task:
         """Called before every optimiser step (0-based over the run); returns the name of the
         step's phase when the task has several (the log counts the steps of each), else None."""
         return None
+
+    def optim_groups(self) -> list[OptimGroup]:
+        """What the optimiser trains, by parameter group (learning-rate multiple, schedule,
+        clipping): the student first, then the modules of ``extra`` in a group of their own."""
+        groups = [OptimGroup("student", tuple(self.student.parameters()))]
+        if self.extra is not None and any(True for _ in self.extra.parameters()):
+            groups.append(OptimGroup("method", tuple(self.extra.parameters())))
+        return groups
 
     def frozen(self) -> set:
         """Parameters that must not change in the current step (their gradients are dropped)."""

@@ -151,10 +151,16 @@ class Fit:
         return self._readers[split]
 
     def parameters(self):
-        params = list(self.student.parameters())
-        if self.extra is not None:
-            params += list(self.extra.parameters())
-        return params
+        return [p for g in self.task.optim_groups() for p in g.params]
+
+    def clip_sets(self) -> list[list[nn.Parameter]]:
+        """The parameter sets whose gradients are clipped in one norm each: the student with the
+        groups that clip with it, then every other group on its own."""
+        groups = self.task.optim_groups()
+        with_student = [p for g in groups if g.name == "student" or g.clip_with_student for p in g.params]
+        return [with_student] + [
+            list(g.params) for g in groups if g.name != "student" and not g.clip_with_student
+        ]
 
     # -----------------------------------------------------------------------------------------
     def run(self, resume: bool = True) -> dict:
@@ -178,7 +184,19 @@ class Fit:
         self._scaler = grad_scaler(self.device, self.run_cfg.precision)
         if world > 1:
             self._check_split(world)
-        opt = make_optimizer(self.parameters(), self.optim)
+        groups = self.task.optim_groups()
+        opt = make_optimizer(
+            [
+                {
+                    "params": list(g.params),
+                    "lr": self.optim.lr * g.lr_scale,
+                    "name": g.name,
+                    "constant_lr": g.constant_lr,
+                }
+                for g in groups
+            ],
+            self.optim,
+        )
         base_lrs = [g["lr"] for g in opt.param_groups]
         start, best = 0, None
         state = self._resume_state(out, resume)
@@ -186,6 +204,13 @@ class Fit:
             load_model_state(self.student, state["student"], "student")
             if self.extra is not None:
                 load_model_state(self.extra, state["extra"], "method")
+            saved = [g.get("name") for g in state["optim"]["param_groups"]]
+            if saved != [g["name"] for g in opt.param_groups]:
+                raise TrainingError(
+                    f"the checkpoint in {out} has optimiser groups {saved}, this run "
+                    f"{[g['name'] for g in opt.param_groups]} (written by another version): "
+                    "start the run in a new directory"
+                )
             opt.load_state_dict(state["optim"])
             if self._scaler is not None and state.get("scaler"):
                 self._scaler.load_state_dict(state["scaler"])
@@ -231,7 +256,7 @@ class Fit:
         for epoch in range(start, self.optim.epochs):
             t0 = time.perf_counter()
             for g, lr in zip(opt.param_groups, base_lrs, strict=True):
-                g["lr"] = lr * lr_factor(self.optim, epoch)
+                g["lr"] = lr if g["constant_lr"] else lr * lr_factor(self.optim, epoch)
             self.task.on_epoch(epoch, self.optim.epochs)
             train_terms, train_fid, train_seconds, phase_steps = self._train_epoch(opt, epoch)
             self._check_finite_weights(epoch)
@@ -350,6 +375,7 @@ class Fit:
         counts: dict[str, int] = {}
         phase_steps: dict[str, int] = {}
         fid = FidelityAccumulator()
+        clip_sets = self.clip_sets() if self.optim.grad_clip is not None else []
         world, rank = distributed.world_size(), distributed.rank()
         device, amp, scaler = self.device, self.run_cfg.precision, self._scaler
         bar = None
@@ -416,11 +442,10 @@ class Fit:
             if self.optim.grad_clip is not None:
                 if scaler is not None:
                     scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
-                # The student and the method's own modules (filters, heads, regressors) are clipped
-                # each on its own: one global norm let a large auxiliary gradient (a filter head's
-                # cross-entropy) shrink the student's step, which cost RID about half a point.
-                for module in (self.student, self.extra):
-                    grads = [] if module is None else [p for p in module.parameters() if p.grad is not None]
+                # One norm per clip set (Fit.clip_sets): the method decides which of its modules
+                # clip with the student (RID, VID: as the reference code's optimisers).
+                for params in clip_sets:
+                    grads = [p for p in params if p.grad is not None]
                     if grads:
                         nn.utils.clip_grad_norm_(grads, self.optim.grad_clip)
             if scaler is not None:
@@ -451,9 +476,7 @@ class Fit:
         return means, fid.result(), time.perf_counter() - t0, phase_steps
 
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict:
-        return evaluate_model(
-            self.student, x, y, self.eval_batch, self.teacher_logits, shard=self._shard()
-        )
+        return evaluate_model(self.student, x, y, self.eval_batch, self.teacher_logits, shard=self._shard())
 
     def evaluate_test(self) -> dict:
         """The test-set metrics; a fixed teacher's test logits are computed once and reused."""

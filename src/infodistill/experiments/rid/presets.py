@@ -16,7 +16,7 @@ from ...training.config import DistillConfig, TeacherTrainConfig, from_dict
 from ..common import model_for_data, subset_size
 
 TEACHER_KINDS = ("trained", "untrained", "noisy")
-METHODS = ("baseline", "kd", "vid", "vid-repdistiller", "rid", "rid-nofreeze", "ted")
+METHODS = ("baseline", "kd", "vid", "vid-repdistiller", "rid", "rid-nofreeze", "rid-logvar", "ted")
 #: methods without a feature pair (KD is a reference row: does the teacher's knowledge help at all?)
 LOGIT_METHODS = ("baseline", "kd")
 
@@ -30,8 +30,8 @@ RID_VARIANTS = {
     "rid-fixvar": {"learn_variance": False},
     "rid-gate-chance": {"gate": "chance"},
     "rid-gate-student": {"gate": "student"},
-    # the reference code's (sigma^2)^2 in place of the Gaussian likelihood's log sigma^2
-    "rid-refvar": {"variance_term": "square"},
+    # the Gaussian likelihood's log sigma^2 in place of the reference code's (sigma^2)^2
+    "rid-logvar": {"variance_term": "log"},
 }
 #: VID as RepDistiller runs it (a milder method than [PID-KD]'s): lam = 1, the slim
 #: conv-ReLU-conv regressor, sigma^2 = 5 exactly, on the last layer pair only.
@@ -90,8 +90,13 @@ class RIDPreset:
     batch_size: int = 64
     lr: float = 0.05
     nesterov: bool = True
-    #: per optimiser in [PID-KD]; here the student's and the method's gradients are each clipped
+    #: the gradient-norm clip of the distillation methods, per optimiser group as the reference code
+    #: clips (RID: student + f_s + sigma^2 | f_t + heads; VID: one norm); the baseline and KD run
+    #: unclipped, as the reference's baseline
     grad_clip: float | None = 100.0
+    #: inputs in [-1, 1] ("symmetric", the reference code's Normalize(0.5, 0.5)) or as loaded
+    #: ("none"); 1-D signals (MNIST-1D, already standardised) are always left as loaded
+    scale_inputs: str = "symmetric"
     #: (student layer, teacher layer) pairs distilled by VID/RID/TED and measured by the PID; None:
     #: the three stages of the two models (:func:`stage_pairs`). The claims use the last pair.
     pairs: tuple[tuple[str, str], ...] | None = None
@@ -246,7 +251,9 @@ def distill_config(
             "student": deepcopy(p.student_model),
             "teacher": teacher,
             "method": {"name": name, "params": params, "pairs": [] if method in LOGIT_METHODS else distilled},
-            "optim": _optim(p, {"epochs": p.student_epochs, "grad_clip": p.grad_clip}),
+            "optim": _optim(
+                p, {"epochs": p.student_epochs, "grad_clip": None if method in LOGIT_METHODS else p.grad_clip}
+            ),
             "pid": {
                 "pairs": pairs if p.pid_layers == "all" else pairs[-1:],
                 "k": p.pid_k,
@@ -265,6 +272,7 @@ def _data(p: RIDPreset, extra: dict) -> dict:
         "name": p.data,
         "root": p.data_root,
         "test_subset": p.test_subset,
+        "scale_inputs": p.scale_inputs,
         "batch_size": p.batch_size,
         **extra,
     }
@@ -320,6 +328,7 @@ def fit_to_data(preset: RIDPreset, sample_shape: tuple) -> RIDPreset:
         raise ValueError(f"augment='crop-flip' needs image data, but {preset.data!r} holds 1-D signals")
     return replace(
         preset,
+        scale_inputs="none" if len(sample_shape) == 2 else preset.scale_inputs,
         teacher_model=model_for_data(preset.teacher_model, sample_shape),
         student_model=model_for_data(preset.student_model, sample_shape),
     )
