@@ -603,3 +603,22 @@ def test_symmetric_inputs_map_every_example_to_2x_minus_1_held_or_read_per_item(
     assert len(scaled) == 1 and scaled[0][0].tolist() == [[0.0, 0.5, -1.0]] and int(scaled[0][1]) == 1
     with pytest.raises(ValueError, match="cannot scale the inputs of a TensorPairs"):
         symmetric_inputs(TensorPairs(x, torch.tensor([0, 1])))
+
+
+def test_a_data_set_loaded_again_is_an_independent_copy_and_a_changed_file_is_read_again(tmp_path):
+    import time
+
+    a_train, _ = load_dataset("digits")
+    b_train, _ = load_dataset("digits")
+    assert torch.equal(a_train.x, b_train.x) and torch.equal(a_train.y, b_train.y)
+    a_train.x.zero_()  # a caller that changes its copy in place changes nobody else's
+    assert not torch.equal(a_train.x, b_train.x)
+    assert torch.equal(load_dataset("digits")[0].x, b_train.x)
+    root = tmp_path / "fm"
+    _fake_fashion(root)
+    first, _ = load_dataset("fashion-mnist", root)
+    time.sleep(0.01)
+    arrays = _fake_fashion(root, n_train=30)  # the files change: read again, not the kept copy
+    second, _ = load_dataset("fashion-mnist", root)
+    assert len(first) == 20 and len(second) == 30
+    assert second.y.tolist() == arrays["train-labels-idx1-ubyte"].tolist()

@@ -4,7 +4,9 @@ few aliases), each mapped to its loader and to whether it takes, needs or refuse
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .array_dataset import ArrayDataset, PathLike
@@ -75,4 +77,34 @@ def load_dataset(name: str, root: PathLike | None = None, **kw: Any) -> tuple[Ar
     key = _ALIASES.get(key, key)
     if key not in _LOADERS:
         raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
-    return _LOADERS[key](root, **kw)
+    if key == "image-folder":  # read per item: nothing to keep
+        return _LOADERS[key](root, **kw)
+    memo = (key, None if root is None else str(Path(root).resolve()), repr(sorted(kw.items())), _files(root))
+    if memo not in _LOADED:
+        _LOADED[memo] = _LOADERS[key](root, **kw)
+        while len(_LOADED) > _KEEP:
+            _LOADED.popitem(last=False)
+    _LOADED.move_to_end(memo)
+    return tuple(_copy(d) for d in _LOADED[memo])
+
+
+#: The last data sets loaded in this process, by (name, root, options, the root's files): an
+#: experiment's runs load the same set again and again (MNIST-1D is generated, ~2 s a time; the
+#: Fashion-MNIST files are decompressed, ~1.5 s). Each call gets its own copy.
+_LOADED: OrderedDict = OrderedDict()
+_KEEP = 2
+
+
+def _files(root: PathLike | None) -> tuple:
+    """(path, size, mtime) of the files under ``root``, so that a changed file is read again."""
+    if root is None or not Path(root).exists():
+        return ()
+    return tuple(
+        (str(f), st.st_size, st.st_mtime_ns)
+        for f in sorted(Path(root).rglob("*"))[:10_000]
+        if f.is_file() and (st := f.stat())
+    )
+
+
+def _copy(data: ArrayDataset) -> ArrayDataset:
+    return ArrayDataset(data.x.clone(), data.y.clone(), data.num_classes, data.name, data.classes, data.split)

@@ -5,10 +5,15 @@ Features are pulled to the CPU (``collect_features``) and handed to the torch-fr
 (``infodistill.pid.estimate``) with the run's ``pid.*`` settings. A fixed teacher's features,
 PCA and k-means are the same at every epoch, so they are computed once per layer
 (``pid.discretize``; the teacher's PCA was most of an estimate's time) and give the same numbers
-as redoing them.
+as redoing them. They are also the same in every run of an experiment that shares the teacher, the
+test examples and the settings (E1's methods): the process keeps the last ones, found by their
+content (teacher weights and buffers, examples, layer, settings, noise), not by a name.
 """
 
 from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
 
 import torch
 from torch import nn
@@ -18,6 +23,21 @@ from ..methods import noisy_features
 from ..models import collect_features, validate_layers
 from .checkpoint import crash_point
 from .config import PIDConfig
+
+
+#: A fixed teacher's symbols by content fingerprint (:func:`_fingerprint`), the last few kept.
+_TEACHER_SYMBOLS: OrderedDict = OrderedDict()
+_KEEP = 32
+
+
+def _fingerprint(teacher: nn.Module, x: torch.Tensor, *rest) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for name, t in [*teacher.state_dict().items(), ("x", x)]:
+        h.update(name.encode())
+        h.update(repr((t.dtype, tuple(t.shape))).encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    h.update(repr(rest).encode())
+    return h.hexdigest()
 
 
 class PIDTracker:
@@ -59,6 +79,13 @@ class PIDTracker:
 
         if layer in self.teacher_symbols:
             return self.teacher_symbols[layer]
+        key = None
+        if self.teacher_fixed:
+            key = _fingerprint(self.teacher, self.x, layer, self.settings, self.noise)
+            if key in _TEACHER_SYMBOLS:
+                _TEACHER_SYMBOLS.move_to_end(key)
+                self.teacher_symbols[layer] = _TEACHER_SYMBOLS[key]
+                return self.teacher_symbols[layer]
         bs = self.batch_size
         feat = collect_features(self.teacher, [layer], self.x, bs)[1][layer]
         if self.noise is not None:
@@ -66,8 +93,10 @@ class PIDTracker:
             gen = torch.Generator().manual_seed(self.seed)
             feat = torch.cat([noisy_features(t, generator=gen, **self.noise) for t in feat.split(bs)])
         symbols = discretize(feat.numpy(), **self.settings)
-        if self.teacher_fixed:
-            self.teacher_symbols[layer] = symbols
+        if key is not None:
+            self.teacher_symbols[layer] = _TEACHER_SYMBOLS[key] = symbols
+            while len(_TEACHER_SYMBOLS) > _KEEP:
+                _TEACHER_SYMBOLS.popitem(last=False)
         return symbols
 
     @torch.no_grad()
