@@ -15,6 +15,7 @@ from .finish import _working_set, active_set_rounds, scaling_sweeps
 from .interior_point import CAUTIOUS_DUAL_MOVE, SolverInfo, _InteriorPoint, _solve_path
 from .newton import solver_bytes
 from .problem import _Problem, is_sparse
+from .small import small_route, solve_small
 
 #: Newton systems up to this size are solved with one BLAS thread: on the 2-core machines this
 #: project targets, threading overhead made every size measured up to (S·Y) = 1280 slower
@@ -75,26 +76,52 @@ def solve_broja(
     max_iter: int = 100,
 ) -> tuple[np.ndarray, float, float, SolverInfo]:
     """See ``_solve_broja``; runs it with the BLAS thread count chosen for the size of the Newton
-    system it factorises (S·Y, or the number of pairs in pair space)."""
+    system it factorises (S·Y, or the number of pairs in pair space).
+
+    Small problems (``small_route``) first run the same interior-point method on the first path
+    in ``small.solve_small`` (one dense Newton matrix over the support cells, a fraction of the
+    numpy calls per iteration); if that run does not certify within ``tol``, ``_solve_broja`` runs
+    in full, starting from its bounds."""
+    seed = None
+    if small_route(p_yt, p_ys):
+        path = first_path(p_yt, p_ys)
+        q, f, d, info = solve_small(p_yt, p_ys, tol, path, max_iter)
+        info["paths"] = [path]
+        if info["converged"]:
+            info["single_precision_steps"] = 0
+            return q, f, d, info
+        seed = (q, f, d, info)
     prob = _Problem(p_yt, p_ys)
     (Y, T), S = p_yt.shape, p_ys.shape[1]
     route = "pair space" if prob.pair_space else ("sparse" if is_sparse(prob) else "Schur")
     check_bytes(solver_bytes(prob), f"the BROJA solver's Newton system for a {Y} x {T} x {S} joint ({route})")
     n = prob.n_pairs if prob.pair_space else p_ys.size
     with blas_threads(1 if n <= SINGLE_THREAD_MAX_N else None):
-        return _solve_broja(prob, tol, max_iter)
+        return _solve_broja(prob, tol, max_iter, seed)
 
 
-def _solve_broja(prob: _Problem, tol: float, max_iter: int) -> tuple[np.ndarray, float, float, SolverInfo]:
+def _solve_broja(
+    prob: _Problem, tol: float, max_iter: int, seed=None
+) -> tuple[np.ndarray, float, float, SolverInfo]:
     """``_solve_path`` on the central path ``first_path`` picks (weighted, or plain on joints of a
     narrow mass range); if its certified gap is above ``tol``, again on the other paths of
     ``RESTART_PATHS`` until the combined gap (best upper bound of any run,
     best lower bound of any run) is within ``tol``. ``info`` is the first run's, with ``paths`` (the
-    paths run), ``iterations`` summed over them and ``converged``/``gap`` for the combination."""
+    paths run), ``iterations`` summed over them and ``converged``/``gap`` for the combination.
+    ``seed``: (q, f_upper, d_lower, info) of a ``solve_small`` run of the same problem that ended
+    above ``tol``; its certified bounds combine with the rest."""
     best = [None, np.inf, -np.inf]  # q, its certified f, the best dual bound
     info = None
     iterations = 0
     paths = []
+    if seed is not None:
+        # A run of ``solve_small`` that ended above the tolerance: its bounds are certified too.
+        q, f, d, more = seed
+        if q is not None:
+            best[:2] = [q, f]
+        best[2] = d
+        iterations += more["iterations"]
+        paths += more["paths"]
 
     def finish(ipm: _InteriorPoint) -> None:
         """The active-set Newton finish (an exact solve of the optimality conditions on the pairs
@@ -199,6 +226,8 @@ def _solve_broja(prob: _Problem, tol: float, max_iter: int) -> tuple[np.ndarray,
             if best[1] - best[2] <= tol and more.get("finished_by") and not info.get("finished_by"):
                 info["finished_by"] = more["finished_by"]
     best_q, best_f, d_low = best
+    if seed is not None:
+        info["small"] = "handed back"  # the first path was run by ``solve_small`` first
     info["paths"] = paths
     info["iterations"] = iterations
     info["gap"] = best_f - d_low

@@ -1,0 +1,123 @@
+"""The small-problem route of the BROJA solver (``broja.small``) against the general route and the
+cvxpy reference: the same optimum within the certified gaps, an exactly feasible Q, and a hand-back
+to the full method when it does not certify."""
+
+import numpy as np
+import pytest
+
+from infodistill.pid import decompose
+from infodistill.pid.broja import _Problem, objective, solve_broja
+from infodistill.pid.broja import small as small_mod
+from infodistill.pid.broja import solve as solve_mod
+from infodistill.pid.broja.small import small_route, solve_small
+from infodistill.pid.broja.solve import _solve_broja, first_path
+
+TOL = 1e-9  # nats
+
+
+def histogram(shape, seed, n=1000):
+    """Counts of n samples of correlated (y, t, s), normalised, unused symbols dropped."""
+    rng = np.random.default_rng(seed)
+    Y, T, S = shape
+    y = rng.integers(Y, size=n)
+    t = np.where(rng.random(n) < 0.8, (y * T) // Y, rng.integers(T, size=n))
+    s = np.where(rng.random(n) < 0.6, (t + y) % S, rng.integers(S, size=n))
+    p = np.zeros(shape)
+    np.add.at(p, (y, t, s), 1.0)
+    used = [p.sum(axis=tuple(j for j in range(3) if j != i)) > 0 for i in range(3)]
+    p = p[np.ix_(*used)]
+    return p / p.sum()
+
+
+def dense(shape, seed, skew=0.0):
+    rng = np.random.default_rng(seed)
+    p = rng.random(shape) * 10.0 ** (-skew * rng.random(shape))
+    return p / p.sum()
+
+
+JOINTS = {
+    "hist-10x5x5": histogram((10, 5, 5), 0),
+    "hist-10x5x5-b": histogram((10, 5, 5), 1),
+    "hist-4x3x6": histogram((4, 3, 6), 2, n=200),
+    "dense-3x2x2": dense((3, 2, 2), 3),
+    "dense-6x4x3": dense((6, 4, 3), 4),
+    "skewed-5x4x4": dense((5, 4, 4), 5, skew=8.0),  # masses over 8 orders: the weighted path
+    "one-label": dense((1, 3, 4), 6),
+    "one-source-symbol": dense((4, 5, 1), 7),
+}
+
+
+def marginals(p):
+    return p.sum(axis=2), p.sum(axis=1)
+
+
+@pytest.mark.parametrize("name", sorted(JOINTS))
+def test_small_route_matches_the_general_route(name):
+    p_yt, p_ys = marginals(JOINTS[name])
+    assert small_route(p_yt, p_ys)
+    path = first_path(p_yt, p_ys)
+    q, f, d, info = solve_small(p_yt, p_ys, TOL, path)
+    assert info["converged"] and info["newton"] == "small"
+    assert 0 <= f - d <= TOL
+    # Q exactly in Δ_P, and f its certified objective.
+    np.testing.assert_allclose(q.sum(axis=2), p_yt, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(q.sum(axis=1), p_ys, rtol=0, atol=1e-15)
+    assert q.min() >= 0 and np.all(q[~((p_yt > 0)[:, :, None] & (p_ys > 0)[:, None, :])] == 0)
+    assert objective(q) <= f <= objective(q) + 1e-12
+    # The general route (independent code: Schur/sparse/pair-space systems on the grid).
+    q2, f2, d2, info2 = _solve_broja(_Problem(p_yt, p_ys), TOL, 100)
+    assert info2["converged"]
+    assert abs(f - f2) <= (f - d) + (f2 - d2) + 1e-12
+    assert d <= f2 + 1e-12 and d2 <= f + 1e-12
+
+
+def test_small_route_is_taken_for_bootstrap_sized_joints_and_not_for_large_ones():
+    assert small_route(*marginals(histogram((10, 5, 5), 0)))
+    assert not small_route(*marginals(dense((10, 32, 32), 0)))
+    assert not small_route(*marginals(dense((4, 20, 20), 0)))  # 400 pairs: the scalar routes win
+    info = decompose(histogram((10, 5, 5), 0)).solver
+    assert info["newton"] == "small" and info["converged"]
+
+
+@pytest.mark.parametrize("name", ["hist-10x5x5", "dense-6x4x3", "skewed-5x4x4"])
+def test_decompose_small_route_agrees_with_general_route(name, monkeypatch):
+    p = JOINTS[name]
+    fast = decompose(p, tol=1e-9)
+    assert fast.solver["newton"] == "small"
+    monkeypatch.setattr(solve_mod, "small_route", lambda a, b: False)
+    slow = decompose(p, tol=1e-9)
+    assert slow.solver["newton"] != "small"
+    for k in ("redundancy", "unique_t", "unique_s", "synergy"):
+        assert abs(getattr(fast, k) - getattr(slow, k)) <= fast.gap + slow.gap + 1e-12
+
+
+def test_small_route_matches_the_cvxpy_reference():
+    pytest.importorskip("cvxpy")
+    pytest.importorskip("clarabel")
+    from infodistill.pid.reference import reference_decompose
+
+    for name in ("hist-10x5x5", "dense-6x4x3"):
+        p = JOINTS[name]
+        ours = decompose(p)
+        assert ours.solver["newton"] == "small"
+        ref = reference_decompose(p)
+        for k in ("redundancy", "unique_t", "unique_s", "synergy"):
+            assert abs(getattr(ours, k) - ref[k]) <= ours.gap + ref["gap"] + 1e-6
+
+
+def test_uncertified_small_run_is_handed_back_to_the_full_method(monkeypatch):
+    p_yt, p_ys = marginals(JOINTS["hist-10x5x5"])
+    calls = []
+
+    def two_steps(a, b, tol, path="plain", max_iter=100):
+        out = small_mod.solve_small(a, b, tol, path, max_iter=2)
+        calls.append(out[3]["converged"])
+        return out
+
+    monkeypatch.setattr(solve_mod, "solve_small", two_steps)
+    q, f, d, info = solve_broja(p_yt, p_ys, TOL)
+    assert calls == [False]
+    assert info["converged"] and info["small"] == "handed back" and info["newton"] != "small"
+    assert 0 <= f - d <= TOL
+    q_ref, f_ref, d_ref, _ = _solve_broja(_Problem(p_yt, p_ys), TOL, 100)
+    assert abs(f - f_ref) <= (f - d) + (f_ref - d_ref) + 1e-12
