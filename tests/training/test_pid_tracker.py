@@ -11,8 +11,8 @@ import torch
 import infodistill.pid as pid
 from infodistill.data.loader import TensorPairs
 from infodistill.models import build_model
-from infodistill.training.config import PIDConfig
 from infodistill.training import pid_tracker
+from infodistill.training.config import PIDConfig
 from infodistill.training.pid_tracker import PIDTracker
 
 

@@ -24,7 +24,6 @@ from ..models import collect_features, validate_layers
 from .checkpoint import crash_point
 from .config import PIDConfig
 
-
 #: A fixed teacher's symbols by content fingerprint (:func:`_fingerprint`), the last few kept.
 _TEACHER_SYMBOLS: OrderedDict = OrderedDict()
 _KEEP = 32
