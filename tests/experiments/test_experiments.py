@@ -397,3 +397,26 @@ def test_run_configs_are_typed_configs_of_the_preset():
         "student_in_phase1": True,
     }
     assert rid.teacher.checkpoints == []
+
+
+def test_the_teacher_trains_at_least_its_step_budget_on_any_data_set():
+    from infodistill.experiments.rid import PRESETS, teacher_budget
+
+    # tuned presets keep their epochs: 20000/64 -> 313 steps an epoch, 4000/64 -> 63
+    assert teacher_budget(PRESETS["quick"], 60000).teacher_epochs == 2
+    assert teacher_budget(PRESETS["quick-mnist1d"], 4000).teacher_epochs == 5
+    # a data set of 1437 training examples: 23 steps an epoch, ceil(300 / 23) = 14 epochs
+    assert teacher_budget(PRESETS["quick"], 1437).teacher_epochs == 14
+
+
+def test_teacher_convergence_reads_the_last_quarter_of_its_epochs():
+    from infodistill.experiments.rid.report import teacher_convergence
+
+    log = [
+        {"epoch": e, "test": {"accuracy": a}}
+        for e, a in enumerate([0.5, 0.7, 0.8, 0.85, 0.9, 0.9, 0.905, 0.906], 1)
+    ]
+    assert teacher_convergence(log) == "+0.60 pt from epoch 6 to 8: converged"
+    two = [{"epoch": 1, "test": {"accuracy": 0.80}}, {"epoch": 2, "test": {"accuracy": 0.83}}]
+    assert teacher_convergence(two) == "+3.00 pt from epoch 1 to 2: still changing"
+    assert "unknown" in teacher_convergence(two[1:])

@@ -267,7 +267,9 @@ class Fit:
             if (epoch + 1) % self.run_cfg.eval_every == 0 or epoch + 1 == self.optim.epochs:
                 record["test"] = self.evaluate_test()
                 if self.evaluate_extra is not None and main:
+                    t_extra = time.perf_counter()
                     record.update(self.evaluate_extra(epoch))
+                    record["extra_seconds"] = round(time.perf_counter() - t_extra, 3)  # the PID tracker
                 acc = record["test"]["accuracy"]
                 if best is None or acc > best["accuracy"]:
                     best = {"epoch": epoch + 1, "accuracy": acc}

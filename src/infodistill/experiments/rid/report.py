@@ -188,6 +188,19 @@ CLAIM_PREMISES = {
 }
 
 
+def teacher_convergence(log: list[dict]) -> str:
+    """How the teacher's test accuracy moved over the last quarter of its epochs (from epoch
+    round(3E/4), at least 1, to E): under 1 point, it had converged at this budget."""
+    acc = {r["epoch"]: r["test"]["accuracy"] for r in log if "test" in r}
+    if len(acc) < 2:
+        return "one evaluated epoch: convergence unknown"
+    last = max(acc)
+    start = max((e for e in acc if e <= max(1, round(0.75 * last)) and e < last), default=min(acc))
+    delta = 100 * (acc[last] - acc[start])
+    state = "converged" if abs(delta) < 1.0 else "still changing"
+    return f"{delta:+.2f} pt from epoch {start} to {last}: {state}"
+
+
 def check_premises(rows: dict, teacher_accuracy: float | None) -> dict[str, tuple[str, bool | None, str]]:
     """The premises of [PID-KD]'s claims, checked on the run before the claims (same 2-standard-error
     rule, paired by seed): {key: (premise, held?, numbers)}.
@@ -397,7 +410,8 @@ def write_rid_report(preset, out: Path, counts: dict | None = None) -> Path:
         "",
         f"Data `{preset.data}`; teacher `{preset.teacher_model}` trained on "
         f"{counts['teacher_train']} examples for {preset.teacher_epochs} epochs "
-        f"(test accuracy {100 * teacher_log[-1]['test']['accuracy']:.2f} %); "
+        f"(test accuracy {100 * teacher_log[-1]['test']['accuracy']:.2f} %; "
+        f"{teacher_convergence(teacher_log)}); "
         f"student `{preset.student_model}` "
         f"trained on {counts['student_train']} labelled examples for {preset.student_epochs} "
         f"epochs; layer pairs {[list(p) for p in preset.layer_pairs()]} (VID, RID, TED distil all of "

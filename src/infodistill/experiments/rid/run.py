@@ -43,6 +43,7 @@ from .presets import (
     read_stopped,
     run_name,
     stage_pairs,
+    teacher_budget,
     teacher_config,
 )
 
@@ -67,6 +68,7 @@ __all__ = [
     "run_name",
     "run_rid",
     "stage_pairs",
+    "teacher_budget",
     "teacher_config",
 ]
 
@@ -99,7 +101,7 @@ def run_rid(preset: RIDPreset, out_dir: str | Path, progress: bool = True) -> Pa
 
     out = Path(out_dir)
     train, test = load_full_data(preset.data, preset.data_root)
-    preset = fit_to_data(preset, train.input_shape)
+    preset = teacher_budget(fit_to_data(preset, train.input_shape), len(train))
     teacher_dir = out / "teacher"
     # Every config is built (and so checked) before anything trains: a bad seed or data name fails now.
     t_cfg = teacher_config(preset, teacher_dir)
