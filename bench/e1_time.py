@@ -4,7 +4,8 @@ tracker <= 30 % of its wall time).
 
     python bench/e1_time.py [--preset quick-mnist1d] [--set KEY=VALUE ...] [--json PATH]
 
-Runs ``infodistill.experiments.rid.run_rid`` on the preset in a fresh folder (nothing is reused)
+Runs ``infodistill.experiments.rid.run_rid`` on the preset in a fresh folder (nothing is reused;
+``--out`` keeps it, with its report)
 and reads every run's log: ``seconds`` per epoch (training, test evaluation and the PID tracker),
 ``extra_seconds`` (the tracker alone, written on the epochs it measures). What the logs do not
 hold (start-up, data loading, building the runs, the report) is the rest of the wall time.
@@ -64,12 +65,18 @@ def main(argv=None) -> int:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="as `reproduce rid --set`"
     )
     ap.add_argument("--json", default=None, help="also save the measurement as JSON")
+    ap.add_argument(
+        "--out", default=None, help="run into this new folder and keep it (default: a temporary one)"
+    )
     args = ap.parse_args(argv)
     info = benchkit.machine_info()
     print(benchkit.machine_line(info), flush=True)
     preset = apply_settings(PRESETS[args.preset], args.set, check_method_param)
+    if args.out is not None and Path(args.out).exists():
+        print(f"bench/e1_time.py: error: --out {args.out} exists; the time is measured from nothing")
+        return 2
     with tempfile.TemporaryDirectory() as tmp:
-        m = time_preset(preset, Path(tmp) / "e1")
+        m = time_preset(preset, Path(args.out) if args.out else Path(tmp) / "e1")
     rows = [
         ["whole command", benchkit.fmt_s(m["wall_s"]), "100 %"],
         ["teacher training", benchkit.fmt_s(m["teacher_s"]), f"{100 * m['teacher_s'] / m['wall_s']:.0f} %"],
