@@ -420,3 +420,17 @@ def test_teacher_convergence_reads_the_last_quarter_of_its_epochs():
     two = [{"epoch": 1, "test": {"accuracy": 0.80}}, {"epoch": 2, "test": {"accuracy": 0.83}}]
     assert teacher_convergence(two) == "+3.00 pt from epoch 1 to 2: still changing"
     assert "unknown" in teacher_convergence(two[1:])
+
+
+def test_data_kwargs_reach_every_run_and_the_loader(tmp_path):
+    from infodistill.experiments.common import apply_settings, load_full_data
+    from infodistill.experiments.rid import PRESETS, check_method_param, distill_config, teacher_config
+
+    p = apply_settings(PRESETS["quick-mnist1d"], ["data_kwargs={corr_noise_scale: 1.0}"], check_method_param)
+    assert distill_config(p, tmp_path, "trained", "rid", 0, tmp_path / "r").data.kwargs == {
+        "corr_noise_scale": 1.0
+    }
+    assert teacher_config(p, tmp_path / "t").data.kwargs == {"corr_noise_scale": 1.0}
+    plain, _ = load_full_data("mnist1d", None)
+    noisy, _ = load_full_data("mnist1d", None, p.data_kwargs)
+    assert plain.x.shape == noisy.x.shape and not torch.equal(plain.x, noisy.x)

@@ -43,11 +43,12 @@ def model_for_data(model: dict, sample_shape: tuple) -> dict:
     return {"name": "cnn1d", "kwargs": kwargs} if kwargs else {"name": "cnn1d"}
 
 
-def load_full_data(name: str, root):
-    """The data set's (train, test) before any subset: shapes and sizes for the checks and reports."""
+def load_full_data(name: str, root, kwargs: dict | None = None):
+    """The data set's (train, test) before any subset: shapes and sizes for the checks and reports;
+    ``kwargs`` are the loader's options (``data.kwargs``)."""
     from ..data import load_dataset
 
-    return load_dataset(name, root)
+    return load_dataset(name, root, **(kwargs or {}))
 
 
 def check_models_fit(models: dict, train, preset_name: str) -> None:

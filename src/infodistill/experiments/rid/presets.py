@@ -78,6 +78,9 @@ class RIDPreset:
     name: str
     data: str = "fashion-mnist"
     data_root: str | None = None
+    #: options of the data set's loader (``data.kwargs``), e.g. MNIST-1D's generator:
+    #: ``{corr_noise_scale: 1.0}`` adds task-irrelevant structure to every signal
+    data_kwargs: dict = field(default_factory=dict)
     teacher_model: dict = field(default_factory=lambda: {"name": "cnn-small", "kwargs": {"width": 32}})
     teacher_train_subset: int | None = 20000
     teacher_epochs: int = 2
@@ -276,6 +279,7 @@ def _data(p: RIDPreset, extra: dict) -> dict:
     return {
         "name": p.data,
         "root": p.data_root,
+        "kwargs": deepcopy(p.data_kwargs),
         "test_subset": p.test_subset,
         "scale_inputs": p.scale_inputs,
         "batch_size": p.batch_size,

@@ -395,7 +395,7 @@ def write_rid_report(preset, out: Path, counts: dict | None = None) -> Path:
     if counts is None:
         from ..common import load_full_data
 
-        train, test = load_full_data(preset.data, preset.data_root)
+        train, test = load_full_data(preset.data, preset.data_root, preset.data_kwargs)
         counts = data_counts(preset, len(train), len(test))
 
     runs = collect(preset, out)

@@ -100,7 +100,7 @@ def run_rid(preset: RIDPreset, out_dir: str | Path, progress: bool = True) -> Pa
     from .report import write_rid_report
 
     out = Path(out_dir)
-    train, test = load_full_data(preset.data, preset.data_root)
+    train, test = load_full_data(preset.data, preset.data_root, preset.data_kwargs)
     preset = teacher_budget(fit_to_data(preset, train.input_shape), len(train))
     teacher_dir = out / "teacher"
     # Every config is built (and so checked) before anything trains: a bad seed or data name fails now.
