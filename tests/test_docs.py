@@ -100,6 +100,15 @@ def test_every_block_is_tagged_and_few_are_skipped():
             assert b.arg and "/" not in b.arg, f"{b.where}: file NAME"
 
 
+def test_readme_is_the_entrance():
+    """At most 15 KB, and no measured timings or commit ids (docs/benchmarks.md and
+    docs/reproducibility.md hold those)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(text.encode()) <= 15 * 1024
+    assert not re.findall(r"\b\d+ min\b|\b\d+(?:\.\d+)? ?(?:s|ms)\b", text), "a timing in the README"
+    assert not re.findall(r"\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{7,40}\b", text), "a commit id in the README"
+
+
 def commands(code: str) -> list[list[str]]:
     """A bash block's commands as argv lists: continuations joined, comments dropped, ``&&`` split."""
     out = []
