@@ -30,7 +30,9 @@ README_ANCHORS = {
     "methods-and-deviations-from-the-papers": "methods.md",
     "reproducing-the-papers": "reproducing.md",
     "experiments-deviations-from-the-papers": "reproducing.md#experiments-deviations-from-the-papers",
-    "why-rid-falls-below-the-baseline-and-rid-nofreeze": "e1.md#why-rid-falls-below-the-baseline-and-rid-nofreeze",
+    "why-rid-falls-below-the-baseline-and-rid-nofreeze": (
+        "e1.md#why-rid-falls-below-the-baseline-and-rid-nofreeze"
+    ),
     "teacher-audit": "audit.md",
     "several-processes-crashes-and-hostile-inputs": "robustness.md",
     "scaling": "benchmarks.md#scaling",
