@@ -1,4 +1,4 @@
-"""Distillation methods (README, methods table): one ``nn.Module`` per method, built by name."""
+"""Distillation methods (docs/methods.md): one ``nn.Module`` per method, built by name."""
 
 from __future__ import annotations
 

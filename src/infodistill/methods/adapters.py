@@ -4,8 +4,8 @@ differ only in their objectives.
 As in the [PID-KD] reference code (kd-rid), no 1x1 conv has a bias. Initial weights (``init``):
 "pytorch" (default) keeps PyTorch's defaults; "reference" is kd-rid's Kaiming-uniform with fan_out
 and the ReLU gain for every conv and linear weight, biases (the heads' only ones) at zero
-(:func:`reference_init`). The default is not the reference's because of a measurement (README,
-E1 deviations): at E1's budgets the reference init made RID diverge.
+(:func:`reference_init`). The default is not the reference's because of a measurement (docs/methods.md,
+the RID row): at E1's budgets the reference init made RID diverge.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Common interface of the distillation methods (README, *Methods and deviations from the papers*).
+"""Common interface of the distillation methods (docs/methods.md, which also says how to add one).
 
 A method is an ``nn.Module`` that owns all of its trainable state (regressors, filters, heads,
 variances), so ``method.parameters()`` is what the optimizer and the checkpoint need besides the
