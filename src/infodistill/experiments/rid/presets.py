@@ -87,7 +87,7 @@ class RIDPreset:
     #: the teacher trains for at least this many optimiser steps (its epochs are raised to reach
     #: them): a preset handed a smaller data set with --data (digits: 23 steps an epoch) still
     #: trains a teacher worth distilling instead of stopping after 2 epochs (46 steps). 300 leaves
-    #: the tuned presets as they were (Fashion-MNIST 2 x 313 steps, MNIST-1D 5 x 63)
+    #: the tuned presets as they were (Fashion-MNIST 2 x 313 steps, MNIST-1D 10 x 63)
     teacher_min_steps: int = 300
     student_model: dict = field(default_factory=lambda: {"name": "cnn-small", "kwargs": {"width": 8}})
     #: the student learns from few labelled examples, where a teacher's knowledge matters (measured
