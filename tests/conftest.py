@@ -4,8 +4,8 @@ Layout: the tests mirror the package, one folder per room of ``src/infodistill/`
 ``data/``, ``models/``, ``methods/``, ``metrics/``, ``training/``, ``audit/``, ``experiments/``,
 ``cli/``), plus ``contract/`` (the hostile-input suites: every entry point, library and command line,
 fed broken and malicious input), ``bench/`` (the bench scripts on tiny sizes) and, here at the top,
-the repository-wide checks (layers, public names, the code blocks of the README and the docs). Data files a test reads lie
-beside it (``pid/fixtures/``).
+the repository-wide checks (layers, public names, the code blocks of the README and the docs).
+Data files a test reads lie beside it (``pid/fixtures/``).
 
 Imports: the folders have no ``__init__.py``, so pytest's default ``prepend`` import mode puts each
 test file's folder on ``sys.path`` and imports the file by its basename; basenames must therefore be
