@@ -15,6 +15,7 @@ from .finish import _working_set, active_set_rounds, scaling_sweeps
 from .interior_point import CAUTIOUS_DUAL_MOVE, SolverInfo, _InteriorPoint, _solve_path
 from .newton import solver_bytes
 from .problem import _Problem, is_sparse
+from .cells import cells_route, solve_cells
 from .small import small_route, solve_small
 
 #: Newton systems up to this size are solved with one BLAS thread: on the 2-core machines this
@@ -93,6 +94,15 @@ def solve_broja(
         seed = (q, f, d, info)
     prob = _Problem(p_yt, p_ys)
     (Y, T), S = p_yt.shape, p_ys.shape[1]
+    if seed is None and cells_route(prob):
+        # Sparse supports: the same method on the support cells first (``cells.solve_cells``).
+        path = first_path(p_yt, p_ys)
+        with blas_threads(1 if p_ys.size <= SINGLE_THREAD_MAX_N else None):
+            q, f, d, info = solve_cells(prob, tol, path, max_iter)
+        info["paths"] = [path]
+        if info["converged"]:
+            return q, f, d, info
+        seed = (q, f, d, info)
     route = "pair space" if prob.pair_space else ("sparse" if is_sparse(prob) else "Schur")
     check_bytes(solver_bytes(prob), f"the BROJA solver's Newton system for a {Y} x {T} x {S} joint ({route})")
     n = prob.n_pairs if prob.pair_space else p_ys.size
@@ -227,7 +237,8 @@ def _solve_broja(
                 info["finished_by"] = more["finished_by"]
     best_q, best_f, d_low = best
     if seed is not None:
-        info["small"] = "handed back"  # the first path was run by ``solve_small`` first
+        # The first path was run by ``solve_small`` (or ``solve_cells``) first.
+        info[seed[3]["newton"]] = "handed back"
     info["paths"] = paths
     info["iterations"] = iterations
     info["gap"] = best_f - d_low
