@@ -83,7 +83,9 @@ class _NewtonBase:
     def matvec(self, d_lam: np.ndarray, d_mu: np.ndarray):
         """The Newton matrix applied to (Δλ, Δμ), straight from its definition Jᵀ G J."""
         prob = self.prob
-        dz = np.where(prob.support, d_lam[:, :, None] + d_mu[:, None, :], 0.0)
+        dz = d_lam[:, :, None] + d_mu[:, None, :]
+        if not prob.full:
+            dz = np.where(prob.support, dz, 0.0)
         gz = self.q * dz + self.pi * (self.W * np.einsum("yts,yts->ts", self.pi, dz))[None]
         out_lam = np.where(prob.m_yt, gz.sum(axis=2), d_lam)
         out_mu = np.where(prob.m_ys, gz.sum(axis=1), d_mu)
@@ -98,12 +100,15 @@ class _NewtonBase:
     #: next, more robust factorisation. (The accuracy of a direction only affects the speed of the
     #: method: every bound reported is computed from the iterate itself.)
     SINGLE_MAX_RESIDUAL = 1e-8
-    SINGLE_MAX_REFINE = 3
+    SINGLE_MAX_REFINE = 4
     DOUBLE_MAX_RESIDUAL = 1e-6
 
     single = False
     checked = False
     accurate = True
+    #: The most refinement steps a checked solve needed (``_InteriorPoint.step`` leaves single
+    #: precision once a step needs ``SINGLE_MAX_REFINE``).
+    refined = 0
 
     def solve(self, g_lam: np.ndarray, g_mu: np.ndarray, refine: int = 1):
         """Solve the Newton system for right-hand sides given as (Y,T), (Y,S) arrays.
@@ -125,6 +130,7 @@ class _NewtonBase:
             h_lam, h_mu = self.matvec(d_lam, d_mu)
             r_lam, r_mu = g_lam - h_lam, g_mu - h_mu
             if k >= steps and np.sqrt((r_lam**2).sum() + (r_mu**2).sum()) <= limit:
+                self.refined = max(self.refined, k)
                 return d_lam, d_mu
             if k >= most:
                 self.accurate = False
