@@ -95,8 +95,8 @@ def make_sparse_joint(seed: int, index: int) -> tuple[np.ndarray, str, bool]:
     (``broja.cells``), which the main sweep's sizes rarely reach. Kinds: "hist" (a histogram of
     500–20 000 samples in which each label has a few home clusters in T and S, as in representation
     PID; ``counts=True``), "hist-skewed" (its cells reweighted over up to 8 orders of magnitude) and
-    "masked" (uniform weights on part of a random support: each label with its own T and S symbols). Drawn from ``default_rng([seed, index, 1])``, a
-    stream of its own."""
+    "masked" (uniform weights on part of a random support: each label with its own T and S
+    symbols). Drawn from ``default_rng([seed, index, 1])``, a stream of its own."""
     rng = np.random.default_rng([seed, index, 1])
     shape = (int(rng.integers(2, 17)), int(rng.integers(16, 129)), int(rng.integers(16, 129)))
     Y, T, S = shape
@@ -116,7 +116,8 @@ def make_sparse_joint(seed: int, index: int) -> tuple[np.ndarray, str, bool]:
     y = rng.integers(Y, size=n)
     k = int(rng.integers(1, 5))
     home_t, home_s = rng.integers(T, size=(Y, k)), rng.integers(S, size=(Y, k))
-    t = np.where(rng.random(n) < rng.uniform(0.8, 1.0), home_t[y, rng.integers(k, size=n)], rng.integers(T, size=n))
+    at_home = rng.random(n) < rng.uniform(0.8, 1.0)
+    t = np.where(at_home, home_t[y, rng.integers(k, size=n)], rng.integers(T, size=n))
     s = np.where(rng.random(n) < rng.uniform(0.3, 1.0), home_s[y, rng.integers(k, size=n)], (t * S) // T)
     s = np.where(rng.random(n) < rng.uniform(0.0, 0.05), rng.integers(S, size=n), s)
     counts = np.zeros(shape, dtype=np.int64)

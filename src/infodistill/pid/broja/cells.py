@@ -258,6 +258,27 @@ class _Schur:
         return out[: cs.n_x]
 
 
+def _refined_solve(system: _Schur, g: np.ndarray, refine: int, check: bool):
+    """Solve H x = g with ``refine`` steps of iterative refinement against the exact product (one
+    more in float32); a checked float32 solve goes on, up to ``SINGLE_MAX_REFINE`` steps, until its
+    relative residual is below ``SINGLE_MAX_RESIDUAL``. Returns (x, whether that held)."""
+    dx = system.solve_once(g)
+    steps = refine + system.single
+    limit = (SINGLE_MAX_RESIDUAL if system.single else np.inf) * float(np.sqrt(g @ g))
+    most = SINGLE_MAX_REFINE if system.single else steps
+    k = 0
+    while True:
+        if k >= steps and not (check and system.single):
+            return dx, True
+        res = g - system.matvec(dx)
+        if k >= steps and float(np.sqrt(res @ res)) <= limit:
+            return dx, True
+        if k >= most:
+            return dx, False
+        dx = dx + system.solve_once(res)
+        k += 1
+
+
 def solve_cells(prob: _Problem, tol: float, path: str = "plain", max_iter: int = 100):
     """The interior-point method of ``_solve_path`` (no polish, finish or garbling LP) on the
     support cells. Returns (q, f_upper, d_lower, info) as ``_solve_path`` does; q is None when no
@@ -410,25 +431,8 @@ def solve_cells(prob: _Problem, tol: float, path: str = "plain", max_iter: int =
                     continue
                 break
 
-            def solve(g, refine, check):
-                dx = system.solve_once(g)
-                steps = refine + system.single
-                limit = (SINGLE_MAX_RESIDUAL if system.single else np.inf) * float(np.sqrt(g @ g))
-                most = SINGLE_MAX_REFINE if system.single else steps
-                k = 0
-                while True:
-                    if k >= steps and not (check and system.single):
-                        return dx, True
-                    res = g - system.matvec(dx)
-                    if k >= steps and float(np.sqrt(res @ res)) <= limit:
-                        return dx, True
-                    if k >= most:
-                        return dx, False
-                    dx = dx + system.solve_once(res)
-                    k += 1
-
             # Predictor (affine scaling: target 0).
-            dx_a, _ = solve(p_x, 0, False)
+            dx_a, _ = _refined_solve(system, p_x, 0, False)
             dz_a, dc_a = v_apply(pi, dx_a)
             dr_a = (r * dc_a - rs) * w
             big = float(np.abs(dx_a).max())
@@ -447,7 +451,7 @@ def solve_cells(prob: _Problem, tol: float, path: str = "plain", max_iter: int =
                 second = dr_a * dc_a
             sm = sigma * gap_mu * weight
             target = np.maximum(sm + second, 0.1 * sm)
-            dx, ok = solve(p_x - vt_apply(pi, target * w), CORRECTOR_REFINE, True)
+            dx, ok = _refined_solve(system, p_x - vt_apply(pi, target * w), CORRECTOR_REFINE, True)
             if not ok:
                 single = False  # float32 no longer accurate enough: this step and all later
                 continue

@@ -307,7 +307,8 @@ class _NewtonSystem(_NewtonBase):
         A_pi = np.matmul(L_inv.transpose(0, 2, 1), G)  # A_t⁻¹ π_ts
         p_a_p = np.einsum("tys,tys->ts", G, G)
         Wz = W[:, None, :] * pi_t  # (T, Y, S): W[t,s] π[z,t,s]
-        norms = q_t * (q_t * self.A_inv[:, idx, idx][:, :, None] + 2.0 * Wz * A_pi) + Wz * Wz * p_a_p[:, None, :]
+        norms = q_t * (q_t * self.A_inv[:, idx, idx][:, :, None] + 2.0 * Wz * A_pi)
+        norms += Wz * Wz * p_a_p[:, None, :]
         diag = C[:, idx, idx].T - norms.sum(axis=0)  # (Y, S): (z, s)-flat
         scale = 1.0 / np.sqrt(np.maximum(diag, 1e-300))
         scale[np.arange(Y), prob.pin // Y] = 0.0  # pinned rows and columns: identity, set by the caller

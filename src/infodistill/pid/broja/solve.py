@@ -10,12 +10,12 @@ import numpy as np
 
 from ..blas_threads import blas_threads
 from ..limits import check_bytes, memory_budget
+from .cells import cells_route, solve_cells
 from .certificates import objective_bound, round_to_feasible
 from .finish import _working_set, active_set_rounds, scaling_sweeps
 from .interior_point import CAUTIOUS_DUAL_MOVE, SolverInfo, _InteriorPoint, _solve_path
 from .newton import solver_bytes
 from .problem import _Problem, is_sparse
-from .cells import cells_route, solve_cells
 from .small import small_route, solve_small
 
 #: Newton systems up to this size are solved with one BLAS thread: on the 2-core machines this
