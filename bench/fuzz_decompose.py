@@ -5,6 +5,7 @@ Usage::
     python bench/fuzz_decompose.py --n 10000 --seed 0            # the full sweep (summary at the end)
     python bench/fuzz_decompose.py --n 1 --seed 0 --start 4711   # replay joint 4711 of seed 0
     python bench/fuzz_decompose.py --n 500 --symmetry-every 5 --json out.json
+    python bench/fuzz_decompose.py --sparse --n 300 --seed 0      # the cell route's sparse joints
 
 Joint ``i`` of seed ``s`` is drawn from ``numpy.random.default_rng([s, i])`` alone, so any failure
 is replayed by its (seed, index). The generator covers every axis size 1..32 (often one or two tiny
@@ -86,6 +87,45 @@ def make_joint(seed: int, index: int) -> tuple[np.ndarray, str, bool]:
     p = np.zeros(shape)
     p[mask] = w
     return p / p.sum(), kind, False
+
+
+def make_sparse_joint(seed: int, index: int) -> tuple[np.ndarray, str, bool]:
+    """Joint number ``index`` of the sparse sweep ``seed`` (``--sparse``): supports filling 1–30 %
+    of larger grids (Y 2–16, T and S 16–128), the joints of the solver's cell route
+    (``broja.cells``), which the main sweep's sizes rarely reach. Kinds: "hist" (a histogram of
+    500–20 000 samples in which each label has a few home clusters in T and S, as in representation
+    PID; ``counts=True``), "hist-skewed" (its cells reweighted over up to 8 orders of magnitude) and
+    "masked" (uniform weights on part of a random support: each label with its own T and S
+    symbols). Drawn from ``default_rng([seed, index, 1])``, a stream of its own."""
+    rng = np.random.default_rng([seed, index, 1])
+    shape = (int(rng.integers(2, 17)), int(rng.integers(16, 129)), int(rng.integers(16, 129)))
+    Y, T, S = shape
+    kind = ("hist", "hist-skewed", "masked")[rng.integers(3)]
+    if kind == "masked":
+        # Each label uses its own random fractions of the T and S symbols (the support of Δ_P is
+        # their product per label), and p is positive on part of those cells.
+        m_t = rng.random((Y, T)) < rng.uniform(0.05, 0.5)
+        m_s = rng.random((Y, S)) < rng.uniform(0.05, 0.5)
+        mask = m_t[:, :, None] & m_s[:, None, :] & (rng.random(shape) < rng.uniform(0.3, 1.0))
+        if not mask.any():
+            mask.flat[rng.integers(mask.size)] = True
+        p = np.zeros(shape)
+        p[mask] = rng.random(int(mask.sum()))
+        return p / p.sum(), kind, False
+    n = int(rng.integers(500, 20_001))
+    y = rng.integers(Y, size=n)
+    k = int(rng.integers(1, 5))
+    home_t, home_s = rng.integers(T, size=(Y, k)), rng.integers(S, size=(Y, k))
+    at_home = rng.random(n) < rng.uniform(0.8, 1.0)
+    t = np.where(at_home, home_t[y, rng.integers(k, size=n)], rng.integers(T, size=n))
+    s = np.where(rng.random(n) < rng.uniform(0.3, 1.0), home_s[y, rng.integers(k, size=n)], (t * S) // T)
+    s = np.where(rng.random(n) < rng.uniform(0.0, 0.05), rng.integers(S, size=n), s)
+    counts = np.zeros(shape, dtype=np.int64)
+    np.add.at(counts, (y, t, s), 1)
+    if kind == "hist":
+        return counts, kind, True
+    w = counts * 10.0 ** rng.uniform(-rng.uniform(1, 8), 0, size=shape)
+    return w / w.sum(), kind, False
 
 
 def _mi(p2: np.ndarray) -> float:
@@ -182,14 +222,18 @@ def check(p: np.ndarray, counts: bool, symmetry: bool) -> tuple[list[str], float
     return problems, gap, seconds
 
 
-def sweep(n: int, seed: int = 0, start: int = 0, symmetry_every: int = 10, out=sys.stdout) -> dict:
-    """Run joints start..start+n-1 of ``seed``; returns the summary (and prints failures)."""
+def sweep(
+    n: int, seed: int = 0, start: int = 0, symmetry_every: int = 10, out=sys.stdout, sparse: bool = False
+) -> dict:
+    """Run joints start..start+n-1 of ``seed`` (of the sparse sweep with ``sparse``); returns the
+    summary (and prints failures)."""
+    make = make_sparse_joint if sparse else make_joint
     failures, uncertified = [], []
     certified = 0
     max_gap, worst = 0.0, (0.0, None)
     t0 = time.perf_counter()
     for i in range(start, start + n):
-        p, kind, counts = make_joint(seed, i)
+        p, kind, counts = make(seed, i)
         problems, gap, seconds = check(p, counts, symmetry_every > 0 and i % symmetry_every == 0)
         if gap == gap and 0 <= gap <= DEFAULT_TOL_BITS:
             certified += 1
@@ -235,13 +279,17 @@ def main(argv=None) -> int:
     ap.add_argument("--start", type=int, default=0, help="first joint index (to replay one: --n 1)")
     ap.add_argument("--symmetry-every", type=int, default=10, help="check T<->S symmetry on every k-th joint")
     ap.add_argument("--json", help="also write the summary as JSON here")
+    ap.add_argument(
+        "--sparse", action="store_true", help="the sparse sweep (make_sparse_joint: the cell route's joints)"
+    )
     args = ap.parse_args(argv)
     machine = benchkit.machine_info(torch=False)
     print(benchkit.machine_line(machine), flush=True)
-    s = sweep(args.n, args.seed, args.start, args.symmetry_every)
+    s = sweep(args.n, args.seed, args.start, args.symmetry_every, sparse=args.sparse)
     s["machine"] = machine
     print(
-        f"{s['n']} joints (seed {s['seed']}, from {s['start']}): {s['certified']} certified, "
+        f"{s['n']} {'sparse ' if args.sparse else ''}joints (seed {s['seed']}, from {s['start']}): "
+        f"{s['certified']} certified, "
         f"{s['uncertified']} uncertified (with a warning), {s['failures']} failed; "
         f"max gap {s['max_gap_bits']:.3g} bits; slowest {s['worst_seconds']:.2f} s "
         f"{s['worst_case']}; total {s['total_seconds']:.0f} s"

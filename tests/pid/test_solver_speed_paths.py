@@ -443,7 +443,7 @@ def test_schur_on_the_used_mu_only_matches_dense_solve(compress, single, monkeyp
     monkeypatch.setattr(newton, "COMPRESS_BELOW", 1.0 if compress else 0.0)
     pi, u, W = newton_state(prob, 5, mixed_sign=False)
     system = _NewtonSystem(prob, pi, u, W, single=single)
-    assert (system.cols is not None) == compress and system.single == single
+    assert (system.cols.size < S * Y) == compress and system.single == single
     check_solver_against_dense(system, prob, pi, u, W, 6, 1e-6 if single else 1e-9)
 
 
@@ -451,9 +451,12 @@ def test_sparse_histogram_in_the_used_mu_schur_and_the_sparse_route_agree(monkey
     """A sparse histogram goes to the dense Schur complement on its used μ while that is small
     (``COMPRESSED_DENSE_MAX_WORK``), else to the sparse route: the same certified optimum."""
     p_yt, p_ys = marginals(random_counts((10, 60, 50), 8, 200))  # coupling block 1.7 % full
-    results = {}
+    results = {"cells": solve_broja(p_yt, p_ys, tol=TOL)}  # the cell route (``broja.cells``) first
+    assert results["cells"][3]["converged"] and results["cells"][3]["newton"] == "cells"
+    monkeypatch.setattr(broja.solve, "cells_route", lambda prob: False)
     for limit, route in ((2e8, "schur"), (0.0, "sparse")):
         monkeypatch.setattr(broja.problem, "COMPRESSED_DENSE_MAX_WORK", limit)
         results[route] = solve_broja(p_yt, p_ys, tol=TOL)
         assert results[route][3]["converged"] and results[route][3]["newton"] == route
     assert_same_optimum(results["schur"], results["sparse"])
+    assert_same_optimum(results["cells"], results["schur"])

@@ -36,6 +36,9 @@ The modules, lowest first (each imports only those above it):
 - ``newton``: the Newton matrix and its factorisations (Schur, sparse Schur, pair space);
 - ``finish``: the active-set Newton finish and the alternating-minimisation polish;
 - ``interior_point``: the predictor-corrector iteration and one run along a central path;
+- ``small``, ``cells``: the same iteration for small problems (one dense Newton matrix) and for
+  sparse supports (on the support cells, Schur complement in μ), handed back when they do not
+  certify;
 - ``solve``: ``solve_broja`` and its restarts.
 
 The tunable constants live in the module that reads them (patch them there, not here).

@@ -83,7 +83,9 @@ class _NewtonBase:
     def matvec(self, d_lam: np.ndarray, d_mu: np.ndarray):
         """The Newton matrix applied to (Δλ, Δμ), straight from its definition Jᵀ G J."""
         prob = self.prob
-        dz = np.where(prob.support, d_lam[:, :, None] + d_mu[:, None, :], 0.0)
+        dz = d_lam[:, :, None] + d_mu[:, None, :]
+        if not prob.full:
+            dz = np.where(prob.support, dz, 0.0)
         gz = self.q * dz + self.pi * (self.W * np.einsum("yts,yts->ts", self.pi, dz))[None]
         out_lam = np.where(prob.m_yt, gz.sum(axis=2), d_lam)
         out_mu = np.where(prob.m_ys, gz.sum(axis=1), d_mu)
@@ -98,12 +100,15 @@ class _NewtonBase:
     #: next, more robust factorisation. (The accuracy of a direction only affects the speed of the
     #: method: every bound reported is computed from the iterate itself.)
     SINGLE_MAX_RESIDUAL = 1e-8
-    SINGLE_MAX_REFINE = 3
+    SINGLE_MAX_REFINE = 4
     DOUBLE_MAX_RESIDUAL = 1e-6
 
     single = False
     checked = False
     accurate = True
+    #: The most refinement steps a checked solve needed (``_InteriorPoint.step`` leaves single
+    #: precision once a step needs ``SINGLE_MAX_REFINE``).
+    refined = 0
 
     def solve(self, g_lam: np.ndarray, g_mu: np.ndarray, refine: int = 1):
         """Solve the Newton system for right-hand sides given as (Y,T), (Y,S) arrays.
@@ -125,6 +130,7 @@ class _NewtonBase:
             h_lam, h_mu = self.matvec(d_lam, d_mu)
             r_lam, r_mu = g_lam - h_lam, g_mu - h_mu
             if k >= steps and np.sqrt((r_lam**2).sum() + (r_mu**2).sum()) <= limit:
+                self.refined = max(self.refined, k)
                 return d_lam, d_mu
             if k >= most:
                 self.accurate = False
@@ -248,33 +254,75 @@ class _NewtonSystem(_NewtonBase):
             if rows.size < R.shape[0]:
                 R = R[rows]
         else:
-            # (nearly) dense: all μ, the pinned ones as identity rows, as before
-            R = self._r_blocks(L_inv, self.pi, self.q, self.W)
-            ci, cj = np.arange(Y)[None, :, None], np.arange(Y)[None, None, :]
-            ci, cj = (np.arange(S)[:, None, None] * Y + ci), (np.arange(S)[:, None, None] * Y + cj)
+            # (nearly) dense: all μ, the pinned ones as identity rows. R is formed scaled and in the
+            # factorisation's precision in one pass (``_r_scaled``), its column norms from A⁻¹.
+            # Its columns, and the Schur complement, are in (z, s) order (``cols``: the (s, z)-flat
+            # μ of each), so that the broadcasts run over s, not over the few labels.
+            Rs, scale = self._r_scaled(L_inv, C, single)
+            cols = (np.arange(S)[None, :] * Y + np.arange(Y)[:, None]).reshape(-1)
+            pin = (prob.pin % Y) * S + prob.pin // Y
+            ci, cj = np.arange(Y)[None, :, None] * S, np.arange(Y)[None, None, :] * S
+            ci, cj = ci + np.arange(S)[:, None, None], cj + np.arange(S)[:, None, None]
             cs, cy, cz = np.arange(S)[:, None, None], np.arange(Y)[None, :, None], np.arange(Y)[None, None, :]
-        diag = C[:, idx, idx].reshape(-1)[cols if compress else slice(None)] - np.einsum("ij,ij->j", R, R)
-        if not compress:
-            diag[prob.pin] = 1.0
-        scale = 1.0 / np.sqrt(np.maximum(diag, 1e-300))
-        if not compress:
-            scale[prob.pin] = 0.0  # pinned rows and columns: identity, set below
+        if compress:
+            diag = C[:, idx, idx].reshape(-1)[cols] - np.einsum("ij,ij->j", R, R)
+            scale = 1.0 / np.sqrt(np.maximum(diag, 1e-300))
+            Rs = np.multiply(R, scale, dtype=np.float32 if single else np.float64)
         self.single = single
-        Rs = np.multiply(R, scale, dtype=np.float32 if single else np.float64)
         (syrk,) = linalg.get_blas_funcs(("syrk",), (Rs,))
         low = syrk(1.0, Rs.T, trans=0, lower=1)  # Fortran order: (R D)ᵀ (R D), lower triangle
         np.negative(low, out=low)
         schur = low.T  # C-ordered view: its upper triangle holds the matrix
         schur[ci, cj] += C[cs, cy, cz] * scale[ci] * scale[cj]
         if not compress:
-            schur[prob.pin, :] = 0.0
-            schur[:, prob.pin] = 0.0
-            schur[prob.pin, prob.pin] = 1.0
-            scale[prob.pin] = 1.0
+            schur[pin, :] = 0.0
+            schur[:, pin] = 0.0
+            schur[pin, pin] = 1.0
+            scale[pin] = 1.0
         factor = _Factor.cholesky_lower(low, scale)
-        if factor is not None and compress:
+        if factor is not None:
             self.cols = cols
         return factor
+
+    def _r_scaled(self, L_inv, C, single: bool):
+        """R D = blockdiag(L_t⁻¹) B D as a C-ordered (T·Y)×(Y·S) array, columns in (z, s) order, in
+        float32 (``single``) or float64, and D = diag(C − Rᵀ R)^−½ ((z, s) order, 0 on the pinned
+        μ), without forming B or R:
+
+            R_t[y, (s, z)] = L_t⁻¹[y, z] q[z,t,s] + (L_t⁻¹ π_ts)[y] W[t,s] π[z,t,s],
+
+        and the column norms of R are those of B in the A_t⁻¹ inner product,
+
+            Σ_{t,y} R² = Σ_t q_z² A_t⁻¹[z,z] + 2 q_z W π_z (A_t⁻¹ π_ts)[z] + W² π_z² π_tsᵀ A_t⁻¹ π_ts
+
+        (z, q_z = q[z,t,s], π_z = π[z,t,s], W = W[t,s]), O(T·S·Y²). Two broadcast passes write the
+        result straight into a buffer kept with the problem (no page faults, no float64 copy)."""
+        prob = self.prob
+        Y, T, S = self.shape
+        idx = np.arange(Y)
+        pi_t = self.pi.transpose(1, 0, 2)  # (T, Y, S)
+        q_t = self.q.transpose(1, 0, 2)
+        W = self.W
+        G = np.matmul(L_inv, pi_t)  # (T, Y, S): L_t⁻¹ π_ts
+        A_pi = np.matmul(L_inv.transpose(0, 2, 1), G)  # A_t⁻¹ π_ts
+        p_a_p = np.einsum("tys,tys->ts", G, G)
+        Wz = W[:, None, :] * pi_t  # (T, Y, S): W[t,s] π[z,t,s]
+        norms = q_t * (q_t * self.A_inv[:, idx, idx][:, :, None] + 2.0 * Wz * A_pi)
+        norms += Wz * Wz * p_a_p[:, None, :]
+        diag = C[:, idx, idx].T - norms.sum(axis=0)  # (Y, S): (z, s)-flat
+        scale = 1.0 / np.sqrt(np.maximum(diag, 1e-300))
+        scale[np.arange(Y), prob.pin // Y] = 0.0  # pinned rows and columns: identity, set by the caller
+        dtype = np.float32 if single else np.float64
+        buffers = prob.__dict__.setdefault("_r_buffers", {})
+        if dtype not in buffers:
+            buffers[dtype] = (np.empty((T, Y, Y, S), dtype), np.empty((T, Y, Y, S), dtype))
+        Rs, tmp = buffers[dtype]
+        qs = (q_t * scale[None]).astype(dtype)  # (T, Y, S): q[z,t,s] D[z,s]
+        ws = (Wz * scale[None]).astype(dtype)  # W π[z,t,s] D[z,s]
+        np.multiply(L_inv.astype(dtype)[:, :, :, None], qs[:, None, :, :], out=Rs)
+        np.multiply(G.astype(dtype)[:, :, None, :], ws[:, None, :, :], out=tmp)
+        Rs += tmp
+        return Rs.reshape(T * Y, Y * S), scale.reshape(-1)
 
     @staticmethod
     def _r_blocks(L_inv, pi, q, W) -> np.ndarray:

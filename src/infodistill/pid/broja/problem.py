@@ -19,6 +19,8 @@ class _Problem:
         self.m_yt, self.m_ys = p_yt > 0, p_ys > 0
         self.support = self.m_yt[:, :, None] & self.m_ys[:, None, :]
         self.pairs = self.support.any(axis=0)
+        #: Every (y, t, s) cell in the support.
+        self.full = bool(self.m_yt.all() and self.m_ys.all())
         self.n_pairs = int(self.pairs.sum())
         self.pair_t, self.pair_s = np.nonzero(self.pairs)  # sorted by t, then s
         Y = p_yt.shape[0]
@@ -111,6 +113,17 @@ class _Problem:
             vals[vals < 1e-250] = 0.0
             pi[y, t, s] = vals
             return c, pi
+        if self.full:
+            # Every cell in the support (dense joints): the same arithmetic without the masks.
+            z = lam[:, :, None] + mu[:, None, :]
+            zmax = z.max(axis=0)
+            z -= zmax
+            e = np.exp(z, out=z)
+            tot = e.sum(axis=0)
+            c = zmax + np.log(tot)
+            e /= tot
+            e[e < 1e-250] = 0.0
+            return c, e
         z = np.where(self.support, lam[:, :, None] + mu[:, None, :], -np.inf)
         zmax = np.where(self.pairs, z.max(axis=0), 0.0)
         e = np.exp(z - zmax)

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..blas_threads import blas_threads
 from ..limits import check_bytes, memory_budget
+from .cells import cells_route, solve_cells
 from .certificates import objective_bound, round_to_feasible
 from .finish import _working_set, active_set_rounds, scaling_sweeps
 from .interior_point import CAUTIOUS_DUAL_MOVE, SolverInfo, _InteriorPoint, _solve_path
@@ -81,7 +82,9 @@ def solve_broja(
     Small problems (``small_route``) first run the same interior-point method on the first path
     in ``small.solve_small`` (one dense Newton matrix over the support cells, a fraction of the
     numpy calls per iteration); if that run does not certify within ``tol``, ``_solve_broja`` runs
-    in full, starting from its bounds."""
+    in full, starting from its bounds. Likewise joints whose support fills little of the Y·T·S grid
+    (``cells_route``: histograms of clustered representations) first run it in
+    ``cells.solve_cells``, on the support cells with the Schur complement in μ."""
     seed = None
     if small_route(p_yt, p_ys):
         path = first_path(p_yt, p_ys)
@@ -95,6 +98,18 @@ def solve_broja(
     (Y, T), S = p_yt.shape, p_ys.shape[1]
     route = "pair space" if prob.pair_space else ("sparse" if is_sparse(prob) else "Schur")
     check_bytes(solver_bytes(prob), f"the BROJA solver's Newton system for a {Y} x {T} x {S} joint ({route})")
+    path = first_path(p_yt, p_ys)
+    if seed is None and path == "plain" and cells_route(prob):
+        # Sparse supports of a narrow mass range (histograms of samples): the same method on the
+        # support cells first (``cells.solve_cells``). On the weighted path (skewed masses) the
+        # general route's polish and finish close joints the cell run stalls on (sparse sweep:
+        # 3 of 60 joints handed back, all skewed), so those start there.
+        with blas_threads(1 if p_ys.size <= SINGLE_THREAD_MAX_N else None):
+            q, f, d, info = solve_cells(prob, tol, path, max_iter)
+        info["paths"] = [path]
+        if info["converged"]:
+            return q, f, d, info
+        seed = (q, f, d, info)
     n = prob.n_pairs if prob.pair_space else p_ys.size
     with blas_threads(1 if n <= SINGLE_THREAD_MAX_N else None):
         return _solve_broja(prob, tol, max_iter, seed)
@@ -227,7 +242,8 @@ def _solve_broja(
                 info["finished_by"] = more["finished_by"]
     best_q, best_f, d_low = best
     if seed is not None:
-        info["small"] = "handed back"  # the first path was run by ``solve_small`` first
+        # The first path was run by ``solve_small`` (or ``solve_cells``) first.
+        info[seed[3]["newton"]] = "handed back"
     info["paths"] = paths
     info["iterations"] = iterations
     info["gap"] = best_f - d_low

@@ -1,0 +1,175 @@
+"""The cell route of the BROJA solver (``broja.cells``: the interior-point method on the support
+cells with the Schur complement in μ) against independent computations: its Newton solves against a
+dense Newton matrix built here from its definition, its optimum against the general route on the
+grid and the cvxpy reference, an exactly feasible Q, and a hand-back to the full method when it does
+not certify."""
+
+import numpy as np
+import pytest
+
+from infodistill.pid import decompose
+from infodistill.pid.broja import _Problem, objective, solve_broja
+from infodistill.pid.broja import cells as cells_mod
+from infodistill.pid.broja import solve as solve_mod
+from infodistill.pid.broja.cells import _Cells, _Schur, cells_route, solve_cells
+from infodistill.pid.broja.solve import _solve_broja, first_path
+
+TOL = 1e-9  # nats
+
+
+def clustered(shape, seed, n=4000, home=0.9):
+    """A sparse histogram of n samples: each label has a few home clusters in T and S (as the
+    representation histograms and the bench's hist- cases), unused symbols dropped."""
+    rng = np.random.default_rng(seed)
+    Y, T, S = shape
+    y = rng.integers(Y, size=n)
+    home_t, home_s = rng.integers(T, size=(Y, 3)), rng.integers(S, size=(Y, 3))
+    t = np.where(rng.random(n) < home, home_t[y, rng.integers(3, size=n)], rng.integers(T, size=n))
+    s = np.where(rng.random(n) < 0.7, home_s[y, rng.integers(3, size=n)], (t * S) // T)
+    s = np.where(rng.random(n) < 0.03, rng.integers(S, size=n), s)
+    p = np.zeros(shape)
+    np.add.at(p, (y, t, s), 1.0)
+    used = [p.sum(axis=tuple(j for j in range(3) if j != i)) > 0 for i in range(3)]
+    p = p[np.ix_(*used)]
+    return p / p.sum()
+
+
+def marginals(p):
+    p_yt, p_ys = p.sum(axis=2), p.sum(axis=1)
+    if p_ys.shape[1] > p_yt.shape[1]:  # as decompose: S ≤ T
+        p_yt, p_ys = p_ys, p_yt
+    return p_yt, p_ys
+
+
+JOINTS = {
+    "hist-10x60x50": clustered((10, 60, 50), 0),
+    "hist-8x40x40": clustered((8, 40, 40), 1, n=2000),
+    "hist-12x50x30": clustered((12, 50, 30), 2, n=5000, home=0.97),
+    "hist-6x60x50-skewed": None,  # built below: masses over 5 orders (the weighted path)
+}
+
+
+def _skewed():
+    p = clustered((6, 60, 50), 3, n=3000)
+    rng = np.random.default_rng(3)
+    p = p * 10.0 ** (-5 * rng.random(p.shape))
+    return p / p.sum()
+
+
+JOINTS["hist-6x60x50-skewed"] = _skewed()
+
+
+@pytest.mark.parametrize("name", sorted(JOINTS))
+def test_cell_route_is_taken_and_matches_the_general_route(name):
+    p_yt, p_ys = marginals(JOINTS[name])
+    prob = _Problem(p_yt, p_ys)
+    assert cells_route(prob)
+    path = first_path(p_yt, p_ys)
+    q, f, d, info = solve_cells(prob, TOL, path)
+    assert info["newton"] == "cells"
+    if not info["converged"]:
+        pytest.skip("not certified by the cell route alone (handed back in solve_broja)")
+    assert 0 <= f - d <= TOL
+    # Q exactly in Δ_P, zero off the support, and f its certified objective.
+    np.testing.assert_allclose(q.sum(axis=2), p_yt, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(q.sum(axis=1), p_ys, rtol=0, atol=1e-15)
+    assert q.min() >= 0 and np.all(q[~((p_yt > 0)[:, :, None] & (p_ys > 0)[:, None, :])] == 0)
+    assert objective(q) <= f <= objective(q) + 1e-12
+    # The general route (independent code: the Schur complement assembled on the Y·T·S grid).
+    q2, f2, d2, info2 = _solve_broja(_Problem(p_yt, p_ys), TOL, 100)
+    assert info2["converged"] and info2["newton"] != "cells"
+    assert abs(f - f2) <= (f - d) + (f2 - d2) + 1e-12
+    assert d <= f2 + 1e-12 and d2 <= f + 1e-12
+
+
+def test_every_cell_route_joint_certifies_through_solve_broja():
+    for name, p in JOINTS.items():
+        q, f, d, info = solve_broja(*marginals(p), TOL)
+        assert info["converged"] and 0 <= f - d <= TOL, name
+
+
+def dense_newton_matrix(cs: _Cells, pi, q, W):
+    """H = Jᵀ diag(q) J + Vᵀ diag(W) V over the unknowns (used λ, free μ), from its definition:
+    J maps the unknowns to z = λ(y,t) + μ(y,s) on each cell, row p of V is Σ_{cells of p} π J."""
+    n_cells = cs.y.size
+    J = np.zeros((n_cells, cs.m))
+    J[np.arange(n_cells), cs.cl] = 1.0
+    J[np.arange(n_cells), cs.cm] = 1.0
+    J = J[:, : cs.n_x]  # the pinned μ are not unknowns
+    V = np.zeros((cs.n_pairs, cs.n_x))
+    np.add.at(V, cs.which, pi[:, None] * J)
+    return J.T @ (q[:, None] * J) + V.T @ (W[:, None] * V)
+
+
+@pytest.mark.parametrize("single", [False, True])
+def test_schur_solve_matches_the_dense_newton_matrix(single):
+    p_yt, p_ys = marginals(JOINTS["hist-10x60x50"])
+    cs = _Cells(_Problem(p_yt, p_ys))
+    rng = np.random.default_rng(7)
+    # A positive definite Newton matrix: π a softmax on each pair, r > 0, slack s in (0, 1), W > 0.
+    z = rng.normal(size=cs.y.size)
+    e = np.exp(z)
+    pi = e / np.add.reduceat(e, cs.starts)[cs.which]
+    r = rng.uniform(0.1, 1.0, cs.n_pairs)
+    s = rng.uniform(0.05, 0.9, cs.n_pairs)
+    W = r / s - r
+    q = r[cs.which] * pi
+    H = dense_newton_matrix(cs, pi, q, W)
+    system = _Schur(cs, pi, q, W, single)
+    g = rng.normal(size=cs.n_x)
+    x = system.solve_once(g)
+    for _ in range(2 if single else 0):  # float32 factor: refined against the exact product
+        x = x + system.solve_once(g - system.matvec(x))
+    x_ref = np.linalg.solve(H, g)
+    np.testing.assert_allclose(system.matvec(x_ref), H @ x_ref, rtol=1e-10, atol=1e-12)
+    assert np.linalg.norm(x - x_ref) <= 1e-7 * np.linalg.norm(x_ref)
+
+
+def test_cell_route_is_not_taken_for_dense_or_small_joints():
+    rng = np.random.default_rng(0)
+    p = rng.random((10, 32, 32))
+    assert not cells_route(_Problem(*marginals(p / p.sum())))
+    p = rng.random((10, 5, 5))
+    assert not cells_route(_Problem(*marginals(p / p.sum())))
+
+
+def test_decompose_cell_route_agrees_with_the_general_route(monkeypatch):
+    p = JOINTS["hist-10x60x50"]
+    fast = decompose(p, tol=1e-9)
+    assert fast.solver["newton"] == "cells" and fast.solver["converged"]
+    monkeypatch.setattr(solve_mod, "cells_route", lambda prob: False)
+    slow = decompose(p, tol=1e-9)
+    assert slow.solver["newton"] != "cells"
+    for k in ("redundancy", "unique_t", "unique_s", "synergy"):
+        assert abs(getattr(fast, k) - getattr(slow, k)) <= fast.gap + slow.gap + 1e-12
+
+
+def test_cell_route_matches_the_cvxpy_reference():
+    pytest.importorskip("cvxpy")
+    pytest.importorskip("clarabel")
+    from infodistill.pid.reference import reference_decompose
+
+    p = JOINTS["hist-8x40x40"]
+    ours = decompose(p)
+    assert ours.solver["newton"] == "cells"
+    ref = reference_decompose(p)
+    for k in ("redundancy", "unique_t", "unique_s", "synergy"):
+        assert abs(getattr(ours, k) - ref[k]) <= ours.gap + ref["gap"] + 1e-6
+
+
+def test_uncertified_cell_run_is_handed_back_to_the_full_method(monkeypatch):
+    p_yt, p_ys = marginals(JOINTS["hist-10x60x50"])
+    calls = []
+
+    def two_steps(prob, tol, path="plain", max_iter=100):
+        out = cells_mod.solve_cells(prob, tol, path, max_iter=2)
+        calls.append(out[3]["converged"])
+        return out
+
+    monkeypatch.setattr(solve_mod, "solve_cells", two_steps)
+    q, f, d, info = solve_broja(p_yt, p_ys, TOL)
+    assert calls == [False]
+    assert info["converged"] and info["cells"] == "handed back" and info["newton"] != "cells"
+    assert 0 <= f - d <= TOL
+    q_ref, f_ref, d_ref, _ = _solve_broja(_Problem(p_yt, p_ys), TOL, 100)
+    assert abs(f - f_ref) <= (f - d) + (f_ref - d_ref) + 1e-12
