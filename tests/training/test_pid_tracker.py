@@ -53,3 +53,22 @@ def _features(teacher, x):
     from infodistill.models import collect_features
 
     return collect_features(teacher, ["stage3"], x, 32)[1]["stage3"].numpy()
+
+
+def test_the_tracker_measures_with_one_blas_thread(monkeypatch):
+    from threadpoolctl import threadpool_info
+
+    torch.manual_seed(0)
+    student = build_model("cnn-small", in_channels=1, num_classes=3, width=4).eval()
+    teacher = build_model("cnn-small", in_channels=1, num_classes=3, width=8).eval()
+    test = TensorPairs(torch.randn(64, 1, 12, 12), torch.arange(64) % 3)
+    seen = []
+    real = pid.estimate
+
+    def spy(*a, **k):
+        seen.append({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
+        return real(*a, **k)
+
+    monkeypatch.setattr(pid, "estimate", spy)
+    assert "pid" in _tracker(student, teacher, test)(0)
+    assert seen == [{1}]

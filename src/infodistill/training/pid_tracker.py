@@ -100,10 +100,19 @@ class PIDTracker:
 
     @torch.no_grad()
     def __call__(self, epoch: int) -> dict:
-        from ..pid import estimate
-
         if (epoch + 1) % self.cfg.every and epoch + 1 != self.epochs:
             return {}
+        from ..pid.blas_threads import blas_threads
+
+        # One BLAS thread for the PCA, k-means and solves, as the audit: quick-mnist1d's tracker took
+        # 973 s with two threads and 33.7 s with one, both runs on a 2-core machine shared with
+        # other jobs (bench/e1_time.py); and the PID no longer depends on the BLAS thread count.
+        with blas_threads(1):
+            return self._measure()
+
+    def _measure(self) -> dict:
+        from ..pid import estimate
+
         out = {}
         for s_layer, t_layer in self.cfg.pairs:
             crash_point("pid")
