@@ -689,6 +689,9 @@ def test_rid_optimiser_groups_are_the_reference_codes_two_optimisers():
     assert (tf.lr_scale, tf.constant_lr, tf.clip_with_student) == (3.0, True, False)
     assert (groups["variances"].lr_scale, groups["variances"].clip_with_student) == (0.5, True)
     assert build_method("rid", **FEATURE_KW, filter_lr_schedule="run").optim_groups()[2].constant_lr is False
+    for bad in ({"filter_lr_scale": 0.0}, {"variance_lr_scale": -1.0}):
+        with pytest.raises(ValueError, match="must be > 0"):
+            build_method("rid", **FEATURE_KW, **bad)
 
 
 def test_vid_trains_its_regressors_with_the_student_and_other_methods_on_their_own():

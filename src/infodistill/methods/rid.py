@@ -96,8 +96,11 @@ class RID(DistillMethod):
             raise ValueError(
                 f"filter_lr_schedule must be 'constant' (reference) or 'run', got {filter_lr_schedule!r}"
             )
-        if not float(filter_lr_scale) > 0:
-            raise ValueError(f"filter_lr_scale must be > 0, got {filter_lr_scale}")
+        if not (float(filter_lr_scale) > 0 and float(variance_lr_scale) > 0):
+            raise ValueError(
+                "filter_lr_scale and variance_lr_scale must be > 0, "
+                f"got {filter_lr_scale}, {variance_lr_scale}"
+            )
         self.variance_term = variance_term
         self.filter_lr_scale, self.filter_lr_schedule = float(filter_lr_scale), filter_lr_schedule
         self.variance_lr_scale = float(variance_lr_scale)
