@@ -23,6 +23,7 @@ import pytest
 
 from infodistill.training.checkpoint import CRASH_ENV, crash_point, load_checkpoint
 from infodistill.training.trainer import read_log
+from runs_close import TIMING
 
 EPOCHS = 10
 CONFIG = f"""
@@ -57,7 +58,7 @@ def _run(cmd: list[str], crash: str | None = None) -> subprocess.CompletedProces
 
 
 def _without_seconds(log: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in ("seconds", "examples_per_s")} for r in log]
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in log]
 
 
 def _checkpoint_files(out: Path) -> dict[str, bytes]:

@@ -34,10 +34,10 @@ from infodistill.training.config import DistillConfig, load_config  # noqa: E402
 from infodistill.training.runs import build_distillation  # noqa: E402
 from infodistill.training.trainer import read_log  # noqa: E402
 from interrupts import interrupt_at  # noqa: E402
+from runs_close import TIMING  # noqa: E402
 
 SRC = str(Path(infodistill.__file__).resolve().parents[1])
 RTOL = 1e-3
-TIMING = ("seconds", "examples_per_s")
 
 TEACHER = """
 data: {name: digits, batch_size: 64, eval_batch_size: 512}

@@ -25,6 +25,7 @@ from infodistill.training.distributed import to_sync_batchnorm_
 from infodistill.training.runs import build_distillation, distill
 from infodistill.training.trainer import read_log
 from interrupts import Interrupt, interrupt_at
+from runs_close import TIMING
 
 SRC = str(Path(infodistill.__file__).resolve().parents[1])
 
@@ -43,8 +44,6 @@ BASE = [
     "run.threads=1",
     "run.device=cpu",
 ]
-
-TIMING = ("seconds", "examples_per_s")
 
 
 def _untimed(log):

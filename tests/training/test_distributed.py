@@ -48,7 +48,7 @@ from infodistill.training.config import (
 from infodistill.training.runs import distill
 from infodistill.training.task import Supervised
 from infodistill.training.trainer import Fit, evaluate_model, read_log
-from runs_close import assert_records_close, assert_tensors_close
+from runs_close import TIMING, assert_records_close, assert_tensors_close
 
 CONFIG = """
 data: {name: digits, batch_size: 64, eval_batch_size: 128}
@@ -133,7 +133,7 @@ def test_resume_under_torchrun_is_exact(runs):
     assert again.returncode == 0, again.stderr[-3000:]
 
     def strip(log):
-        return [{k: v for k, v in r.items() if k not in ("seconds", "examples_per_s")} for r in log]
+        return [{k: v for k, v in r.items() if k not in TIMING} for r in log]
 
     assert strip(read_log(out / "log.jsonl")) == strip(read_log(ddp / "log.jsonl"))
     a, b = _latest_tensors(out), _latest_tensors(ddp)

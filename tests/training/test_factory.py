@@ -20,6 +20,7 @@ from infodistill.training.checkpoint import load_checkpoint
 from infodistill.training.config import ConfigError, DistillConfig, TeacherTrainConfig, load_config
 from infodistill.training.trainer import read_log
 from interrupts import interrupt_at  # the in-process kill
+from runs_close import TIMING
 
 MODELS = """
 import torch
@@ -70,8 +71,6 @@ def digits(n_test=300):
 def not_a_pair():
     return 3
 """
-
-TIMING = ("seconds", "examples_per_s")
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ import infodistill.training.checkpoint as checkpoint_module
 from infodistill.cli import main
 from infodistill.training.rundir import LOCK_NAME
 from infodistill.training.trainer import read_log
+from runs_close import TIMING
 
 SRC = str(Path(infodistill.__file__).resolve().parents[1])
 ENV = {
@@ -221,7 +222,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_resume_finishes_the_run(
     assert _checkpoint_bytes(run, "epoch-0002") == _checkpoint_bytes(ref, "epoch-0002")
 
     def without_seconds(log):
-        return [{k: v for k, v in r.items() if k not in ("seconds", "examples_per_s")} for r in log]
+        return [{k: v for k, v in r.items() if k not in TIMING} for r in log]
 
     assert without_seconds(read_log(run / "log.jsonl")) == without_seconds(read_log(ref / "log.jsonl"))
 

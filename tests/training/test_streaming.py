@@ -255,8 +255,9 @@ def test_batches_read_per_item_have_the_layout_of_the_same_images_in_memory(tmp_
     lazy, _ = load_image_folder(tmp_path, test_size=0.2, lazy=True)
     assert held.x.is_contiguous(memory_format=torch.channels_last)
     for batch in ([0, 1, 2], [3, 1]):  # a slice and a gather of the held tensor
-        (_, xa, _), (_, xb, _) = next(BatchReader(held)([torch.tensor(batch)])), next(
-            BatchReader(lazy)([torch.tensor(batch)])
+        (_, xa, _), (_, xb, _) = (
+            next(BatchReader(held)([torch.tensor(batch)])),
+            next(BatchReader(lazy)([torch.tensor(batch)])),
         )
         assert xa.stride() == xb.stride() and torch.equal(xa, xb), batch
     plain = TensorPairs(torch.randn(4, 3, 5, 5), torch.arange(4))
