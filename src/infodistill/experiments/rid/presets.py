@@ -62,7 +62,7 @@ def stage_pairs(student: str, teacher: str) -> tuple[tuple[str, str], ...]:
 
 
 def paper_method_params() -> dict:
-    """[PID-KD]'s method settings (its kd-rid code, CIFAR-10 main run; README, *Reproducing the papers*)."""
+    """[PID-KD]'s method settings (its kd-rid code, CIFAR-10 main run; docs/e1.md)."""
     return {
         "kd": {"tau": 4.0, "alpha": 0.1},
         "vid": {"lam": 100.0, "regressor": "kd-rid", "alpha_init": 5.0, "eps": 1e-3},
@@ -199,7 +199,7 @@ PRESETS = {
         seeds=(0, 1, 2, 3, 4),
     ),
     # What makes RID fall below the baseline: one switch at a time, in the regime it was measured
-    # in (the measurement in the README predates the paper defaults: one pair, clipping at 5, k = 10).
+    # in (the measurement in docs/e1.md predates the paper defaults: one pair, clipping at 5, k = 10).
     "rid-ablation": RIDPreset(
         name="rid-ablation",
         teacher_train_subset=10000,
