@@ -229,17 +229,16 @@ def test_optimiser_groups_set_learning_rates_schedules_and_clipping_norms(tmp_pa
             return StepOutput({"ce": F.cross_entropy(logits, yb), "aux": aux}, logits)
 
     lr, clip = 0.1, 5.0
-    fit = Fit(
-        task=Groups(),
-        train=TensorPairs(x, y),
-        test=TensorPairs(x, y),
-        data=DataConfig(batch_size=32, eval_batch_size=32),
-        optim=OptimConfig(lr=lr, epochs=2, schedule="cosine", momentum=0.0, weight_decay=0.0, grad_clip=clip),
-        run_cfg=RunConfig(seed=0, out_dir=str(tmp_path)),
-        progress=False,
-    )
+
+    def fit_for(optim: OptimConfig, out) -> Fit:
+        data = DataConfig(batch_size=32, eval_batch_size=32)
+        run = RunConfig(seed=0, out_dir=str(out))
+        return Fit(Groups(), TensorPairs(x, y), TensorPairs(x, y), data, optim, run, progress=False)
+
+    # one step first (the whole set in one batch, no momentum, no decay): the hand computation
+    one = OptimConfig(lr=lr, epochs=1, schedule="cosine", momentum=0.0, weight_decay=0.0, grad_clip=clip)
+    fit = fit_for(one, tmp_path)
     assert [len(s) for s in fit.clip_sets()] == [3, 1]
-    fit.optim.epochs = 1  # one step first: the hand computation
     fit.run()
     ref = nn.Linear(6, 2)
     with torch.no_grad():
@@ -253,15 +252,7 @@ def test_optimiser_groups_set_learning_rates_schedules_and_clipping_norms(tmp_pa
     # own norm: each of its 4 entries moves by 3 lr * clip / sqrt(4)
     torch.testing.assert_close(own.weight.detach(), o0 - 3 * lr * clip / 2.0, rtol=0, atol=1e-6)
     # the learning rates of a 2-epoch cosine run in its second epoch, from its checkpoint
-    fit2 = Fit(
-        task=Groups(),
-        train=TensorPairs(x, y),
-        test=TensorPairs(x, y),
-        data=DataConfig(batch_size=32, eval_batch_size=32),
-        optim=OptimConfig(lr=lr, epochs=2, schedule="cosine", grad_clip=clip),
-        run_cfg=RunConfig(seed=0, out_dir=str(tmp_path / "two")),
-        progress=False,
-    )
+    fit2 = fit_for(OptimConfig(lr=lr, epochs=2, schedule="cosine", grad_clip=clip), tmp_path / "two")
     fit2.run()
     groups = load_checkpoint(tmp_path / "two" / "epoch-0002")["optim"]["param_groups"]
     half = lr * 0.5 * (1 + math.cos(math.pi / 2))
