@@ -34,6 +34,7 @@ from scipy.linalg import lapack
 
 from .certificates import EPS, sum_error_factor
 from .problem import DENSE_MAX_Y, _Problem, is_sparse
+from .small import step_length
 
 #: The cell route is taken when the support fills at most this fraction of the Y·T·S grid (and the
 #: general route would take the compressed dense SYRK route: few labels, not pair space, not the
@@ -363,31 +364,6 @@ def solve_cells(prob: _Problem, tol: float, path: str = "plain", max_iter: int =
     d_low = -np.inf
     info = dict(iterations=0, converged=False, garbling=None, newton="cells", single_precision_steps=0)
 
-    def step_length(r, c, z, dz, big, d_r, dc):
-        """``small.solve_small``'s step rule (``_InteriorPoint.feasible_step``)."""
-        alpha = 1.0
-        lo = float((d_r / r).min())
-        if lo < -1.0:
-            alpha = -1.0 / lo
-        alpha *= 0.99
-        if big * alpha > MAX_MOVE:
-            alpha = MAX_MOVE / big
-        lo = float((dc / c).min())
-        if lo < 0.0:
-            alpha = min(alpha, -0.99 / lo)
-        limit = 0.01 * c
-        base = z - c[which]
-        while alpha > 1e-12:
-            e = exp(base + alpha * dz)
-            tot = reduceat_add(e, starts)
-            c_new = c + log(tot)
-            if (c_new <= limit).all():
-                pi = e / tot[which]
-                pi[pi < 1e-250] = 0.0
-                return alpha, c_new, pi
-            alpha *= 0.9
-        return 0.0, c, None
-
     def v_apply(pi, dx):
         """Δz = J Δx on the cells and Δc = V Δx (π-weighted sums of Δz per pair)."""
         xs = np.zeros(m)
@@ -441,7 +417,7 @@ def solve_cells(prob: _Problem, tol: float, path: str = "plain", max_iter: int =
                     single = False
                     continue
                 break
-            a_aff, c_aff, _ = step_length(r, c, z, dz_a, big, dr_a, dc_a)
+            a_aff, c_aff, _ = step_length(r, c, z, dz_a, big, dr_a, dc_a, which, starts, MAX_MOVE)
             mu_aff = float((r + a_aff * dr_a) @ -c_aff) / n_pairs
             sigma = min(1.0, (mu_aff / gap_mu) ** 2) if gap_mu > 0 else 0.0
             if a_aff > 0:
@@ -465,7 +441,7 @@ def solve_cells(prob: _Problem, tol: float, path: str = "plain", max_iter: int =
         big = float(np.abs(dx).max())
         if not (big < np.inf and np.isfinite(d_r).all()):
             break
-        alpha, c_new, pi_new = step_length(r, c, z, dz, big, d_r, dc)
+        alpha, c_new, pi_new = step_length(r, c, z, dz, big, d_r, dc, which, starts, MAX_MOVE)
         if alpha == 0.0:
             break
         x[:n_x] += alpha * dx

@@ -249,37 +249,6 @@ def solve_small(p_yt: np.ndarray, p_ys: np.ndarray, tol: float, path: str = "pla
     d_low = -np.inf
     info = dict(iterations=0, converged=False, garbling=None, newton="small")
 
-    def step_length(r, c, z, dz, big, d_r, dc):
-        """``_InteriorPoint.feasible_step``: the largest α keeping r > 0 and −c ≥ 1 % of its value
-        on every pair, backtracking by 0.9 from the ratio test, the largest move (``big`` =
-        max |Δλ|, |Δμ|) and the linearisation bound (c is convex: c + αΔc bounds it from below).
-        r > 0 and c < 0 here, so the ratio tests are min(Δr/r) and min(Δc/c). The trial points'
-        log-sum-exp is taken relative to the current c: z − c ≤ 0 on every cell, at least
-        −log(labels) on the largest, and a step moves any z by at most 2·SMALL_MAX_MOVE, so the
-        exponentials neither overflow nor all underflow."""
-        alpha = 1.0
-        lo = float((d_r / r).min())
-        if lo < -1.0:
-            alpha = -1.0 / lo
-        alpha *= 0.99
-        if big * alpha > SMALL_MAX_MOVE:
-            alpha = SMALL_MAX_MOVE / big
-        lo = float((dc / c).min())
-        if lo < 0.0:
-            alpha = min(alpha, -0.99 / lo)
-        limit = 0.01 * c
-        base = z - c[which]
-        while alpha > 1e-12:
-            e = exp(base + alpha * dz)
-            tot = reduceat_add(e, starts)
-            c_new = c + log(tot)
-            if (c_new <= limit).all():
-                pi = e / tot[which]
-                pi[pi < 1e-250] = 0.0
-                return alpha, c_new, pi
-            alpha *= 0.9
-        return 0.0, c, None
-
     compl_log = []
     certified = False  # whether the current iterate has been offered
     for it in range(max_iter + 1):
@@ -330,7 +299,7 @@ def solve_small(p_yt: np.ndarray, p_ys: np.ndarray, tol: float, path: str = "pla
         big = float(np.abs(dx_a).max())
         if not big < np.inf:
             break
-        a_aff, c_aff, _ = step_length(r, c, z, J @ dx_a, big, dr_a, dc_a)
+        a_aff, c_aff, _ = step_length(r, c, z, J @ dx_a, big, dr_a, dc_a, which, starts, SMALL_MAX_MOVE)
         mu_aff = float((r + a_aff * dr_a) @ -c_aff) / n_pairs
         sigma = min(1.0, (mu_aff / gap_mu) ** 2) if gap_mu > 0 else 0.0
         # Corrector: centring plus the second-order terms, with the curvature κ of c measured on
@@ -352,7 +321,7 @@ def solve_small(p_yt: np.ndarray, p_ys: np.ndarray, tol: float, path: str = "pla
         if not (big < np.inf and np.isfinite(d_r).all()):
             break
         dz = J @ dx
-        alpha, c_new, pi_new = step_length(r, c, z, dz, big, d_r, dc)
+        alpha, c_new, pi_new = step_length(r, c, z, dz, big, d_r, dc, which, starts, SMALL_MAX_MOVE)
         if alpha == 0.0:
             break
         x[:n_x] += alpha * dx
@@ -370,3 +339,38 @@ def solve_small(p_yt: np.ndarray, p_ys: np.ndarray, tol: float, path: str = "pla
         grid[sp.grid] = q
         q = grid.reshape(Y, T, S)
     return q, best[1], d_low, info
+
+
+def step_length(r, c, z, dz, big, d_r, dc, which, starts, max_move):
+    """``_InteriorPoint.feasible_step`` on the support cells: the largest α keeping r > 0 and
+    −c ≥ 1 % of its value on every pair, backtracking by 0.9 from the ratio test, the largest move
+    (``big`` = max |Δλ|, |Δμ|, at most ``max_move``) and the linearisation bound (c is convex:
+    c + αΔc bounds it from below). r > 0 and c < 0 here, so the ratio tests are min(Δr/r) and
+    min(Δc/c). The trial points' log-sum-exp is taken relative to the current c: z − c ≤ 0 on every
+    cell, at least −log(labels) on the largest, and a step moves any z by at most 2·max_move, so the
+    exponentials neither overflow nor all underflow. ``which``: each cell's pair; ``starts``: each
+    pair's first cell. Returns (α, c at α, π at α), or (0, c, None) when no α above 1e-12 is
+    feasible. The small route and the cell route (``cells.solve_cells``) both take their steps here.
+    """
+    alpha = 1.0
+    lo = float((d_r / r).min())
+    if lo < -1.0:
+        alpha = -1.0 / lo
+    alpha *= 0.99
+    if big * alpha > max_move:
+        alpha = max_move / big
+    lo = float((dc / c).min())
+    if lo < 0.0:
+        alpha = min(alpha, -0.99 / lo)
+    limit = 0.01 * c
+    base = z - c[which]
+    while alpha > 1e-12:
+        e = np.exp(base + alpha * dz)
+        tot = np.add.reduceat(e, starts)
+        c_new = c + np.log(tot)
+        if (c_new <= limit).all():
+            pi = e / tot[which]
+            pi[pi < 1e-250] = 0.0
+            return alpha, c_new, pi
+        alpha *= 0.9
+    return 0.0, c, None
