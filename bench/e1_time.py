@@ -21,7 +21,7 @@ from pathlib import Path
 
 from infodistill.experiments.common import apply_settings
 from infodistill.experiments.rid import PRESETS, check_method_param, run_rid
-from infodistill.training.trainer import read_log
+from infodistill.training.rundir import read_log
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # loaded by path (the tests): bench/ is not on sys.path then

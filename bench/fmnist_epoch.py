@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from infodistill.training.config import DistillConfig, load_config
+from infodistill.training.rundir import read_log
 from infodistill.training.runs import build_distillation
-from infodistill.training.trainer import read_log
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # loaded by path (the tests): bench/ is not on sys.path then

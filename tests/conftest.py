@@ -7,15 +7,14 @@ fed broken and malicious input), ``bench/`` (the bench scripts on tiny sizes) an
 the repository-wide checks (layers, public names, the code blocks of the README and the docs).
 Data files a test reads lie beside it (``pid/fixtures/``).
 
-Imports: the folders have no ``__init__.py``, so pytest's default ``prepend`` import mode puts each
-test file's folder on ``sys.path`` and imports the file by its basename; basenames must therefore be
-unique across folders (pytest refuses a second ``test_x.py`` with "import file mismatch"). Code that
-several test files share lives in ``tests/helpers/`` (``gates``, ``datafiles``, ``interrupts``,
-``broja_brute``), which ``pythonpath = ["tests/helpers"]`` in pyproject.toml's
-``[tool.pytest.ini_options]`` puts on ``sys.path`` before anything is collected, whichever folder or
-file is run and whatever the import mode; a test imports a helper by name (``from gates import
-AND_RED``), never another test file. Fixtures that several folders share belong in this file, those
-of one folder in that folder's ``conftest.py``.
+Imports: ``tests/`` and each of its folders are packages (an empty ``__init__.py``), so pytest
+imports a test file by its dotted name (``tests.training.test_rundir``) and a file may take the
+name of the module it tests in any folder. Code that several test files share lives in
+``tests/helpers/`` (``gates``, ``datafiles``, ``interrupts``, ``broja_brute``), which
+``pythonpath = ["tests/helpers"]`` in pyproject.toml's ``[tool.pytest.ini_options]`` puts on
+``sys.path`` before anything is collected, whichever folder or file is run; a test imports a helper
+by name (``from gates import AND_RED``), never another test file. Fixtures that several folders
+share belong in this file, those of one folder in that folder's ``conftest.py``.
 
 Hypothesis runs derandomised by default, so CI and every developer see the same examples. Passing
 ``--hypothesis-seed N`` switches to the ``seeded`` profile (random examples from seed N), which is

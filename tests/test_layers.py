@@ -21,6 +21,8 @@ ROOT = Path(infodistill.__file__).resolve().parent
 LAYERS = {
     "": 0,
     "atomic": 0,  # the atomic file write, standard library only: every layer writes files
+    "imports": 0,  # import_object for factories, standard library only
+    "errors": 0,  # the base class of user errors, standard library only: every layer raises them
     "data": 0,
     "models": 0,
     "pid": 0,
@@ -179,3 +181,86 @@ def test_pid_does_not_import_torch(module):
     names = {alias.name for n in ast.walk(tree) if isinstance(n, ast.Import) for alias in n.names}
     names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.level}
     assert not any(name.split(".")[0] == "torch" for name in names), f"{module} imports torch"
+
+
+def _underscored_imports(module: str) -> list[str]:
+    """``from X import _name`` in ``module`` where X is a package module of another top-level
+    package than ``module``'s (within a package, modules share their private helpers)."""
+    tree = ast.parse(MODULES[module].read_text(), filename=str(MODULES[module]))
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        src = _resolve(module, node.level, node.module) if node.level else (node.module or "")
+        while src and src not in MODULES:
+            src = src.rpartition(".")[0]
+        if not src.startswith(PACKAGE) or _layer(src)[0] == _layer(module)[0]:
+            continue
+        found += [
+            f"{module}:{node.lineno} imports {src}.{a.name}"
+            for a in node.names
+            if a.name.startswith("_") and not a.name.startswith("__")
+        ]
+    return found
+
+
+def test_no_private_names_cross_packages():
+    """A name with a leading underscore is its package's own: another package that needs it asks
+    for a public function instead (e.g. ``training.runs.model_from_config``)."""
+    found = [line for module in sorted(MODULES) for line in _underscored_imports(module)]
+    assert not found, "private names imported across packages:\n  " + "\n  ".join(found)
+
+
+def test_the_private_name_check_sees_one(tmp_path, monkeypatch):
+    """The check above reads relative and absolute imports alike (a planted case)."""
+    module = f"{PACKAGE}.experiments.common"
+    fake = tmp_path / "common.py"
+    fake.write_text(
+        "from ..training.runs import _hidden, shown\n"
+        "from infodistill.pid.decompose import _x\n"
+        "from .rid import _same_package\n"
+    )
+    monkeypatch.setitem(MODULES, module, fake)
+    found = _underscored_imports(module)
+    assert found == [
+        f"{module}:1 imports {PACKAGE}.training.runs._hidden",
+        f"{module}:2 imports {PACKAGE}.pid.decompose._x",
+    ]
+
+
+def _unexplained_function_imports(module: str) -> list[str]:
+    """Imports inside a function of ``module`` with no comment saying why: a comment on one of the
+    import's lines, or on the line above the block of consecutive imports it belongs to."""
+    lines = MODULES[module].read_text().splitlines()
+    tree = ast.parse("\n".join(lines))
+    found = set()
+    for fn in ast.walk(tree):
+        if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        nodes = sorted(
+            (n for n in ast.walk(fn) if isinstance(n, ast.Import | ast.ImportFrom)), key=lambda n: n.lineno
+        )
+        first = {}  # an import's first line -> the first line of its block of consecutive imports
+        for prev, node in zip([None, *nodes], nodes, strict=False):
+            joined = prev is not None and prev.end_lineno + 1 == node.lineno
+            first[node.lineno] = first[prev.lineno] if joined else node.lineno
+        for node in nodes:
+            own = lines[node.lineno - 1 : node.end_lineno]
+            above = lines[first[node.lineno] - 2].strip() if first[node.lineno] >= 2 else ""
+            if not any("#" in line for line in own) and not above.startswith("#"):
+                found.add(f"{module}:{node.lineno} ({fn.name})")
+    return sorted(found)
+
+
+def test_imports_inside_functions_say_why():
+    """An import inside a function keeps the CLI torch-free, an optional dependency optional or a
+    fast path fast, and a comment at it says which; anything else belongs at the top of the
+    module. The CLI's own modules are exempt: they import the standard library alone at the top
+    (tests/cli/test_cli.py), everything else in the command that needs it."""
+    found = [
+        line
+        for module in sorted(MODULES)
+        if _layer(module)[0] != "cli"
+        for line in _unexplained_function_imports(module)
+    ]
+    assert not found, "imports inside functions without a comment saying why:\n  " + "\n  ".join(found)

@@ -604,10 +604,9 @@ def run_audit(
     if source is None:
         raise ValueError("--data is required (no run directory's config.json names the data set)")
 
-    from .training.checkpoint import load_checkpoint, load_model_state
     from .training.config import DataConfig, ModelConfig
     from .training.device import select_device
-    from .training.runs import _model, prepare_data
+    from .training.runs import model_from_config, model_from_run, prepare_data
 
     where = select_device(device, key="--device")
     _, test = prepare_data(DataConfig(**source), 0)
@@ -616,12 +615,13 @@ def run_audit(
     def build(side: dict, role: str, seed: int):
         spec = side["model"]
         name = _label(spec) + (f" {spec['kwargs']}" if spec["kwargs"] else "")
-        model = _model(ModelConfig(**spec), train_like, seed=seed, what=f"--{role}-model")
-        if side["untrained"]:
-            return model.to(where), f"{name} (untrained, seed {seed})"
-        if side["path"] is None:
-            return model.to(where), f"{name} ({spec['weights']})"
-        load_model_state(model, load_checkpoint(side["path"])["student"], f"{role} ({side['path']})")
+        cfg, what = ModelConfig(**spec), f"--{role}-model"
+        if side["untrained"] or side["path"] is None:
+            model = model_from_config(cfg, train_like, seed=seed, what=what)
+            source = f"untrained, seed {seed}" if side["untrained"] else spec["weights"]
+            return model.to(where), f"{name} ({source})"
+        label = f"{role} ({side['path']})"
+        model = model_from_run(side["path"], cfg, train_like, what=what, label=label, seed=seed)
         return model.to(where), f"{name} ({side['path']})"
 
     # Distinct seeds so that an untrained teacher and student of one architecture are not identical.

@@ -10,7 +10,7 @@ from torch import nn
 from infodistill.audit import NOTHING, TRANSFERRED, WORTH, audit
 from infodistill.cli import main
 from infodistill.training.config import DataConfig, ModelConfig, TeacherTrainConfig, load_config
-from infodistill.training.runs import _model, load_trained, prepare_data, train_teacher
+from infodistill.training.runs import model_from_config, model_from_run, prepare_data, train_teacher
 
 TEACHER = ModelConfig("cnn-small", {"width": 16, "pool_size": 2})
 STUDENT = ModelConfig("cnn-small", {"width": 8, "pool_size": 2})
@@ -43,7 +43,7 @@ def setup(tmp_path_factory):
     )
     assert train_teacher(cfg, progress=False)["test"]["accuracy"] > 0.8
     train, test = prepare_data(DataConfig(name="digits"), 0)
-    yield {"dir": out, "train": train, "test": test, "teacher": load_trained(str(out), TEACHER, train)}
+    yield {"dir": out, "train": train, "test": test, "teacher": model_from_run(out, TEACHER, train)}
     limits.restore_original_limits()
 
 
@@ -62,7 +62,7 @@ class NoiseTeacher(nn.Module):
 
 
 def test_trained_teacher_vs_untrained_student_is_worth_distilling(setup):
-    student = _model(STUDENT, setup["train"], seed=0)
+    student = model_from_config(STUDENT, setup["train"], seed=0)
     res = audit(setup["teacher"], student, setup["test"].x, setup["test"].y, n_boot=BOOT)
     assert [r.layer for r in res.rows] == ["stage1", "stage2", "stage3"]  # all teacher stages
     assert res.student_layer == "stage3"  # the student's last stage
@@ -94,7 +94,7 @@ def test_teacher_of_pure_noise_has_nothing_to_distill(setup):
 def test_untrained_cnn_teacher_still_carries_label_information_on_digits(setup):
     """Random conv features + PCA + k-means separate the digits well: an untrained CNN is not a
     teacher that knows nothing (measured: I(Y;T) ~ 1.9-2.2 bits against a 0.13-bit baseline)."""
-    untrained = _model(TEACHER, setup["train"], seed=1)
+    untrained = model_from_config(TEACHER, setup["train"], seed=1)
     res = audit(
         untrained, setup["teacher"], setup["test"].x, setup["test"].y, teacher_layers=["stage3"], n_boot=BOOT
     )

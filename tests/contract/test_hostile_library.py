@@ -39,13 +39,7 @@ from infodistill.data import (
     write_idx,
 )
 from infodistill.pid import decompose, estimate, sweep
-from infodistill.training.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    load_model_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from infodistill.training.checkpoint import CheckpointError, load_model_state, set_rng_state
 from infodistill.training.config import (
     _YAML11_FLOAT,
     ConfigError,
@@ -54,6 +48,7 @@ from infodistill.training.config import (
     from_dict,
     load_config,
 )
+from infodistill.training.rundir import load_checkpoint, save_checkpoint
 
 #: Deterministic fuzzing by default (the suite's profile, tests/conftest.py; --hypothesis-seed N draws
 #: other examples), no per-example deadline (the machine is shared).

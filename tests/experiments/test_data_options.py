@@ -18,7 +18,7 @@ from datafiles import write_cifar10_bin
 from infodistill.cli import main
 from infodistill.data import DATASET_NAMES
 from infodistill.experiments import fidelity, rid
-from infodistill.training.trainer import read_log
+from infodistill.training.rundir import read_log
 
 
 def _cifar100_bin(root: Path, n: int) -> None:

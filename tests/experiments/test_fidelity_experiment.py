@@ -65,7 +65,7 @@ def test_report_has_every_setting_and_plot(tiny_run):
 
 def test_members_share_the_data_and_ensemble_accuracy_is_independently_right(tiny_run):
     out, _ = tiny_run
-    from infodistill.training.runs import load_trained, prepare_data
+    from infodistill.training.runs import model_from_run, prepare_data
 
     preset = FidelityPreset(**TINY)
     configs = [json.loads((member_dir(out, i) / "config.json").read_text()) for i in range(3)]
@@ -76,7 +76,7 @@ def test_members_share_the_data_and_ensemble_accuracy_is_independently_right(tin
     probs = []
     with torch.no_grad():
         for i in range(3):
-            model = load_trained(str(member_dir(out, i)), cfg.student, train).eval()
+            model = model_from_run(member_dir(out, i), cfg.student, train).eval()
             z = model(test.x).double().numpy()
             e = np.exp(z - z.max(1, keepdims=True))
             probs.append(e / e.sum(1, keepdims=True))

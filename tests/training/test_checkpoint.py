@@ -7,14 +7,8 @@ import pickle
 import pytest
 import torch
 
-from infodistill.training.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    load_model_state,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from infodistill.training.checkpoint import CheckpointError, load_model_state, rng_state, set_rng_state
+from infodistill.training.rundir import load_checkpoint, save_checkpoint
 
 
 def test_round_trip_of_model_optimizer_and_rng(tmp_path):

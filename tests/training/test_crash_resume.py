@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from infodistill.training.checkpoint import CRASH_ENV, crash_point, load_checkpoint
-from infodistill.training.trainer import read_log
+from infodistill.training.checkpoint import CRASH_ENV, crash_point
+from infodistill.training.rundir import load_checkpoint, read_log
 from runs_close import TIMING
 
 EPOCHS = 10

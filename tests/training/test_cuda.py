@@ -29,10 +29,9 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 import infodistill  # noqa: E402
 from infodistill.cli import main  # noqa: E402
 from infodistill.models import build_model  # noqa: E402
-from infodistill.training.checkpoint import load_checkpoint  # noqa: E402
 from infodistill.training.config import DistillConfig, load_config  # noqa: E402
+from infodistill.training.rundir import load_checkpoint, read_log  # noqa: E402
 from infodistill.training.runs import build_distillation  # noqa: E402
-from infodistill.training.trainer import read_log  # noqa: E402
 from interrupts import interrupt_at  # noqa: E402
 from runs_close import TIMING  # noqa: E402
 

@@ -19,11 +19,10 @@ from torch import nn
 import infodistill
 from infodistill.cli import main
 from infodistill.training import device as dev
-from infodistill.training.checkpoint import load_checkpoint
 from infodistill.training.config import ConfigError, DistillConfig, TeacherTrainConfig, load_config
 from infodistill.training.distributed import to_sync_batchnorm_
+from infodistill.training.rundir import load_checkpoint, read_log
 from infodistill.training.runs import build_distillation, distill
-from infodistill.training.trainer import read_log
 from interrupts import Interrupt, interrupt_at
 from runs_close import TIMING
 

@@ -45,9 +45,10 @@ from infodistill.training.config import (
     RunConfig,
     load_config,
 )
+from infodistill.training.rundir import read_log
 from infodistill.training.runs import distill
 from infodistill.training.task import Supervised
-from infodistill.training.trainer import Fit, evaluate_model, read_log
+from infodistill.training.trainer import Fit, evaluate_model
 from runs_close import TIMING, assert_records_close, assert_tensors_close
 
 CONFIG = """

@@ -15,10 +15,10 @@ from torch import nn
 
 from infodistill.cli import main
 from infodistill.data.factory import load_data_factory
-from infodistill.models import build_from_factory, import_object, load_weights
-from infodistill.training.checkpoint import load_checkpoint
+from infodistill.imports import import_object
+from infodistill.models import build_from_factory, load_weights
 from infodistill.training.config import ConfigError, DistillConfig, TeacherTrainConfig, load_config
-from infodistill.training.trainer import read_log
+from infodistill.training.rundir import load_checkpoint, read_log
 from interrupts import interrupt_at  # the in-process kill
 from runs_close import TIMING
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from infodistill.training.config import DistillConfig, TeacherTrainConfig, load_config
+from infodistill.training.rundir import read_log
 from infodistill.training.runs import build_distillation, distill, train_teacher
-from infodistill.training.trainer import read_log
 from runs_close import assert_tensors_close
 from runs_close import read_log as untimed_log
 

@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from infodistill.data.loader import TensorPairs
-from infodistill.training.checkpoint import load_checkpoint
 from infodistill.training.config import DataConfig, OptimConfig, RunConfig
+from infodistill.training.rundir import TrainingError, load_checkpoint, read_log
 from infodistill.training.task import StepOutput, Supervised, Task
-from infodistill.training.trainer import Fit, TrainingError, lr_factor, read_log
+from infodistill.training.trainer import Fit, lr_factor
 
 
 def tiny_data(seed=0, n=96):

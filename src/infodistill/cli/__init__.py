@@ -38,6 +38,8 @@ from .common import (
     _json_default,
     _one_line,
     _overrides_after_options,
+    errors,
+    message,
 )
 from .pid import TERMS_HELP, gates_table
 
@@ -80,9 +82,6 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args, args.subparser)
     except SystemExit as exc:  # parser.error() inside a command
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_ERROR)
-    except CLIError as exc:
-        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
-        return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -94,3 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError):
             pass
         return EXIT_BROKEN_PIPE
+    except errors() as exc:  # every user error, mapped here alone: one line, exit status 2
+        text = exc if isinstance(exc, CLIError) else message(exc)
+        print(f"{PROG}: error: {_one_line(text)}", file=sys.stderr)
+        return EXIT_ERROR

@@ -11,6 +11,8 @@ import argparse
 import json
 import math
 
+from ..errors import InfodistillError
+
 PROG = "infodistill"
 
 EXIT_OK = 0
@@ -19,8 +21,8 @@ EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for e.g. `yes | head`
 
 
-class CLIError(Exception):
-    """An expected failure, reported as one line on stderr with exit status 2."""
+class CLIError(InfodistillError):
+    """An expected failure of the command line, reported as one line on stderr with exit status 2."""
 
 
 def _one_line(msg: object) -> str:
@@ -188,24 +190,11 @@ def _overrides_after_options(extras: list[str], command: str) -> list[str]:
 
 
 def errors() -> tuple:
-    """The exception types a command reports as one line (``CLIError``) instead of a traceback."""
-    from ..data import DataError
-    from ..training.checkpoint import CheckpointError
-    from ..training.config import ConfigError
-    from ..training.distributed import DistributedError
-    from ..training.rundir import RunDirError
-    from ..training.trainer import TrainingError
-
-    return (
-        ConfigError,
-        CheckpointError,
-        DataError,
-        DistributedError,
-        RunDirError,
-        TrainingError,
-        ValueError,
-        OSError,  # an unreadable file, an --out that is a file, a full disk: the message names the path
-    )
+    """The exception types ``main`` reports as one line instead of a traceback: the package's user
+    errors (``InfodistillError``: configs, data, checkpoints, run directories, runs, torchrun, this
+    command line), a library function's ValueError for a bad argument, and an OSError (an
+    unreadable file, an --out that is a file, a full disk: the message names the path)."""
+    return (InfodistillError, ValueError, OSError)
 
 
 def message(exc: Exception) -> str:

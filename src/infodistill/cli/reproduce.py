@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import CLIError, errors, message, require_torch
+from .common import CLIError, require_torch
 
 
 def add_commands(sub) -> None:
@@ -101,10 +101,7 @@ def _reproduce(experiment: str):
         except ValueError as exc:
             raise CLIError(str(exc)) from None
         out = args.out or f"runs/reproduce-{experiment}-{args.preset}"
-        try:
-            report = run_experiment(preset, out, progress=not args.quiet)
-        except errors() as exc:
-            raise CLIError(message(exc)) from None
+        report = run_experiment(preset, out, progress=not args.quiet)
         print(f"report: {report}")
         return 0
 

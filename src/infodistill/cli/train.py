@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import CLIError, errors, message, require_torch
+from .common import require_torch
 
 
 def add_commands(sub) -> None:
@@ -55,11 +55,8 @@ def _run_command(name: str):
 
         cls, fn = (TeacherTrainConfig, train_teacher) if name == "train-teacher" else (DistillConfig, distill)
         overrides = list(args.overrides) + ([f"run.out_dir={args.out}"] if args.out else [])
-        try:
-            cfg = load_config(cls, args.config, overrides)
-            final = fn(cfg, progress=not args.quiet, resume=args.resume)
-        except errors() as exc:
-            raise CLIError(message(exc)) from None
+        cfg = load_config(cls, args.config, overrides)
+        final = fn(cfg, progress=not args.quiet, resume=args.resume)
         if not is_main():
             return 0  # under torchrun, rank 0 alone reports
         test = final.get("test", {})
@@ -80,10 +77,7 @@ def cmd_evaluate(args, parser) -> int:
     require_torch()
     from ..training.evaluate import evaluate_run
 
-    try:
-        result = evaluate_run(args.run_dir, args.pid_pairs, device=args.device)
-    except errors() as exc:
-        raise CLIError(message(exc)) from None
+    result = evaluate_run(args.run_dir, args.pid_pairs, device=args.device)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

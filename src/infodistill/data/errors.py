@@ -1,7 +1,9 @@
 """The one exception type raised by :mod:`infodistill.data` for unusable data."""
 
+from ..errors import InfodistillError
 
-class DataError(ValueError):
+
+class DataError(InfodistillError, ValueError):
     """A data set is missing, truncated, malformed or otherwise unusable.
 
     The message is a single line that names the file or directory at fault and the problem, and,

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..models.factory import import_object
+from ..imports import import_object
 from . import ArrayDataset
 from .loader import ItemDataset
 
-__all__ = ["load_data_factory", "materialise"]
+__all__ = ["load_data_factory"]
 
 
 def load_data_factory(spec: str, kwargs: dict | None = None) -> tuple[ArrayDataset, ArrayDataset]:
@@ -150,13 +150,3 @@ def _labels(ds: Any, spec: str, split: str) -> torch.Tensor:
             )
         ys.append(int(y.reshape(())))
     return torch.tensor(ys, dtype=torch.int64)
-
-
-def materialise(
-    ds: Any, spec: str = "data.factory", split: str = "train"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, y) tensors of every item of a map-style dataset of ``(x, y)`` pairs, held in memory
-    (the runs stream such a set instead; this is for a caller that wants it whole)."""
-    y = _labels(ds, spec, split)
-    read = ItemDataset(_ItemReader(ds, spec, split), y, 1 + int(y.max()), spec)
-    return torch.stack([read[i][0] for i in range(len(read))]), y

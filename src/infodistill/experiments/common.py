@@ -9,7 +9,7 @@ from pathlib import Path
 from statistics import mean, stdev, variance
 
 from ..atomic import atomic_write
-from ..training.trainer import read_log
+from ..training.rundir import RunDir
 
 
 def logged_last_epoch(log: list[dict], epochs: int) -> bool:
@@ -19,8 +19,7 @@ def logged_last_epoch(log: list[dict], epochs: int) -> bool:
 
 def finished(run_dir: Path, epochs: int) -> bool:
     """Whether the run in ``run_dir`` has logged its last epoch (then it is skipped on a rerun)."""
-    log = run_dir / "log.jsonl"
-    return log.exists() and logged_last_epoch(read_log(log), epochs)
+    return logged_last_epoch(RunDir(run_dir).read_log(), epochs)
 
 
 def run_unfinished(configs: list, run, desc: str, progress: bool) -> None:
@@ -53,14 +52,14 @@ def load_full_data(name: str, root, kwargs: dict | None = None):
 
 def check_models_fit(models: dict, train, preset_name: str) -> None:
     """Every model of the experiment, built and run on two real examples before anything trains."""
-    from ..training.runs import _model, check_model_fits
+    from ..training.runs import check_model_fits, model_from_config
 
     fix = (
         f"the {preset_name!r} preset's models do not run on these data: use --preset quick, whose "
         "small CNNs fit any image size and become cnn1d on 1-D signals"
     )
     for what, cfg in models.items():
-        check_model_fits(_model(cfg, train), cfg.name, train, what, fix)
+        check_model_fits(model_from_config(cfg, train), cfg.name, train, what, fix)
 
 
 def subset_size(request: int | None, available: int) -> int:

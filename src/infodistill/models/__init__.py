@@ -6,7 +6,7 @@ Features are captured from named modules of unmodified models (:mod:`.hooks`); y
 weights files come in through :mod:`.factory`.
 """
 
-from .factory import build_from_factory, import_object, load_weights, read_state_dict
+from .factory import build_from_factory, load_weights, read_state_dict
 from .hooks import (
     FeatureExtractor,
     collect_features,
@@ -38,7 +38,6 @@ __all__ = [
     "build_model",
     "freeze_teacher",
     "interpolate_student",
-    "import_object",
     "is_frozen",
     "load_weights",
     "model_device",

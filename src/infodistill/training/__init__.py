@@ -13,8 +13,11 @@ import importlib
 
 _EXPORTS = {
     "CheckpointError": "checkpoint",
-    "load_checkpoint": "checkpoint",
-    "save_checkpoint": "checkpoint",
+    "RunDir": "rundir",
+    "TrainingError": "rundir",
+    "load_checkpoint": "rundir",
+    "read_log": "rundir",
+    "save_checkpoint": "rundir",
     "ConfigError": "config",
     "DistillConfig": "config",
     "TeacherTrainConfig": "config",
@@ -24,10 +27,10 @@ _EXPORTS = {
     "Task": "task",
     "build_distillation": "runs",
     "distill": "runs",
+    "model_from_config": "runs",
+    "model_from_run": "runs",
     "train_teacher": "runs",
     "Fit": "trainer",
-    "TrainingError": "trainer",
-    "read_log": "trainer",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,10 +1,11 @@
-"""Checkpoints as safetensors + JSON, written atomically; never pickled.
+"""The checkpoint format: one directory of safetensors + JSON, written atomically; never pickled.
 
-A checkpoint is a directory ``<name>/`` holding ``tensors.safetensors`` (every tensor) and
-``state.json`` (everything else, with ``{"__tensor__": key}`` where a tensor stood). It is written
-under a temporary name and renamed into place, and ``latest.json`` (the pointer a resumed run
-reads) is replaced atomically after it, so an interrupted write leaves the previous checkpoint
-as the latest one. Loading uses safetensors and ``json`` only: no code is ever unpickled.
+A checkpoint is a directory holding ``tensors.safetensors`` (every tensor) and ``state.json``
+(everything else, with ``{"__tensor__": key}`` where a tensor stood). It is written under a
+temporary name and renamed into place, so an interrupted write leaves the previous checkpoint of
+that name (or none). Loading uses safetensors and ``json`` only: no code is ever unpickled. Where a
+run keeps its checkpoints, and which is the latest, is the run directory's business
+(``rundir.RunDir``).
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..atomic import atomic_write
+from ..errors import InfodistillError
 
-TENSORS, STATE, LATEST = "tensors.safetensors", "state.json", "latest.json"
+TENSORS, STATE = "tensors.safetensors", "state.json"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InfodistillError, ValueError):
     """A checkpoint that cannot be used: missing, truncated, or from another model."""
 
 
@@ -88,11 +89,11 @@ def set_rng_state(state: dict) -> None:
         raise CheckpointError(f"the checkpoint's RNG state is corrupt ({msg})") from None
 
 
-def save_checkpoint(directory: str | os.PathLike, name: str, state: dict) -> Path:
-    """Write ``state`` (nested dicts of tensors and plain values) as ``directory/name`` atomically."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".{name}.tmp"
+def write_checkpoint(path: str | os.PathLike, state: dict) -> Path:
+    """Write ``state`` (nested dicts of tensors and plain values) as the checkpoint directory
+    ``path``, atomically: through ``.<name>.tmp`` beside it, renamed into place once complete."""
+    final = Path(path)
+    tmp = final.with_name(f".{final.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -111,12 +112,9 @@ def save_checkpoint(directory: str | os.PathLike, name: str, state: dict) -> Pat
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     crash_point("checkpoint-before-rename")
-    final = directory / name
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    crash_point("checkpoint-before-pointer")
-    atomic_write(directory / LATEST, json.dumps({"latest": name}))
     return final
 
 
@@ -154,23 +152,9 @@ def crash_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a checkpoint directory (or a run directory, meaning its latest checkpoint)."""
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Read the checkpoint directory ``path``; a one-line CheckpointError if it is not one."""
     path = Path(path)
-    if (path / LATEST).is_file():
-        try:
-            name = json.loads((path / LATEST).read_text())["latest"]
-        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
-            raise CheckpointError(
-                f"{path / LATEST} is corrupt ({exc}); delete it to restart the run"
-            ) from None
-        # Only a directory beside the pointer: a hand-edited "../../x" must not lead elsewhere.
-        if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
-            raise CheckpointError(
-                f"{path / LATEST} is corrupt (it must name a checkpoint directory beside it, got "
-                f"{name!r}); delete it to restart the run"
-            )
-        path = path / name
     if not (path / TENSORS).is_file() or not (path / STATE).is_file():
         raise CheckpointError(
             f"{path} is not an infodistill checkpoint: expected {TENSORS} and {STATE} in that directory"

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import InfodistillError
 
-class ConfigError(ValueError):
+
+class ConfigError(InfodistillError, ValueError):
     """A configuration that cannot be used; the message names the key."""
 
 

@@ -36,12 +36,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..errors import InfodistillError
+
 #: the process group of the BatchNorm statistics; a group of its own so that its all-reduces never
 #: interleave with DDP's asynchronous gradient buckets on the default group
 _BN_GROUP = None
 
 
-class DistributedError(RuntimeError):
+class DistributedError(InfodistillError, RuntimeError):
     """The torchrun environment is malformed or the process group cannot be joined."""
 
 
@@ -184,6 +186,18 @@ def broadcast_state(state: dict | None, src: int = 0) -> dict | None:
     return unflatten(header["skeleton"], tensors)
 
 
+def rank_generators(rng: dict) -> dict:
+    """Every rank's generator states for a checkpoint: ``{"rng_ranks": [...]}`` (and
+    ``"cuda_rng_ranks"`` when ``rng`` holds a CUDA state), gathered from all ranks; ``{}`` in one
+    process, whose generator is the checkpoint's ``rng``."""
+    if world_size() == 1:
+        return {}
+    out = {"rng_ranks": all_gather_bytes(rng["torch"])}
+    if "cuda" in rng:
+        out["cuda_rng_ranks"] = all_gather_bytes(rng["cuda"])
+    return out
+
+
 def shard_bounds(n: int, rank_: int, world: int) -> tuple[int, int]:
     """The [start, stop) slice of ``n`` items that rank ``rank_`` of ``world`` takes: contiguous
     chunks whose sizes differ by at most one, the larger ones first."""
@@ -314,13 +328,16 @@ class _Closure(nn.Module):
 
 def wrap(
     modules: list[nn.Module | None], find_unused_parameters: bool = True, device: torch.device | None = None
-) -> nn.Module:
+) -> nn.Module | None:
     """``DistributedDataParallel`` over ``modules`` (on ``device``); call it as ``ddp(fn, *args)`` to
     run ``fn`` (which uses the modules) as the forward whose gradients DDP averages over ranks.
+    None in one process (the modules are called directly).
 
     ``find_unused_parameters`` is needed when some parameters get no gradient in some steps
     (methods that train different parts in different phases); parameters unused on every rank keep
     ``grad = None``, as in one process, so the optimiser skips them alike."""
+    if world_size() == 1:
+        return None
     from torch.nn.parallel import DistributedDataParallel
 
     cuda = device is not None and device.type == "cuda"
@@ -339,6 +356,7 @@ __all__ = [
     "barrier",
     "broadcast_json",
     "broadcast_state",
+    "rank_generators",
     "init",
     "is_main",
     "rank",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 
@@ -17,20 +16,17 @@ def evaluate_run(run_dir: str | Path, pid_pairs: list[str] | None = None, device
     from ..methods import method_class
     from ..models import collect_features
     from ..pid import estimate
-    from .checkpoint import load_checkpoint, load_model_state
     from .config import ConfigError, DistillConfig, TeacherTrainConfig, from_dict
     from .device import select_device
     from .distiller import Teacher
-    from .runs import _model, _teacher_members, prepare_data
+    from .rundir import RunDir
+    from .runs import model_from_run, prepare_data, teacher_members
     from .trainer import evaluate_dataset
 
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file():
+    run = RunDir(run_dir)
+    if not run.has_config():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
-    try:
-        raw = json.loads((run_dir / "config.json").read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{run_dir / 'config.json'} is not valid JSON ({exc})") from None
+    raw = run.read_config()
     is_distill = "student" in raw
     cfg = from_dict(DistillConfig if is_distill else TeacherTrainConfig, raw)
     if device is not None:
@@ -45,14 +41,15 @@ def evaluate_run(run_dir: str | Path, pid_pairs: list[str] | None = None, device
             ) from None
     train, test = prepare_data(cfg.data, cfg.run.seed)
     what = "student" if is_distill else "model"
-    model = _model(cfg.student if is_distill else cfg.model, train, weights=False, what=what)
-    load_model_state(model, load_checkpoint(run_dir)["student"], "student")
+    model = model_from_run(
+        run_dir, cfg.student if is_distill else cfg.model, train, what=what, label="student"
+    )
     model.to(where)
     teacher = None
     method = method_class(cfg.method.name) if is_distill else None
     # A teacher that changed during the run (a checkpoint trajectory) has no one set of logits.
     if is_distill and not method.uses_teacher_checkpoints:
-        teacher = Teacher([m.to(where) for m in _teacher_members(cfg, train, method)])
+        teacher = Teacher([m.to(where) for m in teacher_members(cfg, train, method)])
     t_logits = None if teacher is None else (lambda x: teacher(x)[0])
     bs = auto_eval_batch(train, cfg.data.batch_size, cfg.data.eval_batch_size)
     result = {"test": evaluate_dataset(model, test, bs, t_logits)}

@@ -8,9 +8,6 @@ device once (``training/device.py`` decides which); everything downstream follow
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 from torch import nn
 
@@ -27,8 +24,7 @@ from ..models import (
     model_device,
     probe_shapes,
 )
-from . import distributed
-from .checkpoint import load_checkpoint, load_model_state
+from .checkpoint import load_model_state
 from .config import (
     ConfigError,
     DataConfig,
@@ -38,11 +34,10 @@ from .config import (
     TeacherTrainConfig,
     to_dict,
 )
-from .device import process_group_backend, select_device, to_host
+from .device import select_device
 from .distiller import Distiller
 from .pid_tracker import PIDTracker
-from .rundir import make_run_dir, run_directory, writing
-from .runlog import read_log
+from .rundir import load_checkpoint
 from .task import Supervised, Task
 from .trainer import Fit, seed_everything
 
@@ -104,21 +99,24 @@ def make_augment(cfg: DataConfig, sample_shape):
     return augment
 
 
-def start_device(run: RunConfig) -> torch.device:
-    """The run's device (``run.device``, checked against ``run.amp``), with the process group of a
-    torchrun run joined on the matching backend. Every entry point calls this first."""
-    device = select_device(run.device, run.precision)
-    distributed.init(process_group_backend(device))  # a no-op unless started by torchrun
-    return device
-
-
-def _model(
-    cfg: ModelConfig, train, seed: int | None = None, *, weights: bool = True, what: str = "model"
+def model_from_config(
+    cfg: ModelConfig,
+    data,
+    seed: int | None = None,
+    *,
+    weights: bool = True,
+    what: str = "model",
+    shape: tuple | None = None,
 ) -> nn.Module:
-    """The model ``cfg`` describes, on the CPU: a built-in one by name or your own by factory, with
-    ``cfg.weights`` loaded unless ``weights=False`` (a checkpoint is loaded over it anyway).
-    ``what`` is its config key, for the messages."""
-    shape = sample_shape(train)
+    """The model ``cfg`` describes for examples of ``data`` (its sample shape and number of
+    classes), on the CPU: a built-in one by name or your own by factory, with ``cfg.weights``
+    loaded unless ``weights=False`` (a checkpoint is loaded over it anyway). ``what`` is its config
+    key (``student``, ``teacher.model``) or command-line flag (``--teacher-model``), for the
+    messages; ``shape``: the sample shape when the caller has it already.
+
+    Every place that builds a model from a spec or a run (the runs, ``evaluate``, the audit, the
+    experiments' checks) builds it here."""
+    shape = sample_shape(data) if shape is None else shape
     # A config key ("student") names its options "student.factory"; a flag ("--teacher-model",
     # audit's) is named as typed, with the weights file given as "--teacher".
     flag = what.startswith("-")
@@ -128,7 +126,7 @@ def _model(
         )
     else:
         model = build_model(
-            cfg.name, train.num_classes, shape[0], input_size=shape[1:], seed=seed, **cfg.kwargs
+            cfg.name, data.num_classes, shape[0], input_size=shape[1:], seed=seed, **cfg.kwargs
         )
     if weights and cfg.weights is not None:
         label = what.removesuffix("-model") if flag else f"{what}.weights"
@@ -136,13 +134,32 @@ def _model(
     return model
 
 
-def _fits(model: nn.Module, cfg: ModelConfig, data, what: str) -> None:
+def model_from_run(
+    path,
+    cfg: ModelConfig,
+    data,
+    *,
+    what: str = "teacher.model",
+    label: str | None = None,
+    seed: int | None = None,
+) -> nn.Module:
+    """The model ``cfg`` describes (:func:`model_from_config`, ``what`` as there) with the weights
+    of a run directory's latest checkpoint, or of a checkpoint directory, ``path``: a trained
+    teacher, a finished student. ``label`` names the weights in messages (default: the role and
+    the path, "teacher (runs/t)"); ``seed``: the initialisation's, which the weights replace."""
+    model = model_from_config(cfg, data, seed=seed, weights=False, what=what)
+    role = what.lstrip("-").split(".")[0].removesuffix("-model")
+    load_model_state(model, load_checkpoint(path)["student"], label or f"{role} ({path})")
+    return model
+
+
+def _fits(model: nn.Module, cfg: ModelConfig, data, what: str, shape: tuple) -> None:
     """:func:`check_model_fits` with the fix a factory model needs (its function, not a name)."""
     fix = None
     if cfg.factory is not None:
         fix = (
             f"make {what}.factory {cfg.factory!r} return a model taking inputs of shape "
-            f"{sample_shape(data)} and giving {data.num_classes} logits (see {what}.kwargs)"
+            f"{shape} and giving {data.num_classes} logits (see {what}.kwargs)"
         )
     check_model_fits(model, cfg.label, data, f"{what} model" if what != "model" else what, fix)
 
@@ -171,36 +188,19 @@ def check_model_fits(model: nn.Module, name: str, data, what: str = "model", fix
         )
 
 
-def load_trained(path: str, cfg: ModelConfig, train) -> nn.Module:
-    """A model from a ``train-teacher`` run directory (its latest checkpoint) or a checkpoint."""
-    model = _model(cfg, train, weights=False, what="teacher.model")
-    load_model_state(model, load_checkpoint(path)["student"], f"teacher ({path})")
-    return model
-
-
 def train_teacher(cfg: TeacherTrainConfig, progress: bool = True, resume: bool = True) -> dict:
+    """Train ``cfg.model`` on the labels (what ``infodistill train-teacher`` runs): data → model
+    (checked on real examples) → ``Fit`` of a ``Supervised`` task → its run."""
     seed_everything(cfg.run.seed, cfg.run.threads)
-    device = start_device(cfg.run)
+    device = select_device(cfg.run.device, cfg.run.precision)
     _check_tensorboard(cfg.run)
     train, test = prepare_data(cfg.data, cfg.run.seed)
-    model = _model(cfg.model, train, seed=cfg.run.seed).to(device)
-    _fits(model, cfg.model, train, "model")
-    with run_directory(cfg.run.out_dir):
-        return _train_teacher(cfg, model, train, test, progress, resume, device)
-
-
-def _train_teacher(cfg, model, train, test, progress: bool, resume: bool, device) -> dict:
-    _channels_last(cfg.run.channels_last, [model], train, test)
-    fit = _fit(
-        cfg,
-        Supervised(model),
-        train,
-        test,
-        progress,
-        device=device,
-        augment=make_augment(cfg.data, sample_shape(train)),
-    )
-    return fit.run(resume)
+    shape = sample_shape(train)
+    model = model_from_config(cfg.model, train, seed=cfg.run.seed, shape=shape).to(device)
+    _fits(model, cfg.model, train, "model", shape)
+    _channels_last(cfg.run.channels_last, [model], shape, train, test)
+    augment = make_augment(cfg.data, shape)
+    return _fit(cfg, Supervised(model), train, test, progress, device=device, augment=augment).run(resume)
 
 
 def _fit(cfg, task: Task, train, test, progress: bool, **kw) -> Fit:
@@ -219,10 +219,11 @@ def _fit(cfg, task: Task, train, test, progress: bool, **kw) -> Fit:
     )
 
 
-def _channels_last(enabled: bool, models, *datasets) -> None:
+def _channels_last(enabled: bool, models, shape: tuple, *datasets) -> None:
     """NHWC layout for image models and their in-memory data (faster convolutions on CPU); a no-op
-    for 1-D data. Batches of a data set read per item are converted by the model's first layer."""
-    if not enabled or len(sample_shape(datasets[0])) != 3:
+    for 1-D data (``shape``: the sample shape). Batches of a data set read per item are converted
+    by the model's first layer."""
+    if not enabled or len(shape) != 3:
         return
     for m in models:
         m.to(memory_format=torch.channels_last)
@@ -238,17 +239,19 @@ def _check_tensorboard(run: RunConfig) -> None:
         require_tensorboard()
 
 
-def _teacher_members(cfg: DistillConfig, train, method: type[DistillMethod]) -> list[nn.Module]:
+def teacher_members(
+    cfg: DistillConfig, train, method: type[DistillMethod], shape: tuple | None = None
+) -> list[nn.Module]:
     """The teacher's networks on the CPU: one (trained from a checkpoint or a weights file,
     untrained from its seed), an ensemble's members, or, for a method that learns from the
     teacher's trajectory, all its checkpoints."""
     t = cfg.teacher
     if t.kind == "untrained":
-        return [_model(t.model, train, seed=t.seed, what="teacher.model")]
+        return [model_from_config(t.model, train, seed=t.seed, what="teacher.model", shape=shape)]
     if t.model.weights is not None:
-        return [_model(t.model, train, what="teacher.model")]
+        return [model_from_config(t.model, train, what="teacher.model", shape=shape)]
     paths = t.checkpoints if t.kind == "ensemble" or method.uses_teacher_checkpoints else t.checkpoints[:1]
-    return [load_trained(p, t.model, train) for p in paths]
+    return [model_from_run(p, t.model, train) for p in paths]
 
 
 def build_distillation(cfg: DistillConfig, progress: bool = True) -> Fit:
@@ -259,26 +262,29 @@ def build_distillation(cfg: DistillConfig, progress: bool = True) -> Fit:
     Under torchrun every rank builds the same run (its own teacher-output cache of the whole
     training set included: the chunks a rank trains on change every epoch)."""
     seed_everything(cfg.run.seed, cfg.run.threads)
-    device = start_device(cfg.run)
+    device = select_device(cfg.run.device, cfg.run.precision)
     _check_tensorboard(cfg.run)
     train, test = prepare_data(cfg.data, cfg.run.seed)
     shape = sample_shape(train)
     method_cls = method_class(cfg.method.name)
 
-    members = [m.to(device) for m in _teacher_members(cfg, train, method_cls)]
-    student = _model(cfg.student, train, seed=cfg.run.seed, what="student").to(device)
-    _fits(members[0], cfg.teacher.model, train, "teacher")
-    _fits(student, cfg.student, train, "student")
-    if cfg.teacher.kind == "untrained":
-        _save_untrained_teacher(members[0], Path(cfg.run.out_dir))
+    members = [m.to(device) for m in teacher_members(cfg, train, method_cls, shape)]
+    student = model_from_config(cfg.student, train, seed=cfg.run.seed, what="student", shape=shape).to(device)
+    _fits(members[0], cfg.teacher.model, train, "teacher", shape)
+    _fits(student, cfg.student, train, "student", shape)
+    untrained = members[0] if cfg.teacher.kind == "untrained" else None
     trajectory = None
     if method_cls.uses_teacher_checkpoints:
         # The teacher is one model that takes each checkpoint's weights in turn (Distiller.on_epoch).
         trajectory = members
-        members = [_model(cfg.teacher.model, train, weights=False, what="teacher.model").to(device)]
+        members = [
+            model_from_config(cfg.teacher.model, train, weights=False, what="teacher.model", shape=shape).to(
+                device
+            )
+        ]
     if cfg.init_lambda is not None:  # towards the final teacher (the last checkpoint of a trajectory)
         interpolate_student(trajectory[-1] if trajectory else members[0], student, cfg.init_lambda)
-    _channels_last(cfg.run.channels_last, [student, *members, *(trajectory or [])], train, test)
+    _channels_last(cfg.run.channels_last, [student, *members, *(trajectory or [])], shape, train, test)
 
     pairs = [tuple(p) for p in cfg.method.pairs]
     method = build_method(
@@ -315,37 +321,20 @@ def build_distillation(cfg: DistillConfig, progress: bool = True) -> Fit:
             noise=noise,
             teacher_fixed=distiller.teacher_fixed,
         )
-    return _fit(cfg, distiller, train, test, progress, device=device, augment=augment, evaluate_extra=tracker)
-
-
-def _save_untrained_teacher(model: nn.Module, out: Path) -> None:
-    """Rank 0 saves the untrained (nuisance) teacher, so it can be inspected; the run itself
-    rebuilds it from its seed."""
-    if not distributed.is_main():
-        return
-    from safetensors.torch import save_file
-
-    make_run_dir(out)
-    weights = {k: to_host(v).contiguous() for k, v in model.state_dict().items()}
-    tmp = out / ".teacher-untrained.safetensors.tmp"
-    with writing(f"the untrained teacher in {out}", "free space or choose another --out"):
-        save_file(weights, str(tmp))
-        tmp.replace(out / "teacher-untrained.safetensors")
+    return _fit(
+        cfg,
+        distiller,
+        train,
+        test,
+        progress,
+        device=device,
+        augment=augment,
+        evaluate_extra=tracker,
+        untrained_teacher=untrained,
+    )
 
 
 def distill(cfg: DistillConfig, progress: bool = True, resume: bool = True) -> dict:
-    start_device(cfg.run)  # the process group first: the lock below is rank 0's alone
-    # Locked before the build: it writes the untrained teacher into the directory.
-    with run_directory(cfg.run.out_dir):
-        return build_distillation(cfg, progress).run(resume)
-
-
-def run_summary(out_dir: str) -> dict:
-    """Last and best epoch of a run directory's log."""
-    log = read_log(Path(out_dir) / "log.jsonl")
-    last = log[-1]
-    return {
-        "last": last,
-        "best": last.get("best"),
-        "config": json.loads((Path(out_dir) / "config.json").read_text()),
-    }
+    """Distil ``cfg.student`` from ``cfg.teacher`` with ``cfg.method`` (what ``infodistill
+    distill`` runs): the run built by :func:`build_distillation`, then run."""
+    return build_distillation(cfg, progress).run(resume)

@@ -21,41 +21,32 @@ scaler whose state is checkpointed), and logits come back to the CPU for the met
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
-from ..atomic import atomic_write as _write_atomic
 from ..data.loader import BatchReader, TensorPairs, auto_eval_batch
 from ..metrics import FidelityAccumulator
 from ..models import model_device
 from . import distributed
-from .checkpoint import (
-    CheckpointError,
-    crash_point,
-    load_model_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from .checkpoint import CheckpointError, crash_point, load_model_state, set_rng_state
 from .config import ConfigError, DataConfig, OptimConfig, RunConfig
-from .device import autocast, check_amp, grad_scaler, rng_state, set_cuda_rng_state, to_host
-from .rundir import run_directory, writing
-from .runlog import (
-    TrainingError,
-    append_log,
-    latest_name,
-    prune_checkpoints,
-    read_log,
-    read_resume_state,
-    truncate_log,
+from .device import (
+    autocast,
+    check_amp,
+    grad_scaler,
+    process_group_backend,
+    rng_state,
+    set_cuda_rng_state,
+    to_host,
 )
-from .task import StepOutput, Supervised, Task
+from .rundir import RunDir, TrainingError, epoch_name, writing
+from .task import StepOutput, Task
 
 
 def seed_everything(seed: int, threads: int | None = None) -> None:
@@ -116,6 +107,9 @@ class Fit:
     progress: bool = True
     #: where the loop runs (None: the student's device); models must already be there
     device: torch.device | None = None
+    #: an untrained (nuisance) teacher, saved into the run directory when the run starts so that it
+    #: can be inspected (``distill`` with ``teacher.kind: untrained``)
+    untrained_teacher: nn.Module | None = None
     _test_teacher_logits: torch.Tensor | None = field(default=None, init=False, repr=False)
     #: one BatchReader per split for the whole run (a data set read per item keeps its workers)
     _readers: dict = field(default_factory=dict, init=False, repr=False)
@@ -123,6 +117,11 @@ class Fit:
     _ddp: nn.Module | None = field(default=None, init=False, repr=False)
     #: fp16's gradient scaler (None for other precisions); its state is checkpointed
     _scaler: torch.amp.GradScaler | None = field(default=None, init=False, repr=False)
+
+    @property
+    def rundir(self) -> RunDir:
+        """The run directory (``run.out_dir``): every file of the run is read and written there."""
+        return RunDir(self.run_cfg.out_dir)
 
     @property
     def student(self) -> nn.Module:
@@ -167,92 +166,104 @@ class Fit:
         """Train to the last epoch. A run directory that already holds a checkpoint is continued
         with ``resume=True`` (its config must be the same) and refused otherwise.
 
-        Under torchrun every rank calls this and gets the same final log record. The run
-        directory is locked for the run (``rundir.run_directory``): a second writer is refused."""
-        distributed.init()
-        with run_directory(self.run_cfg.out_dir):
+        The run starts here: under torchrun the process group is joined (on the backend of the
+        run's device) and every rank calls this and gets the same final log record; the run
+        directory is locked for the run (``RunDir.locked``): a second writer is refused."""
+        if self.device is None:
+            self.device = model_device(self.student)
+        distributed.init(process_group_backend(self.device))
+        with self.rundir.locked():
             return self._run(resume)
 
     def _run(self, resume: bool) -> dict:
-        world = distributed.world_size()
         main = distributed.is_main()
-        out = Path(self.run_cfg.out_dir)
-        log_path = out / "log.jsonl"
-        if self.device is None:
-            self.device = model_device(self.student)
+        run = self.rundir
         check_amp(self.run_cfg.precision, self.device)
         self._scaler = grad_scaler(self.device, self.run_cfg.precision)
-        if world > 1:
-            self._check_split(world)
-        groups = self.task.optim_groups()
-        opt = make_optimizer(
-            [
-                {
-                    "params": list(g.params),
-                    "lr": self.optim.lr * g.lr_scale,
-                    "name": g.name,
-                    "constant_lr": g.constant_lr,
-                }
-                for g in groups
-            ],
-            self.optim,
-        )
+        self._check_split(distributed.world_size())
+        opt = self._optimizer()
         base_lrs = [g["lr"] for g in opt.param_groups]
-        start, best = 0, None
-        state = self._resume_state(out, resume)
-        if state is not None:
-            load_model_state(self.student, state["student"], "student")
-            if self.extra is not None:
-                load_model_state(self.extra, state["extra"], "method")
-            saved = [g.get("name") for g in state["optim"]["param_groups"]]
-            if saved != [g["name"] for g in opt.param_groups]:
-                raise TrainingError(
-                    f"the checkpoint in {out} has optimiser groups {saved}, this run "
-                    f"{[g['name'] for g in opt.param_groups]} (written by another version): "
-                    "start the run in a new directory"
-                )
-            opt.load_state_dict(state["optim"])
-            if self._scaler is not None and state.get("scaler"):
-                self._scaler.load_state_dict(state["scaler"])
-            ranks, cuda_ranks = state.get("rng_ranks"), state.get("cuda_rng_ranks")
-            if ranks is not None and len(ranks) == world:
-                set_rng_state({"torch": ranks[distributed.rank()]})
-                cuda = cuda_ranks[distributed.rank()] if cuda_ranks and len(cuda_ranks) == world else None
-            else:  # single process, or another number of processes than the run was started with
-                set_rng_state(state["rng"])
-                cuda = state["rng"].get("cuda")
-            set_cuda_rng_state(cuda, self.device)
-            start, best = state["epoch"] + 1, state.get("best")
+        start, best = self._restore(opt, self._resume_state(resume))
         if main:
+            if self.untrained_teacher is not None:
+                run.save_untrained_teacher(
+                    {k: to_host(v).contiguous() for k, v in self.untrained_teacher.state_dict().items()}
+                )
             # Lines of epochs after the checkpoint (or of a first epoch that never reached one)
             # were written before a crash and are redone.
-            with writing(f"the log and config.json in {out}", "free space or choose another --out"):
-                truncate_log(log_path, start)
-                _write_atomic(out / "config.json", json.dumps(self.config_dict, indent=2))
-        if world > 1:
-            for module in (self.student, self.extra):
-                if module is not None:
-                    distributed.sync_batchnorm_(module, self.device)
-            # A method's phases leave parts without gradients; plain training uses every parameter.
-            phased = self.extra is not None or type(self.task).frozen is not Task.frozen
-            self._ddp = distributed.wrap(
-                [self.student, self.extra], find_unused_parameters=phased, device=self.device
-            )
+            with writing(f"the log and config.json in {run.path}", "free space or choose another --out"):
+                run.truncate_log(start)
+                run.write_config(self.config_dict)
+        self._parallel()
         scalars = None
         if self.run_cfg.tensorboard and main:
-            from .scalars import ScalarWriter
+            from .scalars import ScalarWriter  # the tensorboard extra stays optional
 
-            scalars = ScalarWriter(out / "tensorboard", first_epoch=start + 1)
+            scalars = ScalarWriter(run.tensorboard_dir, first_epoch=start + 1)
         try:
-            self._epochs(opt, base_lrs, start, best, out, log_path, scalars)
+            self._epochs(opt, base_lrs, start, best, scalars)
         finally:
             if scalars is not None:
                 scalars.close()
-        final = read_log(log_path)[-1] if main and log_path.exists() else {}
-        return distributed.broadcast_json(final)
+        log = run.read_log() if main else []
+        return distributed.broadcast_json(log[-1] if log else {})
 
-    def _epochs(self, opt, base_lrs, start: int, best, out: Path, log_path: Path, scalars) -> None:
-        world, main = distributed.world_size(), distributed.is_main()
+    def _optimizer(self) -> torch.optim.Optimizer:
+        """One parameter group per optimiser group of the task (``Task.optim_groups``): its
+        learning rate, and whether it follows the schedule."""
+        groups = [
+            {
+                "params": list(g.params),
+                "lr": self.optim.lr * g.lr_scale,
+                "name": g.name,
+                "constant_lr": g.constant_lr,
+            }
+            for g in self.task.optim_groups()
+        ]
+        return make_optimizer(groups, self.optim)
+
+    def _restore(self, opt, state: dict | None) -> tuple[int, dict | None]:
+        """Load a checkpoint's weights, optimiser, scaler and generators; (first epoch to run, best
+        so far). A fresh run (``state`` None) starts at epoch 0."""
+        if state is None:
+            return 0, None
+        world = distributed.world_size()
+        load_model_state(self.student, state["student"], "student")
+        if self.extra is not None:
+            load_model_state(self.extra, state["extra"], "method")
+        saved = [g.get("name") for g in state["optim"]["param_groups"]]
+        if saved != [g["name"] for g in opt.param_groups]:
+            raise TrainingError(
+                f"the checkpoint in {self.rundir.path} has optimiser groups {saved}, this run "
+                f"{[g['name'] for g in opt.param_groups]} (written by another version): "
+                "start the run in a new directory"
+            )
+        opt.load_state_dict(state["optim"])
+        if self._scaler is not None and state.get("scaler"):
+            self._scaler.load_state_dict(state["scaler"])
+        ranks, cuda_ranks = state.get("rng_ranks"), state.get("cuda_rng_ranks")
+        if ranks is not None and len(ranks) == world:
+            set_rng_state({"torch": ranks[distributed.rank()]})
+            cuda = cuda_ranks[distributed.rank()] if cuda_ranks and len(cuda_ranks) == world else None
+        else:  # single process, or another number of processes than the run was started with
+            set_rng_state(state["rng"])
+            cuda = state["rng"].get("cuda")
+        set_cuda_rng_state(cuda, self.device)
+        return state["epoch"] + 1, state.get("best")
+
+    def _parallel(self) -> None:
+        """Under torchrun: BatchNorm over the global batch and DistributedDataParallel over student
+        and method (``self._ddp``). Nothing in one process."""
+        for module in (self.student, self.extra):
+            if module is not None:
+                distributed.sync_batchnorm_(module, self.device)
+        # A method's phases leave parts without gradients; plain training uses every parameter.
+        phased = self.extra is not None or type(self.task).frozen is not Task.frozen
+        self._ddp = distributed.wrap(
+            [self.student, self.extra], find_unused_parameters=phased, device=self.device
+        )
+
+    def _epochs(self, opt, base_lrs, start: int, best, scalars) -> None:
         for epoch in range(start, self.optim.epochs):
             t0 = time.perf_counter()
             for g, lr in zip(opt.param_groups, base_lrs, strict=True):
@@ -266,7 +277,7 @@ class Fit:
             record["distill_data"] = train_fid
             if (epoch + 1) % self.run_cfg.eval_every == 0 or epoch + 1 == self.optim.epochs:
                 record["test"] = self.evaluate_test()
-                if self.evaluate_extra is not None and main:
+                if self.evaluate_extra is not None and distributed.is_main():
                     t_extra = time.perf_counter()
                     record.update(self.evaluate_extra(epoch))
                     record["extra_seconds"] = round(time.perf_counter() - t_extra, 3)  # the PID tracker
@@ -277,48 +288,53 @@ class Fit:
             record["seconds"] = round(time.perf_counter() - t0, 3)
             # Training steps only (evaluation and the PID excluded): what a batch size or amp buys.
             record["examples_per_s"] = round(len(self.train) / max(train_seconds, 1e-9), 1)
-            rng = rng_state(self.device)
-            state = {
-                "epoch": epoch,
-                "student": self.student.state_dict(),
-                "optim": opt.state_dict(),
-                "rng": rng,
-                "best": best,
-            }
-            if self.extra is not None:
-                state["extra"] = self.extra.state_dict()
-            if self._scaler is not None:
-                state["scaler"] = self._scaler.state_dict()
-            if world > 1:
-                # Each rank's own generator (dropout draws per chunk), for an exact resume.
-                state["rng_ranks"] = distributed.all_gather_bytes(rng["torch"])
-                if "cuda" in rng:
-                    state["cuda_rng_ranks"] = distributed.all_gather_bytes(rng["cuda"])
-            if main:
-                with writing(
-                    f"the epoch {epoch + 1} checkpoint in {out}",
-                    lambda: (
-                        f"the last good checkpoint ({latest_name(out) or 'none yet'}) is kept: "
-                        "free space and rerun with --resume"
-                    ),
-                ):
-                    append_log(log_path, record)
-                    if scalars is not None:
-                        scalars.write(record)  # before the checkpoint, like the log line: redone alike
-                    crash_point("epoch-logged")
-                    save_checkpoint(out, f"epoch-{epoch + 1:04d}", state)
-                    prune_checkpoints(out, f"epoch-{epoch + 1:04d}", self.run_cfg.keep_every)
+            self._save(epoch, record, opt, best, scalars)
             distributed.barrier()
 
-    def _resume_state(self, out: Path, resume: bool) -> dict | None:
+    def _save(self, epoch: int, record: dict, opt, best, scalars) -> None:
+        """The epoch's log line, then its checkpoint (rank 0 writes; every rank takes part in
+        gathering the per-rank generators)."""
+        rng = rng_state(self.device)
+        state = {
+            "epoch": epoch,
+            "student": self.student.state_dict(),
+            "optim": opt.state_dict(),
+            "rng": rng,
+            "best": best,
+        }
+        if self.extra is not None:
+            state["extra"] = self.extra.state_dict()
+        if self._scaler is not None:
+            state["scaler"] = self._scaler.state_dict()
+        # Each rank's own generator (dropout draws per chunk), for an exact resume; nothing in
+        # one process, whose generator is state["rng"].
+        state.update(distributed.rank_generators(rng))
+        if not distributed.is_main():
+            return
+        run, name = self.rundir, epoch_name(epoch + 1)
+        with writing(
+            f"the epoch {epoch + 1} checkpoint in {run.path}",
+            lambda: (
+                f"the last good checkpoint ({run.latest_name() or 'none yet'}) is kept: "
+                "free space and rerun with --resume"
+            ),
+        ):
+            run.append_log(record)
+            if scalars is not None:
+                scalars.write(record)  # before the checkpoint, like the log line: redone alike
+            crash_point("epoch-logged")
+            run.save_checkpoint(name, state)
+            run.prune_checkpoints(name, self.run_cfg.keep_every)
+
+    def _resume_state(self, resume: bool) -> dict | None:
         """The checkpoint to continue from (None: a fresh run). Rank 0 reads it and sends it to
         the others, so a refusal is raised on every rank alike."""
         if distributed.world_size() == 1:
-            return read_resume_state(out, resume, self.config_dict, self.config_defaults)
+            return self.rundir.resume_state(resume, self.config_dict, self.config_defaults)
         state, error = None, None
         if distributed.is_main():
             try:
-                state = read_resume_state(out, resume, self.config_dict, self.config_defaults)
+                state = self.rundir.resume_state(resume, self.config_dict, self.config_defaults)
             except (TrainingError, CheckpointError) as exc:
                 error = [type(exc).__name__, str(exc)]
         error = distributed.broadcast_json(error)
@@ -327,6 +343,7 @@ class Fit:
         return distributed.broadcast_state(state)
 
     def _check_split(self, world: int) -> None:
+        """Every process needs at least one example of the last batch (always so in one)."""
         n, b = len(self.train), self.data.batch_size
         last = n % b or min(b, n)
         if last < world:
@@ -378,12 +395,10 @@ class Fit:
         phase_steps: dict[str, int] = {}
         fid = FidelityAccumulator()
         clip_sets = self.clip_sets() if self.optim.grad_clip is not None else []
-        world, rank = distributed.world_size(), distributed.rank()
-        device, amp, scaler = self.device, self.run_cfg.precision, self._scaler
+        world = distributed.world_size()
+        device, amp = self.device, self.run_cfg.precision
         bar = None
-        if self.progress and rank == 0:
-            from tqdm.auto import tqdm
-
+        if self.progress and distributed.is_main():
             # Counted in examples (of the global batch), so the bar's rate is examples/s.
             bar = tqdm(
                 total=n,
@@ -392,15 +407,7 @@ class Fit:
                 unit_scale=True,
                 leave=False,
             )
-        # The batches of the epoch, fixed before any is read: (global batch size, this rank's
-        # chunk [lo, hi), the indices to read). Without augmentation a rank reads only its chunk;
-        # with it the whole batch is augmented, drawing exactly what one process draws from the
-        # shared generator (mixup pairs across chunks), and then cut.
-        plan = []
-        for start in range(0, n, self.data.batch_size):
-            idx = order[start : start + self.data.batch_size]
-            lo, hi = distributed.shard_bounds(len(idx), rank, world) if world > 1 else (0, len(idx))
-            plan.append((len(idx), lo, hi, idx[lo:hi] if world > 1 and self.augment is None else idx))
+        plan = self._plan(order)
         batches = self.reader("train")(p[3] for p in plan)
         # Schedules (a method's phases) are counted in optimiser steps over the whole run.
         per_epoch = len(plan)
@@ -413,48 +420,18 @@ class Fit:
             if bar is not None:
                 bar.update(size)
             # This rank's chunk's mean loss is weighted by chunk·W/batch so that DDP's average
-            # over ranks is the mean over the global batch.
-            weight = (hi - lo) * world / size if world > 1 else 1.0
+            # over ranks is the mean over the global batch (1 in one process).
+            weight = (hi - lo) * world / size
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
             if self.augment is not None:
                 x = self.augment(x, gen)
-                if world > 1:
-                    idx, x, y = idx[lo:hi], x[lo:hi], y[lo:hi]
+                idx, x, y = idx[lo:hi], x[lo:hi], y[lo:hi]  # this rank's chunk (all of it in one process)
             with autocast(device, amp):
                 out = self._step(x, y, epoch, idx)
             total = sum(out.losses.values())
-            local_bad = not torch.isfinite(total)
-            if distributed.any_true(local_bad):
-                terms = {k: float(v.detach()) for k, v in out.losses.items()}
-                where = "" if local_bad else " on another process"
-                raise TrainingError(
-                    f"non-finite loss at epoch {epoch + 1}{where} ({terms}); the last good checkpoint in "
-                    f"{self.run_cfg.out_dir} is kept: lower the learning rate or set optim.grad_clip"
-                )
-            if weight != 1.0:
-                total = total * weight
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(total).backward()
-            else:
-                total.backward()
-            for p in frozen:
-                p.grad = None  # optimisers skip params without grad: no decay, no momentum
-            if self.optim.grad_clip is not None:
-                if scaler is not None:
-                    scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
-                # One norm per clip set (Fit.clip_sets): the method decides which of its modules
-                # clip with the student (RID, VID: as the reference code's optimisers).
-                for params in clip_sets:
-                    grads = [p for p in params if p.grad is not None]
-                    if grads:
-                        nn.utils.clip_grad_norm_(grads, self.optim.grad_clip)
-            if scaler is not None:
-                scaler.step(opt)  # skipped when the scaled gradients overflowed; the scale then drops
-                scaler.update()
-            else:
-                opt.step()
+            self._check_finite_loss(total, out.losses, epoch)
+            self._update(opt, total * weight if weight != 1.0 else total, frozen, clip_sets)
             crash_point("train-step")
             for name, v in out.losses.items():
                 sums[name] = sums.get(name, 0.0) + float(v.detach()) * len(idx)
@@ -468,14 +445,60 @@ class Fit:
             )
         if bar is not None:
             bar.close()
-        if world > 1:
-            both = torch.tensor([*sums.values(), *(counts[k] for k in sums)], dtype=torch.float64)
-            totals = distributed.all_reduce_sum(both).tolist()
-            sums = dict(zip(sums, totals[: len(sums)], strict=True))
-            counts = dict(zip(sums, totals[len(sums) :], strict=True))
-            _all_reduce_fidelity(fid)
+        sums, counts = _sum_over_ranks(sums, counts, fid)
         means = {k: v / counts[k] for k, v in sums.items()}
         return means, fid.result(), time.perf_counter() - t0, phase_steps
+
+    def _plan(self, order: torch.Tensor) -> list[tuple[int, int, int, torch.Tensor]]:
+        """The batches of the epoch, fixed before any is read: (global batch size, this rank's
+        chunk [lo, hi), the indices to read). Without augmentation a rank reads only its chunk;
+        with it the whole batch is augmented, drawing exactly what one process draws from the
+        shared generator (mixup pairs across chunks), and then cut. In one process the chunk is
+        the whole batch."""
+        world, rank = distributed.world_size(), distributed.rank()
+        plan = []
+        for start in range(0, len(order), self.data.batch_size):
+            idx = order[start : start + self.data.batch_size]
+            lo, hi = distributed.shard_bounds(len(idx), rank, world)
+            plan.append((len(idx), lo, hi, idx if self.augment is not None else idx[lo:hi]))
+        return plan
+
+    def _check_finite_loss(self, total: torch.Tensor, losses: dict, epoch: int) -> None:
+        """Stop every rank alike on a non-finite loss; the last good checkpoint stays."""
+        local_bad = not torch.isfinite(total)
+        if distributed.any_true(local_bad):
+            terms = {k: float(v.detach()) for k, v in losses.items()}
+            where = "" if local_bad else " on another process"
+            raise TrainingError(
+                f"non-finite loss at epoch {epoch + 1}{where} ({terms}); the last good checkpoint in "
+                f"{self.run_cfg.out_dir} is kept: lower the learning rate or set optim.grad_clip"
+            )
+
+    def _update(self, opt, total: torch.Tensor, frozen, clip_sets) -> None:
+        """One optimiser step on ``total``: backward (scaled under fp16), no gradient for the
+        frozen parameters, one clipping norm per clip set, the step."""
+        scaler = self._scaler
+        opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(total).backward()
+        else:
+            total.backward()
+        for p in frozen:
+            p.grad = None  # optimisers skip params without grad: no decay, no momentum
+        if self.optim.grad_clip is not None:
+            if scaler is not None:
+                scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
+            # One norm per clip set (Fit.clip_sets): the method decides which of its modules
+            # clip with the student (RID, VID: as the reference code's optimisers).
+            for params in clip_sets:
+                grads = [p for p in params if p.grad is not None]
+                if grads:
+                    nn.utils.clip_grad_norm_(grads, self.optim.grad_clip)
+        if scaler is not None:
+            scaler.step(opt)  # skipped when the scaled gradients overflowed; the scale then drops
+            scaler.update()
+        else:
+            opt.step()
 
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict:
         return evaluate_model(self.student, x, y, self.eval_batch, self.teacher_logits, shard=self._shard())
@@ -548,6 +571,18 @@ def evaluate_dataset(
     return acc.result()
 
 
+def _sum_over_ranks(sums: dict, counts: dict, fid: FidelityAccumulator) -> tuple[dict, dict]:
+    """The loss sums and counts and the metric sums of all ranks (as they are in one process)."""
+    if distributed.world_size() == 1:
+        return sums, counts
+    both = torch.tensor([*sums.values(), *(counts[k] for k in sums)], dtype=torch.float64)
+    totals = distributed.all_reduce_sum(both).tolist()
+    _all_reduce_fidelity(fid)
+    return dict(zip(sums, totals[: len(sums)], strict=True)), dict(
+        zip(sums, totals[len(sums) :], strict=True)
+    )
+
+
 def _all_reduce_fidelity(acc: FidelityAccumulator) -> None:
     """Replace the accumulator's sums by their totals over all ranks (float64: counts stay exact)."""
     scalars = ("n", "correct", "nll", "agree", "kl", "n_teacher")
@@ -568,15 +603,10 @@ def _all_reduce_fidelity(acc: FidelityAccumulator) -> None:
 
 __all__ = [
     "Fit",
-    "StepOutput",
-    "Supervised",
-    "Task",
-    "TrainingError",
     "epoch_generator",
     "evaluate_dataset",
     "evaluate_model",
     "lr_factor",
     "make_optimizer",
-    "read_log",
     "seed_everything",
 ]

@@ -8,7 +8,7 @@ from math import sqrt
 from pathlib import Path
 from statistics import mean, stdev
 
-from ...training.trainer import read_log
+from ...training.rundir import RunDir
 from ..common import diff_text, mean_std, paired, save_figure, verdict, write_report
 
 #: agreement at or above this counts as "≈ 100 %" (FID's "jumps to ~100 % train agreement")
@@ -33,11 +33,7 @@ def collect(preset, out: Path) -> dict:
 
     runs = {}
     for s in preset.settings():
-        logs = {
-            seed: read_log(p)
-            for seed in preset.seeds
-            if (p := out / run_name(s.name, seed) / "log.jsonl").exists()
-        }
+        logs = {seed: RunDir(out / run_name(s.name, seed)).read_log() for seed in preset.seeds}
         runs[s.name] = {seed: log for seed, log in logs.items() if log}
     return runs
 

@@ -23,7 +23,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from ...training.rundir import run_directory
+from ...training.rundir import RunDir
 from ...training.runs import distill, train_teacher
 from ..common import (
     atomic_write,
@@ -69,7 +69,7 @@ def teacher_accuracies(p: FidelityPreset, out: Path) -> dict:
 
     from ...data.loader import BatchReader, auto_eval_batch
     from ...methods import ensemble_logits
-    from ...training.runs import load_trained, prepare_data
+    from ...training.runs import model_from_run, prepare_data
 
     cfg = teacher_config(p, member_dir(out, 0), 0)
     train, test = prepare_data(cfg.data, 0)
@@ -78,7 +78,7 @@ def teacher_accuracies(p: FidelityPreset, out: Path) -> dict:
     logits = []
     with torch.no_grad():
         for i in range(p.n_members):
-            model = load_trained(str(member_dir(out, i)), cfg.model, train).eval()
+            model = model_from_run(member_dir(out, i), cfg.model, train).eval()
             batches = reader.sequential(eval_batch)
             logits.append(torch.cat([model(xb) for _, xb, _ in batches]).float())
     y = test.y
@@ -107,7 +107,7 @@ def run_fidelity(preset: FidelityPreset, out_dir: str | Path, progress: bool = T
     ]
     check_models_fit({"model": members[0].model}, train, preset.name)
     counts = data_counts(preset, len(train), len(test))
-    with run_directory(out):
+    with RunDir(out).locked():
         atomic_write(out / "preset.json", json.dumps(asdict(preset), indent=2))
         run_unfinished(members, train_teacher, "E2 teachers", progress)
         teacher_accuracies(preset, out)

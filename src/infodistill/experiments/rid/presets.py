@@ -6,7 +6,6 @@ import :mod:`.rid` (which runs the experiment and then writes the report).
 
 from __future__ import annotations
 
-import json
 from copy import deepcopy
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -324,15 +323,6 @@ def check_method_param(method: str, param: str, key: str) -> None:
     ]
     if param not in valid:
         raise ValueError(f"--set {key}: {base[method]} has no parameter {param!r}; valid: {', '.join(valid)}")
-
-
-STOPPED = "stopped.json"
-
-
-def read_stopped(run_dir: Path) -> dict | None:
-    """The record of a run that stopped on a non-finite loss or weights ({"epoch", "error"}), or None."""
-    path = Path(run_dir) / STOPPED
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def fit_to_data(preset: RIDPreset, sample_shape: tuple) -> RIDPreset:

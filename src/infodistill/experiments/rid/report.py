@@ -7,7 +7,7 @@ from math import sqrt
 from pathlib import Path
 from statistics import mean, variance
 
-from ...training.trainer import read_log
+from ...training.rundir import RunDir
 from ..common import SE_RULE, diff_text, logged_last_epoch, paired, save_figure, verdict, write_report
 from ..common import mean_std as _ms
 
@@ -21,19 +21,19 @@ def collect(preset, out: Path) -> dict:
     runs = {}
     for kind in preset.teachers:
         for method in preset.methods:
-            paths = {seed: out / run_name(kind, method, seed) / "log.jsonl" for seed in preset.seeds}
-            runs[(kind, method)] = {seed: read_log(p) for seed, p in paths.items() if p.exists()}
+            run_dirs = {seed: RunDir(out / run_name(kind, method, seed)) for seed in preset.seeds}
+            runs[(kind, method)] = {seed: run.read_log() for seed, run in run_dirs.items() if run.has_log()}
     return runs
 
 
 def collect_stopped(preset, out: Path) -> dict:
     """{(teacher, method): {seed: {"epoch", "error"}}} for the runs that stopped on a non-finite value."""
-    from .presets import read_stopped, run_name
+    from .presets import run_name
 
     stopped = {}
     for kind in preset.teachers:
         for method in preset.methods:
-            recs = {s: read_stopped(out / run_name(kind, method, s)) for s in preset.seeds}
+            recs = {s: RunDir(out / run_name(kind, method, s)).read_stop() for s in preset.seeds}
             recs = {s: {"epoch": r["epoch"], "error": r["error"]} for s, r in recs.items() if r}
             if recs:
                 stopped[(kind, method)] = recs
@@ -403,7 +403,7 @@ def write_rid_report(preset, out: Path, counts: dict | None = None) -> Path:
     rows = summarise(runs, preset.student_epochs, pairs, collect_stopped(preset, out))
     claims = check_claims(rows)
     plots = _plots(preset, runs, out)
-    teacher_log = read_log(out / "teacher" / "log.jsonl")
+    teacher_log = RunDir(out / "teacher").read_log()
     last = pairs[-1]
     lines = [
         f"# E1 [PID-KD]: distillation from trained, untrained and noisy teachers (preset `{preset.name}`)",

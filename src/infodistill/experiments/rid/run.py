@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ...training.config import DistillConfig
-from ...training.rundir import run_directory
+from ...training.rundir import RunDir, TrainingError
 from ...training.runs import distill, train_teacher
 from ..common import (
     atomic_write,
@@ -31,7 +31,6 @@ from .presets import (
     PRESETS,
     RID_VARIANTS,
     STAGES,
-    STOPPED,
     TEACHER_KINDS,
     VID_VARIANTS,
     RIDPreset,
@@ -40,7 +39,6 @@ from .presets import (
     distill_config,
     fit_to_data,
     paper_method_params,
-    read_stopped,
     run_name,
     stage_pairs,
     teacher_budget,
@@ -55,7 +53,6 @@ __all__ = [
     "RIDPreset",
     "RID_VARIANTS",
     "STAGES",
-    "STOPPED",
     "TEACHER_KINDS",
     "VID_VARIANTS",
     "check_method_param",
@@ -64,7 +61,6 @@ __all__ = [
     "distill_or_record",
     "fit_to_data",
     "paper_method_params",
-    "read_stopped",
     "run_name",
     "run_rid",
     "stage_pairs",
@@ -78,21 +74,17 @@ def distill_or_record(cfg: DistillConfig, progress: bool = False, resume: bool =
     with the epoch it stopped at), not the end of the experiment. A recorded stop of the same config
     is not rerun: training is deterministic given the seed, so it would stop again."""
     from ...training.config import to_dict
-    from ...training.trainer import TrainingError, read_log
 
-    out = Path(cfg.run.out_dir)
-    stopped = read_stopped(out)
+    run = RunDir(cfg.run.out_dir)
+    stopped = run.read_stop()
     if stopped is not None and stopped.get("config") == to_dict(cfg):
         return
-    (out / STOPPED).unlink(missing_ok=True)
+    run.clear_stop()
     try:
         distill(cfg, progress=progress, resume=resume)
     except TrainingError as exc:
-        log = out / "log.jsonl"
-        done = max((r["epoch"] for r in read_log(log)), default=0) if log.exists() else 0
-        record = {"epoch": done + 1, "error": str(exc).splitlines()[0], "config": to_dict(cfg)}
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / STOPPED, json.dumps(record, indent=2))
+        record = {"epoch": run.last_epoch() + 1, "error": str(exc).splitlines()[0], "config": to_dict(cfg)}
+        run.record_stop(record)
 
 
 def run_rid(preset: RIDPreset, out_dir: str | Path, progress: bool = True) -> Path:
@@ -116,7 +108,7 @@ def run_rid(preset: RIDPreset, out_dir: str | Path, progress: bool = True) -> Pa
             f"the PID needs at least pid_k = {preset.pid_k} test examples, but {preset.data!r} leaves "
             f"{counts['pid_samples']}: use a larger data set"
         )
-    with run_directory(out):
+    with RunDir(out).locked():
         atomic_write(out / "preset.json", json.dumps(asdict(preset), indent=2))
         run_unfinished([t_cfg], train_teacher, "E1 teacher", progress=False)
         run_unfinished(grid, distill_or_record, "E1 runs", progress)

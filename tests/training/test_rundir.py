@@ -18,8 +18,7 @@ import torch
 import infodistill
 import infodistill.training.checkpoint as checkpoint_module
 from infodistill.cli import main
-from infodistill.training.rundir import LOCK_NAME
-from infodistill.training.trainer import read_log
+from infodistill.training.rundir import LOCK_NAME, read_log
 from runs_close import TIMING
 
 SRC = str(Path(infodistill.__file__).resolve().parents[1])
@@ -64,8 +63,9 @@ def _cli(*argv) -> subprocess.Popen:
 
 HOLDER = (
     "import sys, time\n"
-    "from infodistill.training.rundir import lock_run_dir\n"
-    "lock_run_dir(sys.argv[1])\n"
+    "from infodistill.training.rundir import RunDir\n"
+    "held = RunDir(sys.argv[1]).locked()\n"
+    "held.__enter__()\n"
     "print('locked', flush=True)\n"
     "time.sleep(300)\n"
 )
