@@ -16,8 +16,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.model_selection import train_test_split
 
 from .errors import DataError
+from .loader import take
 
 PathLike = str | os.PathLike
 
@@ -77,8 +79,6 @@ class ArrayDataset:
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """A whole batch in one indexing (``torch.utils.data.DataLoader`` uses this)."""
-        from .loader import take
-
         return take(self.x, indices), take(self.y, indices)
 
     @property
@@ -114,8 +114,6 @@ def _read_file(path: Path) -> bytes:
 
 
 def _stratified_split(y: np.ndarray, test_size: float, seed: int, what: str) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.model_selection import train_test_split
-
     try:
         train_idx, test_idx = train_test_split(
             np.arange(len(y)), test_size=test_size, random_state=seed, stratify=y

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from sklearn.datasets import load_digits
 
 from .array_dataset import ArrayDataset, _stratified_split
 
@@ -14,8 +15,6 @@ def load_digits_dataset(seed: int = 0, test_size: float = 0.25) -> tuple[ArrayDa
     A stratified split (``sklearn.model_selection.train_test_split`` with ``random_state=seed``)
     gives 1347 training and 450 test examples at the default ``test_size=0.25``.
     """
-    from sklearn.datasets import load_digits
-
     bunch = load_digits()
     images = np.asarray(bunch.images, dtype=np.float32) / 16.0
     y = np.asarray(bunch.target, dtype=np.int64)

@@ -11,6 +11,7 @@ import numpy as np
 
 from .array_dataset import ArrayDataset, PathLike, _read_file, _stratified_split, _to_float_images
 from .errors import DataError
+from .loader import ItemDataset
 
 #: File suffixes (case-insensitive) that :func:`load_image_folder` reads.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -35,7 +36,7 @@ def _image_files(directory: Path) -> list[Path]:
 
 def _decode_one(path: Path, size: int | None) -> np.ndarray:
     """One image as (H, W, 3) uint8 RGB, resized to ``size x size`` (bilinear) if given."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError  # Pillow is optional (the data extra)
 
     try:
         with Image.open(path) as img:
@@ -213,8 +214,6 @@ def load_image_folder(
 
 
 def _lazy_pair(paths, labels, classes, size, where: str):
-    from .loader import ItemDataset
-
     train, test = (
         ItemDataset(_ImageReader(p, size), y, len(classes), "image-folder", classes, split)
         for p, y, split in zip(paths, labels, ("train", "test"), strict=True)

@@ -31,7 +31,7 @@ def load_mnist1d(
     generator (zero mean, unit std over the whole set), not scaled to [0, 1].
     """
     try:
-        from mnist1d.data import get_dataset_args, make_dataset
+        from mnist1d.data import get_dataset_args, make_dataset  # optional (the data extra)
     except ImportError as exc:
         raise DataError(f"MNIST-1D needs the mnist1d package ({exc}): pip install mnist1d") from None
     if n_samples < 10 or n_samples % 10:

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
+from scipy.special import betaincinv
 
 from .array_dataset import ArrayDataset
 from .loader import ItemDataset
@@ -208,8 +209,6 @@ def mixup(x: torch.Tensor, alpha: float, generator: torch.Generator | None = Non
     if alpha == 0:
         lam = 1.0
     else:
-        from scipy.special import betaincinv
-
         lam = float(betaincinv(alpha, alpha, u))
     index = torch.randperm(x.shape[0], generator=generator, device=dev).to(x.device)
     mixed = x * lam + x[index] * (1.0 - lam)

@@ -3,13 +3,22 @@ verdicts and report formatting."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import types
+import typing
+from dataclasses import asdict
 from math import sqrt
 from pathlib import Path
 from statistics import mean, stdev, variance
 
+import yaml
+from tqdm.auto import tqdm
+
 from ..atomic import atomic_write
+from ..data import load_dataset
 from ..training.rundir import RunDir
+from ..training.runs import check_model_fits, model_from_config
 
 
 def logged_last_epoch(log: list[dict], epochs: int) -> bool:
@@ -25,8 +34,6 @@ def finished(run_dir: Path, epochs: int) -> bool:
 def run_unfinished(configs: list, run, desc: str, progress: bool) -> None:
     """``run(cfg, progress=False, resume=True)`` for every config whose run directory
     (``cfg.run.out_dir``) has not logged its last epoch (``cfg.optim.epochs``), with a progress bar."""
-    from tqdm.auto import tqdm
-
     for cfg in tqdm(configs, desc=desc, disable=not progress):
         if not finished(Path(cfg.run.out_dir), cfg.optim.epochs):
             run(cfg, progress=False, resume=True)
@@ -45,15 +52,11 @@ def model_for_data(model: dict, sample_shape: tuple) -> dict:
 def load_full_data(name: str, root, kwargs: dict | None = None):
     """The data set's (train, test) before any subset: shapes and sizes for the checks and reports;
     ``kwargs`` are the loader's options (``data.kwargs``)."""
-    from ..data import load_dataset
-
     return load_dataset(name, root, **(kwargs or {}))
 
 
 def check_models_fit(models: dict, train, preset_name: str) -> None:
     """Every model of the experiment, built and run on two real examples before anything trains."""
-    from ..training.runs import check_model_fits, model_from_config
-
     fix = (
         f"the {preset_name!r} preset's models do not run on these data: use --preset quick, whose "
         "small CNNs fit any image size and become cnn1d on 1-D signals"
@@ -111,7 +114,7 @@ def paired(a: dict, b: dict) -> list[float]:
 def save_figure(fig, out: Path, name: str) -> str:
     """Lay the figure out, write it to ``out / name`` (PNG, 120 dpi) and close it; returns ``name``
     for the report's list of plots."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # only a report that draws loads matplotlib (see _plots)
 
     fig.tight_layout()
     # "tight" keeps a legend placed outside the axes inside the image
@@ -123,8 +126,6 @@ def save_figure(fig, out: Path, name: str) -> str:
 def write_report(out: Path, lines: list[str], plots: list[str], preset, summary: dict) -> Path:
     """Finish a report: the plots and the preset's settings after ``lines``; ``report.md`` and
     ``summary.json`` written atomically. Returns the report's path."""
-    from dataclasses import asdict
-
     lines = lines + ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     lines += ["", "## Settings", "", "```json", json.dumps(asdict(preset), indent=2), "```", ""]
     report = out / "report.md"
@@ -135,9 +136,6 @@ def write_report(out: Path, lines: list[str], plots: list[str], preset, summary:
 
 def _coerce_setting(value, tp, key: str):
     """``value`` (as YAML read it) checked against the preset field's type hint ``tp``."""
-    import types
-    import typing
-
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -179,11 +177,6 @@ def apply_settings(preset, items: list[str], check_method=None):
     dotted path into a dict field (``method_params.vid.lam``, ``student_model.kwargs.width``); the
     value is read as YAML (``[0, 1, 2]``, ``1e-3``, ``null``). ``check_method(method, param)``, if
     given, vets keys under ``method_params``. Bad keys or types raise ValueError naming the key."""
-    import dataclasses
-    import typing
-
-    import yaml
-
     hints = typing.get_type_hints(type(preset))
     names = [f.name for f in dataclasses.fields(preset)]
     changes: dict = {}

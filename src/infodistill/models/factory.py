@@ -15,10 +15,12 @@ names the problem and the fix.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from ..imports import first_line, import_object
@@ -79,8 +81,6 @@ def read_state_dict(
     if not path.is_file():
         raise ValueError(f"{what} file {path} does not exist; give the path of a .safetensors or .pt file")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
             obj: Any = load_file(str(path))
         except Exception as exc:
@@ -88,8 +88,6 @@ def read_state_dict(
                 f"{what} file {path} is not a readable safetensors file ({first_line(exc)})"
             ) from None
     else:
-        import pickle
-
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 
+from threadpoolctl import ThreadpoolController
+
 _CONTROLLER = None
 
 
@@ -18,7 +20,5 @@ def blas_threads(n: int | None):
     if n is None:
         return contextlib.nullcontext()
     if _CONTROLLER is None:
-        from threadpoolctl import ThreadpoolController
-
         _CONTROLLER = ThreadpoolController()
     return _CONTROLLER.limit(limits=n, user_api="blas")

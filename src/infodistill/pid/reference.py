@@ -19,6 +19,7 @@ import time
 import warnings
 
 import numpy as np
+from scipy import sparse
 
 __all__ = ["reference_min_mi", "reference_decompose"]
 
@@ -48,7 +49,7 @@ VARIABLE_SCALE = 0.1
 
 def _import_cvxpy():
     try:
-        import cvxpy as cp
+        import cvxpy as cp  # an optional dependency (the test extra)
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
             "the reference PID solver needs cvxpy (with Clarabel): pip install infodistill[test]"
@@ -158,8 +159,6 @@ def _cp_error():
 def _solve_once(p: np.ndarray, solver: str, **solver_opts) -> tuple[float, dict]:
     """One cvxpy solve of the problem; see :func:`_min_cond_term_nats`."""
     cp = _import_cvxpy()
-    from scipy import sparse
-
     p_yt = p.sum(axis=2)
     p_ys = p.sum(axis=1)
     support = (p_yt > 0)[:, :, None] & (p_ys > 0)[:, None, :]

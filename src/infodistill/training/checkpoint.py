@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import InfodistillError
+from ..models.factory import state_dict_mismatch
 
 TENSORS, STATE = "tensors.safetensors", "state.json"
 
@@ -193,8 +194,6 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], wha
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
         raise CheckpointError(f"the {what} checkpoint does not hold a state dict of named tensors")
-    from ..models.factory import state_dict_mismatch
-
     parts = state_dict_mismatch(model.state_dict(), state)
     if parts:
         raise CheckpointError(f"the {what} checkpoint is from another architecture ({'; '.join(parts)})")

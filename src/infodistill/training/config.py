@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ..errors import InfodistillError
 
 
@@ -456,10 +458,10 @@ def _toml_module():
     """The standard library's TOML reader (Python >= 3.11) or its backport ``tomli`` on 3.10,
     which has the same API and error type (a ValueError)."""
     try:
-        import tomllib
+        import tomllib  # Python >= 3.11; the backport below is optional
     except ModuleNotFoundError:
         try:
-            import tomli as tomllib
+            import tomli as tomllib  # the backport, an optional package on 3.10
         except ModuleNotFoundError:
             raise ConfigError(
                 "reading .toml configs on Python 3.10 needs the tomli package: pip install tomli "
@@ -470,8 +472,6 @@ def _toml_module():
 
 def load_config(cls, path: str | Path | None = None, overrides: list[str] = ()):
     """Read a YAML (.yaml/.yml) or TOML (.toml) file, apply ``key.sub=value`` overrides, validate."""
-    import yaml
-
     data: dict = {}
     if path is not None:
         path = Path(path)

@@ -20,6 +20,7 @@ import os
 
 import torch
 
+from .checkpoint import CheckpointError
 from .config import DEVICE_PATTERN, ConfigError
 
 AMP_MODES = ("none", "bf16", "fp16")
@@ -143,8 +144,6 @@ def set_cuda_rng_state(state, device: torch.device) -> None:
     CPU and resumed on a GPU) has none to restore and continues from the seeded generator."""
     if device.type != "cuda" or state is None:
         return
-    from .checkpoint import CheckpointError
-
     if not isinstance(state, torch.Tensor) or state.dtype != torch.uint8:
         raise CheckpointError(
             "the checkpoint's CUDA RNG state is not a byte tensor: the checkpoint is corrupt"

@@ -35,8 +35,10 @@ import types
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ..errors import InfodistillError
+from .checkpoint import flatten, unflatten
 
 #: the process group of the BatchNorm statistics; a group of its own so that its all-reduces never
 #: interleave with DDP's asynchronous gradient buckets on the default group
@@ -168,8 +170,6 @@ def broadcast_state(state: dict | None, src: int = 0) -> dict | None:
     run directory (machines of a multi-node run need not share a file system)."""
     if world_size() == 1:
         return state
-    from .checkpoint import flatten, unflatten
-
     tensors: dict[str, torch.Tensor] = {}
     header = None
     if rank() == src:
@@ -338,8 +338,6 @@ def wrap(
     ``grad = None``, as in one process, so the optimiser skips them alike."""
     if world_size() == 1:
         return None
-    from torch.nn.parallel import DistributedDataParallel
-
     cuda = device is not None and device.type == "cuda"
     return DistributedDataParallel(
         _Closure([m for m in modules if m is not None]),

@@ -4,6 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..data.loader import auto_eval_batch, first_examples
+from ..methods import method_class
+from ..models import collect_features
+from ..pid import estimate
+from .config import ConfigError, DistillConfig, TeacherTrainConfig, from_dict
+from .device import select_device
+from .distiller import Teacher
+from .rundir import RunDir
+from .runs import model_from_run, prepare_data, teacher_members
+from .trainer import evaluate_dataset
+
 
 def evaluate_run(run_dir: str | Path, pid_pairs: list[str] | None = None, device: str | None = None) -> dict:
     """``{"test": {...}}`` (accuracy, NLL, ECE, and against the teacher agreement and KL) of the
@@ -12,17 +23,6 @@ def evaluate_run(run_dir: str | Path, pid_pairs: list[str] | None = None, device
 
     ``device``: where the models run (``auto``, ``cpu``, ``cuda``, ``cuda:N``; default the run's
     ``run.device``)."""
-    from ..data.loader import auto_eval_batch, first_examples
-    from ..methods import method_class
-    from ..models import collect_features
-    from ..pid import estimate
-    from .config import ConfigError, DistillConfig, TeacherTrainConfig, from_dict
-    from .device import select_device
-    from .distiller import Teacher
-    from .rundir import RunDir
-    from .runs import model_from_run, prepare_data, teacher_members
-    from .trainer import evaluate_dataset
-
     run = RunDir(run_dir)
     if not run.has_config():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")

@@ -21,6 +21,8 @@ from torch import nn
 from ..data.loader import first_examples
 from ..methods import noisy_features
 from ..models import collect_features, validate_layers
+from ..pid import discretize, estimate
+from ..pid.blas_threads import blas_threads
 from .checkpoint import crash_point
 from .config import PIDConfig
 
@@ -74,8 +76,6 @@ class PIDTracker:
         self.teacher_symbols: dict = {}  # teacher layer -> its Discretized, for a fixed teacher
 
     def _teacher_symbols(self, layer: str):
-        from ..pid import discretize
-
         if layer in self.teacher_symbols:
             return self.teacher_symbols[layer]
         key = None
@@ -102,8 +102,6 @@ class PIDTracker:
     def __call__(self, epoch: int) -> dict:
         if (epoch + 1) % self.cfg.every and epoch + 1 != self.epochs:
             return {}
-        from ..pid.blas_threads import blas_threads
-
         # One BLAS thread for the PCA, k-means and solves, as the audit: quick-mnist1d's tracker took
         # 973 s with two threads and 33.7 s with one, both runs on a 2-core machine shared with
         # other jobs (bench/e1_time.py); and the PID no longer depends on the BLAS thread count.
@@ -111,8 +109,6 @@ class PIDTracker:
             return self._measure()
 
     def _measure(self) -> dict:
-        from ..pid import estimate
-
         out = {}
         for s_layer, t_layer in self.cfg.pairs:
             crash_point("pid")

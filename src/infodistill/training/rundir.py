@@ -35,6 +35,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from safetensors.torch import save_file
+
 from ..atomic import atomic_write
 from ..errors import InfodistillError
 from . import distributed
@@ -288,8 +290,6 @@ class RunDir:
     def save_untrained_teacher(self, weights: dict) -> None:
         """An untrained (nuisance) teacher's weights (CPU tensors), so that it can be inspected;
         the run itself rebuilds it from its seed."""
-        from safetensors.torch import save_file
-
         tmp = self.create() / f".{UNTRAINED_TEACHER}.tmp"
         with writing(f"the untrained teacher in {self.path}", "free space or choose another --out"):
             save_file(weights, str(tmp))

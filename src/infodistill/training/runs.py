@@ -38,6 +38,7 @@ from .device import select_device
 from .distiller import Distiller
 from .pid_tracker import PIDTracker
 from .rundir import load_checkpoint
+from .scalars import require_tensorboard
 from .task import Supervised, Task
 from .trainer import Fit, seed_everything
 
@@ -234,8 +235,6 @@ def _channels_last(enabled: bool, models, shape: tuple, *datasets) -> None:
 
 def _check_tensorboard(run: RunConfig) -> None:
     if run.tensorboard:
-        from .scalars import require_tensorboard
-
         require_tensorboard()
 
 

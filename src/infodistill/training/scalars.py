@@ -21,7 +21,7 @@ _SKIP = {"epoch", "best"}
 def require_tensorboard():
     """``torch.utils.tensorboard.SummaryWriter``, or a one-line ConfigError naming the install."""
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # the optional tensorboard extra
     except ImportError:
         raise ConfigError(
             "run.tensorboard=true needs the tensorboard package: pip install tensorboard "

@@ -46,6 +46,7 @@ from .device import (
     to_host,
 )
 from .rundir import RunDir, TrainingError, epoch_name, writing
+from .scalars import ScalarWriter
 from .task import StepOutput, Task
 
 
@@ -197,8 +198,6 @@ class Fit:
         self._parallel()
         scalars = None
         if self.run_cfg.tensorboard and main:
-            from .scalars import ScalarWriter  # the tensorboard extra stays optional
-
             scalars = ScalarWriter(run.tensorboard_dir, first_epoch=start + 1)
         try:
             self._epochs(opt, base_lrs, start, best, scalars)

@@ -9,7 +9,8 @@ from pathlib import Path
 from statistics import mean, stdev
 
 from ...training.rundir import RunDir
-from ..common import diff_text, mean_std, paired, save_figure, verdict, write_report
+from ..common import diff_text, load_full_data, mean_std, paired, save_figure, verdict, write_report
+from .presets import data_counts, run_name
 
 #: agreement at or above this counts as "≈ 100 %" (FID's "jumps to ~100 % train agreement")
 NEAR_FULL = 0.99
@@ -29,8 +30,6 @@ COLUMNS = (
 
 def collect(preset, out: Path) -> dict:
     """{setting name: {seed: log}} for the runs that exist."""
-    from .presets import run_name
-
     runs = {}
     for s in preset.settings():
         logs = {seed: RunDir(out / run_name(s.name, seed)).read_log() for seed in preset.seeds}
@@ -206,10 +205,12 @@ def _t_stat(d: list[float]) -> float:
 
 
 def _plots(preset, rows: dict, out: Path) -> list[str]:
+    # matplotlib is loaded (and set to the Agg backend) only when a report draws: importing the
+    # experiments must not change the backend of a user's session.
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after the backend is set
 
     files = []
     fig, axes = plt.subplots(1, 2, figsize=(11.5, 4))
@@ -271,9 +272,6 @@ def _plots(preset, rows: dict, out: Path) -> list[str]:
 def write_fidelity_report(preset, out: Path, counts: dict | None = None) -> Path:
     """``counts``: the examples used (``fidelity.data_counts``); read from the data set when omitted."""
     if counts is None:
-        from ..common import load_full_data
-        from .presets import data_counts
-
         train, test = load_full_data(preset.data, preset.data_root)
         counts = data_counts(preset, len(train), len(test))
     rows = summarise(collect(preset, out))

@@ -23,8 +23,12 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+
+from ...data.loader import BatchReader, auto_eval_batch
+from ...methods import ensemble_logits
 from ...training.rundir import RunDir
-from ...training.runs import distill, train_teacher
+from ...training.runs import distill, model_from_run, prepare_data, train_teacher
 from ..common import (
     atomic_write,
     check_models_fit,
@@ -43,6 +47,7 @@ from .presets import (
     run_name,
     teacher_config,
 )
+from .report import write_fidelity_report
 
 __all__ = [
     "FidelityPreset",
@@ -65,12 +70,6 @@ def teacher_accuracies(p: FidelityPreset, out: Path) -> dict:
     path = out / "teachers.json"
     if path.exists():
         return json.loads(path.read_text())
-    import torch
-
-    from ...data.loader import BatchReader, auto_eval_batch
-    from ...methods import ensemble_logits
-    from ...training.runs import model_from_run, prepare_data
-
     cfg = teacher_config(p, member_dir(out, 0), 0)
     train, test = prepare_data(cfg.data, 0)
     reader = BatchReader(test, cfg.data.workers)
@@ -92,8 +91,6 @@ def teacher_accuracies(p: FidelityPreset, out: Path) -> dict:
 
 def run_fidelity(preset: FidelityPreset, out_dir: str | Path, progress: bool = True) -> Path:
     """Run (or finish) every run of the preset and write the report; returns the report path."""
-    from .report import write_fidelity_report
-
     if any(lam is not None and not 0 <= lam <= 1 for lam in preset.lambdas):
         raise ValueError(f"lambdas must lie in [0, 1], got {list(preset.lambdas)}")
     out = Path(out_dir)

@@ -10,6 +10,8 @@ from copy import deepcopy
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ...methods import method_hparams
+from ...models import parse_model_spec
 from ...models.registry import FAMILIES
 from ...training.config import DistillConfig, TeacherTrainConfig, from_dict
 from ..common import model_for_data, subset_size
@@ -49,7 +51,6 @@ STAGES = {family: f.stages for family, f in FAMILIES.items() if f.stages}
 def stage_pairs(student: str, teacher: str) -> tuple[tuple[str, str], ...]:
     """The K = 3 (student stage, teacher stage) pairs of [PID-KD] for two model names (the stages
     of each family are in the model table, ``infodistill.models.registry.FAMILIES``)."""
-    from ...models import parse_model_spec
 
     def stages(name):
         family = parse_model_spec(name)[0]
@@ -311,8 +312,6 @@ def run_name(kind: str, method: str, seed: int) -> str:
 def check_method_param(method: str, param: str, key: str) -> None:
     """For ``--set method_params.METHOD.PARAM``: METHOD a method of E1 (or a variant), PARAM one of
     its keyword arguments."""
-    from ...methods import method_hparams
-
     base = {**{m: m for m in METHODS}, **{v: "rid" for v in RID_VARIANTS}, **{v: "vid" for v in VID_VARIANTS}}
     if method not in base:
         raise ValueError(f"--set {key}: unknown method {method!r}; valid methods: {', '.join(base)}")

@@ -8,16 +8,24 @@ from pathlib import Path
 from statistics import mean, variance
 
 from ...training.rundir import RunDir
-from ..common import SE_RULE, diff_text, logged_last_epoch, paired, save_figure, verdict, write_report
+from ..common import (
+    SE_RULE,
+    diff_text,
+    load_full_data,
+    logged_last_epoch,
+    paired,
+    save_figure,
+    verdict,
+    write_report,
+)
 from ..common import mean_std as _ms
+from .presets import RID_VARIANTS, data_counts, run_name
 
 PID_KEYS = (("redundancy", "Red(Y:T,S)"), ("unique_t", "Uni(Y:T\\S)"), ("mi_t", "I(Y;T)"), ("mi_s", "I(Y;S)"))
 
 
 def collect(preset, out: Path) -> dict:
     """{(teacher, method): {seed: log}} for the runs that exist."""
-    from .presets import run_name
-
     runs = {}
     for kind in preset.teachers:
         for method in preset.methods:
@@ -28,8 +36,6 @@ def collect(preset, out: Path) -> dict:
 
 def collect_stopped(preset, out: Path) -> dict:
     """{(teacher, method): {seed: {"epoch", "error"}}} for the runs that stopped on a non-finite value."""
-    from .presets import run_name
-
     stopped = {}
     for kind in preset.teachers:
         for method in preset.methods:
@@ -274,10 +280,12 @@ def _var(values: list[float]) -> float:
 
 
 def _plots(preset, runs: dict, out: Path) -> list[str]:
+    # matplotlib is loaded (and set to the Agg backend) only when a report draws: importing the
+    # experiments must not change the backend of a user's session.
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after the backend is set
     from matplotlib.ticker import MaxNLocator
 
     files = []
@@ -390,11 +398,7 @@ def _stopped_cell(r: dict) -> str:
 
 def write_rid_report(preset, out: Path, counts: dict | None = None) -> Path:
     """``counts``: the examples used (``rid.data_counts``); read from the data set when omitted."""
-    from .presets import RID_VARIANTS, data_counts
-
     if counts is None:
-        from ..common import load_full_data
-
         train, test = load_full_data(preset.data, preset.data_root, preset.data_kwargs)
         counts = data_counts(preset, len(train), len(test))
 

@@ -15,7 +15,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from ...training.config import DistillConfig
+from ...training.config import DistillConfig, to_dict
 from ...training.rundir import RunDir, TrainingError
 from ...training.runs import distill, train_teacher
 from ..common import (
@@ -44,6 +44,7 @@ from .presets import (
     teacher_budget,
     teacher_config,
 )
+from .report import write_rid_report
 
 __all__ = [
     "LAST_PAIR_ONLY",
@@ -73,7 +74,6 @@ def distill_or_record(cfg: DistillConfig, progress: bool = False, resume: bool =
     """Run ``distill``; a run that stops on a non-finite loss is a result (recorded in stopped.json,
     with the epoch it stopped at), not the end of the experiment. A recorded stop of the same config
     is not rerun: training is deterministic given the seed, so it would stop again."""
-    from ...training.config import to_dict
 
     run = RunDir(cfg.run.out_dir)
     stopped = run.read_stop()
@@ -89,8 +89,6 @@ def distill_or_record(cfg: DistillConfig, progress: bool = False, resume: bool =
 
 def run_rid(preset: RIDPreset, out_dir: str | Path, progress: bool = True) -> Path:
     """Run (or finish) every run of the preset and write the report; returns the report path."""
-    from .report import write_rid_report
-
     out = Path(out_dir)
     train, test = load_full_data(preset.data, preset.data_root, preset.data_kwargs)
     preset = teacher_budget(fit_to_data(preset, train.input_shape), len(train))

@@ -33,6 +33,7 @@ from scipy import linalg
 from scipy.linalg import lapack
 
 from .certificates import EPS, sum_error_factor
+from .newton import compressed
 from .problem import DENSE_MAX_Y, _Problem, is_sparse
 from .small import step_length
 
@@ -74,8 +75,6 @@ CORRECTOR_REFINE = 0
 
 def cells_route(prob: _Problem) -> bool:
     """Whether ``solve_cells`` is tried first for this problem (see ``CELLS_MAX_FILL``)."""
-    from .newton import compressed
-
     Y = prob.p_yt.shape[0]
     if Y > DENSE_MAX_Y or prob.n_pairs == 0:
         return False

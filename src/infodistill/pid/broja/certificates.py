@@ -7,6 +7,7 @@ other) exactly, with the bound f ≥ −min(H(Y|T), H(Y|S)) that tells when to t
 from __future__ import annotations
 
 import numpy as np
+from scipy import optimize, sparse
 
 EPS = float(np.finfo(np.float64).eps)
 
@@ -72,8 +73,6 @@ def garbling_coupling(p_src: np.ndarray, p_dst: np.ndarray) -> np.ndarray | None
     unique information. This is exactly the case where strict complementarity fails and
     interior-point iterations converge slowly, so it is checked directly.
     """
-    from scipy import optimize, sparse
-
     Y, A = p_src.shape
     B = p_dst.shape[1]
     p_y = p_src.sum(axis=1, keepdims=True)

@@ -7,6 +7,8 @@ full problem.
 from __future__ import annotations
 
 import numpy as np
+from scipy import sparse
+from scipy.sparse import csgraph
 
 from .newton import _Factor, _pair_gram, _spd_inverse
 from .problem import _Problem
@@ -18,9 +20,6 @@ def _active_components(prob: _Problem, tp: np.ndarray, sp: np.ndarray):
     (y, t, s) is in the support). Returns (pin_y, pin_k) with k = T + s, or None when some support
     row has no working pair (it could not carry its mass: the restricted problem is infeasible).
     """
-    from scipy import sparse
-    from scipy.sparse import csgraph
-
     Y, T = prob.p_yt.shape
     S = prob.p_ys.shape[1]
     n = T + S

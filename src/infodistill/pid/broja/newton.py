@@ -7,16 +7,15 @@ memory each route needs, and the step down to a more robust variant when a solve
 from __future__ import annotations
 
 import numpy as np
-from scipy import linalg
+from scipy import linalg, sparse
 from scipy.linalg import lapack
+from scipy.sparse import linalg as splinalg
 
 from .problem import DENSE_MAX_Y, _Problem, coupling_nnz, is_sparse
 
 
 def _block_diagonal(blocks: np.ndarray):
     """A sparse block-diagonal matrix from dense blocks (n, k, k), built directly as BSR."""
-    from scipy import sparse
-
     n, k, _ = blocks.shape
     return sparse.bsr_matrix((blocks, np.arange(n), np.arange(n + 1)), shape=(n * k, n * k)).tocsr()
 
@@ -156,8 +155,6 @@ class _NewtonSystem(_NewtonBase):
     def _coupling_sparse(prob: _Problem, A_inv, pi, q, W) -> np.ndarray:
         """The same matrix as ``_coupling_dense`` (as a sparse (S·Y)×(S·Y) matrix), with B and the
         block-diagonal A⁻¹ kept sparse."""
-        from scipy import sparse
-
         Y, T, S = pi.shape
         (y, t, s), row, col, b_row, b_col = prob.coupling_pattern()
         pi_c, q_c = pi[y, t, s], q[y, t, s]
@@ -198,9 +195,6 @@ class _NewtonSystem(_NewtonBase):
         keep = np.ones(n)
         keep[prob.pin] = 0.0
         if is_sparse(prob):
-            from scipy import sparse
-            from scipy.sparse import linalg as splinalg
-
             schur = (_block_diagonal(C) - self._coupling_sparse(prob, A_inv, pi, q, W)).tocoo()
             # Pin the gauge rows/columns to the identity and equilibrate, as in the dense branch
             # below, by scaling the stored entries (no sparse products).
