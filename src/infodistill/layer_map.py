@@ -16,7 +16,7 @@ permutations plus ``FLOOR_SD_FACTOR`` of their standard deviations plus ``FLOOR_
 n and k. A pair is *at its floor* when the upper end of its (bias-centred) Uni(Y:T\\S) interval is
 at most the floor: nothing left to distil from T into S that the estimate can tell from bias. A
 teacher layer is *uninformative* when the lower end of its I(Y;T) interval is at most the
-permutation floor of I(Y;T) (the audit's rule, :data:`infodistill.audit.NOTHING_SD_FACTOR`).
+permutation floor of I(Y;T) (:mod:`infodistill.pid.floor`, the audit's rule).
 
 **The pairing rule** (:func:`suggest_pairing`). Teacher and student layers are taken in the order
 given (shallow to deep; the stages are). A pair (T, S) is *eligible* when T is informative, the
@@ -46,7 +46,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from .audit import AUDIT_N_PERM, BLAS_THREADS, NOTHING_MARGIN_BITS, NOTHING_SD_FACTOR
+from .audit import AUDIT_N_PERM, BLAS_THREADS
+from .pid.floor import FLOOR_MARGIN_BITS, FLOOR_SD_FACTOR
 
 __all__ = [
     "FLOOR_MARGIN_BITS",
@@ -65,10 +66,8 @@ __all__ = [
     "suggest_pairing",
 ]
 
-#: The floor of Uni(Y:T\S): permutation mean + FLOOR_SD_FACTOR * permutation sd + FLOOR_MARGIN_BITS
-#: (the audit's constants for "no label information", applied to the unique term).
-FLOOR_SD_FACTOR = NOTHING_SD_FACTOR
-FLOOR_MARGIN_BITS = NOTHING_MARGIN_BITS
+# The floor of a term: permutation mean + FLOOR_SD_FACTOR * permutation sd + FLOOR_MARGIN_BITS
+# (infodistill.pid.floor, re-exported here; the audit's constants for "no label information").
 
 #: The terms a map cell reports (those of a PID), and the ones drawn in the heatmap by default.
 HEATMAP_TERMS = ("redundancy", "unique_t", "mi_t", "mi_s")
@@ -396,11 +395,14 @@ def map_features(
 
 
 def _cell(t_layer: str, s_layer: str, res, terms) -> MapCell:
+    from .pid.floor import centred_ci
+    from .pid.floor import floor as term_floor
+
     ci_raw = {t: (float(a), float(b)) for t, (a, b) in res.ci.items()}
-    ci_c = {t: (a - res.boot_shift[t], b - res.boot_shift[t]) for t, (a, b) in ci_raw.items()}
+    ci_c = centred_ci(res)
     bias, bias_sd = dict(res.bias["mean"]), dict(res.bias["sd"])
-    floor = bias["unique_t"] + FLOOR_SD_FACTOR * bias_sd["unique_t"] + FLOOR_MARGIN_BITS
-    mi_floor = bias["mi_t"] + NOTHING_SD_FACTOR * bias_sd["mi_t"] + NOTHING_MARGIN_BITS
+    floor = term_floor(res, "unique_t")
+    mi_floor = term_floor(res, "mi_t")
     values = res.terms
     return MapCell(
         teacher_layer=t_layer,

@@ -205,6 +205,11 @@ class PIDConfig:
     #: examples of the test set used for the PID (None: all)
     n_samples: int | None = 2000
     n_boot: int = 0
+    #: label permutations of the permutation baseline (0: none; the stop rule needs >= 2)
+    n_perm: int = 0
+    #: the stop rule: switch off a tracked pair's distillation term once the upper end of its
+    #: (bias-centred) Uni(Y:T\S) interval reaches its permutation floor (infodistill.pid.floor)
+    stop: bool = False
 
     def check(self, key: str) -> None:
         _pairs(self.pairs, f"{key}.pairs")
@@ -219,6 +224,14 @@ class PIDConfig:
                 f"{key}.n_samples must be >= {key}.k ({self.k}) to fit the clusters, got {self.n_samples}"
             )
         _non_negative(self.n_boot, f"{key}.n_boot")
+        _non_negative(self.n_perm, f"{key}.n_perm")
+        if self.stop:
+            if not self.pairs:
+                raise ConfigError(f"{key}.stop needs {key}.pairs: the pairs whose distillation may stop")
+            if self.n_boot < 1:
+                raise ConfigError(f"{key}.stop reads Uni(Y:T\\S)'s interval: set {key}.n_boot (e.g. 100)")
+            if self.n_perm < 2:
+                raise ConfigError(f"{key}.stop reads the permutation floor: set {key}.n_perm >= 2 (e.g. 20)")
 
 
 @dataclass
@@ -288,6 +301,14 @@ class DistillConfig:
     def check(self, key: str = "") -> None:
         if self.init_lambda is not None and not 0 <= self.init_lambda <= 1:
             raise ConfigError(f"init_lambda must lie in [0, 1], got {self.init_lambda}")
+        if self.pid.stop:
+            method_pairs = [list(p) for p in self.method.pairs]
+            for pair in self.pid.pairs:
+                if list(pair) not in method_pairs:
+                    raise ConfigError(
+                        f"pid.stop switches off method pairs, but pid.pairs holds {list(pair)}, which is "
+                        f"not in method.pairs {method_pairs}; track only method pairs with pid.stop"
+                    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -314,6 +314,7 @@ def build_distillation(cfg: DistillConfig, progress: bool = True) -> Fit:
             workers=cfg.data.workers,
             noise=noise,
             teacher_fixed=distiller.teacher_fixed,
+            method=method,
         )
     return _fit(cfg, distiller, train, test, progress, device=device, augment=augment, evaluate_extra=tracker)
 
