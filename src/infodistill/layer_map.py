@@ -19,16 +19,20 @@ teacher layer is *uninformative* when the lower end of its I(Y;T) interval is at
 permutation floor of I(Y;T) (:mod:`infodistill.pid.floor`, the audit's rule).
 
 **The pairing rule** (:func:`suggest_pairing`). Teacher and student layers are taken in the order
-given (shallow to deep; the stages are). A pair (T, S) is *eligible* when T is informative, the
-pair is not at its floor and its point estimate of Uni(Y:T\\S) exceeds the floor; its weight is
-that excess, ``Uni(Y:T\\S) - floor``: the bits left to distil beyond estimator bias. The
-suggested pairing is the set of eligible pairs, each student layer and each teacher layer used
-at most once, that is monotone in depth (if S_i is paired with T_a and S_j with T_b, then i < j
-implies a < b) and has the largest total weight (a dynamic programme over the two orders, the
-alignment of two sequences; among equal totals the pairing with more pairs, then the one found
-first with shallower teacher layers, is kept). Student layers without an eligible pair stay
-unpaired: they either already hold what every teacher layer has for the label, or no teacher
-layer at their depth or deeper has anything left.
+given (shallow to deep; the stages are). What matters for the task is what the student *as a
+whole* lacks, which its deepest mapped layer S_last measures. A teacher layer T is *worth
+distilling* when it is informative and Uni(Y:T\\S_last) is above its floor (the point estimate,
+and so the upper end of the interval: not at the floor); ``MapCell.left`` of that cell is the bits
+left for the student. A pair (T, S) is *usable* when T is worth distilling and the pair is not at
+its floor (S does not already hold what T has for the label: a student layer that copies T, or is
+a function of it, is not paired with it). The suggested pairing is a set of usable pairs, each
+layer used at most once and monotone in depth (if S_i is paired with T_a and S_j with T_b, i < j
+implies a < b), chosen lexicographically by (1) the most pairs: every teacher layer with something
+left is distilled, as far as the student has layers for them in depth order; (2) the most
+Red(Y:T,S) in total: each teacher layer goes to the student layer that already shares the most of
+its label information, the information-theoretic counterpart of aligning depths; (3) the most
+bits left. It is a dynamic programme over the two orders (the alignment of two sequences). Student
+layers without a pair stay unpaired; teacher layers that are uninformative are listed as skipped.
 
 **The teacher ranking** (:func:`rank_teachers`). Each candidate teacher's layers are mapped
 against one student layer (default: the student's last stage, what the student finally knows);
@@ -128,35 +132,48 @@ class MapCell:
 @dataclass(frozen=True)
 class Pairing:
     """The suggested pairing of :func:`suggest_pairing`: ``pairs`` are ``(student_layer,
-    teacher_layer)`` in depth order, ``weights`` the bits left beyond the floor of each pair
-    (``MapCell.left``), ``unpaired`` the student layers without a pair and ``skipped`` the
-    uninformative teacher layers; ``rule`` states the rule in words."""
+    teacher_layer)`` in depth order; for each pair ``left`` holds the bits the student as a whole
+    still lacks of the teacher layer (Uni(Y:T\\S) against the deepest mapped student layer, minus
+    its floor) and ``shared`` the bits the student layer already shares with it (Red(Y:T,S)).
+    ``worth`` lists the teacher layers worth distilling, ``unpaired`` the student layers without a
+    pair, ``skipped`` the uninformative teacher layers; ``rule`` states the rule in words."""
 
     pairs: list
-    weights: list
+    left: list
+    shared: list
+    worth: list
     unpaired: list
     skipped: list
     rule: str
 
     @property
     def total(self) -> float:
-        return float(sum(self.weights))
+        """Bits left over the pairs (the sum of ``left``)."""
+        return float(sum(self.left))
 
     def as_dict(self) -> dict:
         return {
             "pairs": [list(p) for p in self.pairs],
-            "weights": [float(w) for w in self.weights],
+            "left": [float(w) for w in self.left],
+            "shared": [float(w) for w in self.shared],
             "total": self.total,
+            "worth": list(self.worth),
             "unpaired": list(self.unpaired),
             "skipped": list(self.skipped),
             "rule": self.rule,
         }
 
     def table(self) -> str:
-        lines = ["suggested pairing (student layer <- teacher layer: bits left beyond the floor):"]
-        lines += [f"  {s} <- {t}: {w:.3f}" for (s, t), w in zip(self.pairs, self.weights, strict=True)]
+        lines = [
+            "suggested pairing (student layer <- teacher layer: bits the student lacks of it beyond "
+            "the floor; bits this student layer already shares with it):"
+        ]
+        lines += [
+            f"  {s} <- {t}: left {w:.3f}, shared {r:.3f}"
+            for (s, t), w, r in zip(self.pairs, self.left, self.shared, strict=True)
+        ]
         if not self.pairs:
-            lines.append("  (none: no pair has anything left above its floor)")
+            lines.append("  (none: no teacher layer has anything left above its floor for this student)")
         if self.unpaired:
             lines.append(f"  unpaired student layers: {', '.join(self.unpaired)}")
         if self.skipped:
@@ -165,9 +182,10 @@ class Pairing:
 
 
 PAIRING_RULE = (
-    "monotone in depth, each layer used at most once, maximising the total of Uni(Y:T\\S) minus its "
-    "permutation floor over pairs whose teacher layer is informative and whose Uni(Y:T\\S) interval "
-    "is not at the floor"
+    "teacher layers worth distilling: informative, with Uni(Y:T\\S) against the deepest student layer "
+    "above its floor (point estimate and upper end); each goes to a student layer that does not "
+    "already hold it (pair not at its floor), monotone in depth, each layer at most once, with "
+    "the most pairs, then the most Red(Y:T,S) shared with the student layer, then the most left"
 )
 
 
@@ -243,7 +261,7 @@ class LayerMap:
     def heatmap(self, path, terms=HEATMAP_TERMS) -> None:
         """Write the map as a PNG: one panel per term (teacher layers down, student layers across),
         each cell annotated with its value; in the Uni(Y:T\\S) panel, cells at their floor are
-        marked '·' and the suggested pairs are outlined."""
+        marked '*' and the suggested pairs are outlined in red."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -264,7 +282,7 @@ class LayerMap:
             im = ax.imshow(values, cmap="viridis", aspect="auto", vmin=0)
             for i in range(m):
                 for j in range(n):
-                    mark = "·" if term == "unique_t" and self.cells[i][j].at_floor else ""
+                    mark = "*" if term == "unique_t" and self.cells[i][j].at_floor else ""
                     ax.text(
                         j,
                         i,
@@ -280,7 +298,8 @@ class LayerMap:
             ax.set_yticks(range(m), self.teacher_layers, fontsize=7)
             ax.set_xlabel("student layer")
             ax.set_ylabel("teacher layer")
-            ax.set_title(f"{_TITLES[term]} (bits)", fontsize=9)
+            note = "; * at floor, red: suggested pairs" if term == "unique_t" else ""
+            ax.set_title(f"{_TITLES[term]} (bits{note})", fontsize=9)
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
         fig.tight_layout()
         fig.savefig(path, dpi=120)
@@ -424,56 +443,61 @@ def _cell(t_layer: str, s_layer: str, res, terms) -> MapCell:
 
 
 def suggest_pairing(lmap: LayerMap) -> Pairing:
-    """The pairing the map suggests, by the rule of the module docstring: monotone in depth, each
-    layer at most once, maximal total of ``MapCell.left`` over eligible pairs."""
+    """The pairing the map suggests, by the rule of the module docstring (``PAIRING_RULE``)."""
     t_layers, s_layers = lmap.teacher_layers, lmap.student_layers
     m, n = len(t_layers), len(s_layers)
-    # A teacher layer is skipped when it is uninformative against every student layer (I(Y;T) does
-    # not depend on S, but its interval and floor are measured per pair).
+    # I(Y;T) does not depend on S (and neither do its interval and floor: the same symbols,
+    # permutations and resamples in every cell of a row); any() reads it off the row.
     informative = [any(c.informative for c in row) for row in lmap.cells]
+    last = [row[-1] for row in lmap.cells]  # each teacher layer against the deepest student layer
+    worth = [informative[i] and not last[i].at_floor and last[i].left > 0 for i in range(m)]
 
-    def weight(i: int, j: int) -> float | None:
-        c = lmap.cells[i][j]
-        ok = informative[i] and c.informative and not c.at_floor and c.left > 0
-        return c.left if ok else None
+    def usable(i: int, j: int) -> bool:
+        return worth[i] and not lmap.cells[i][j].at_floor
 
-    # best[i][j]: (total, number of pairs) using teacher layers < i and student layers < j.
-    best = [[(0.0, 0)] * (n + 1) for _ in range(m + 1)]
+    # best[i][j]: the best (pairs, shared bits, left bits) using teacher layers < i, student layers < j
+    def better(a: tuple, b: tuple) -> bool:
+        if a[0] != b[0]:
+            return a[0] > b[0]
+        for x, y in ((a[1], b[1]), (a[2], b[2])):
+            if abs(x - y) > 1e-12:
+                return x > y
+        return False
+
+    best = [[(0, 0.0, 0.0)] * (n + 1) for _ in range(m + 1)]
     move = [[None] * (n + 1) for _ in range(m + 1)]
     for i in range(1, m + 1):
         for j in range(1, n + 1):
-            options = [(best[i - 1][j], "t"), (best[i][j - 1], "s")]
-            w = weight(i - 1, j - 1)
-            if w is not None:
-                total, count = best[i - 1][j - 1]
-                options.append(((total + w, count + 1), "pair"))
-            # max by (total, count); ties keep the earlier option (skip the teacher layer first)
-            choice = options[0]
-            for opt in options[1:]:
-                if (opt[0][0] > choice[0][0] + 1e-12) or (
-                    abs(opt[0][0] - choice[0][0]) <= 1e-12 and opt[0][1] > choice[0][1]
-                ):
-                    choice = opt
+            # skip the teacher layer, skip the student layer, or pair them; ties keep the earlier
+            choice = (best[i - 1][j], "t")
+            if better(best[i][j - 1], choice[0]):
+                choice = (best[i][j - 1], "s")
+            if usable(i - 1, j - 1):
+                count, shared, left = best[i - 1][j - 1]
+                c = lmap.cells[i - 1][j - 1]
+                option = (count + 1, shared + c.redundancy, left + last[i - 1].left)
+                if better(option, choice[0]):
+                    choice = (option, "pair")
             best[i][j], move[i][j] = choice
-    pairs, weights = [], []
+    pairs = []
     i, j = m, n
     while i > 0 and j > 0:
         step = move[i][j]
         if step == "pair":
-            pairs.append((s_layers[j - 1], t_layers[i - 1]))
-            weights.append(float(lmap.cells[i - 1][j - 1].left))
+            pairs.append((i - 1, j - 1))
             i, j = i - 1, j - 1
         elif step == "t":
             i -= 1
         else:
             j -= 1
     pairs.reverse()
-    weights.reverse()
-    paired = {s for s, _ in pairs}
+    paired = {j for _, j in pairs}
     return Pairing(
-        pairs=pairs,
-        weights=weights,
-        unpaired=[s for s in s_layers if s not in paired],
+        pairs=[(s_layers[j], t_layers[i]) for i, j in pairs],
+        left=[float(last[i].left) for i, _ in pairs],
+        shared=[float(lmap.cells[i][j].redundancy) for i, j in pairs],
+        worth=[t for t, ok in zip(t_layers, worth, strict=True) if ok],
+        unpaired=[s for j, s in enumerate(s_layers) if j not in paired],
         skipped=[t for t, ok in zip(t_layers, informative, strict=True) if not ok],
         rule=PAIRING_RULE,
     )

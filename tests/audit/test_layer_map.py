@@ -113,67 +113,88 @@ def _pairing(teacher, student, y):
     return suggest_pairing(map_features(y, teacher, student, n_boot=BOOT))
 
 
-def test_pairing_skips_a_copied_layer_and_a_noise_layer():
+def test_nothing_is_paired_when_the_students_last_layer_holds_the_label():
     b1, b2, y = _bits()
     teacher = {"t1": _code(b1, 2, 1), "t2": _noise(2), "t3": _code(y, 4, 3)}
-    # s2 is a copy of t3: nothing left for it anywhere; s1 holds nothing: t3 has the most for it
+    # s2, the deepest student layer, is a copy of t3: the student lacks nothing any teacher layer has
     p = _pairing(teacher, {"s1": _noise(6), "s2": teacher["t3"].copy()}, y)
-    assert p.pairs == [("s1", "t3")]
-    assert p.unpaired == ["s2"] and p.skipped == ["t2"]
-    assert p.weights[0] == pytest.approx(2.0, abs=0.1)
+    assert p.pairs == [] and p.worth == [] and p.unpaired == ["s1", "s2"] and p.skipped == ["t2"]
 
 
-def test_pairing_is_monotone_in_depth():
+def test_a_copied_layer_is_not_paired_with_its_original():
     b1, b2, y = _bits()
     teacher = {"t1": _code(b1, 2, 1), "t2": _noise(2), "t3": _code(y, 4, 3)}
-    # both student layers hold nothing: t3 is best for each, but the pairing may use it once and
-    # must not cross, so s1 <- t1 (1 bit) and s2 <- t3 (2 bits) beats s1 <- t3 alone
+    # s1 copies t1 (b1), s2 holds nothing: t1 (1 bit) and t3 (2 bits) are worth distilling, t2 is
+    # noise. (t1, s1) is at its floor, and t1 and t3 cannot both find a later student layer than
+    # the other in depth order, so one pair: t3 goes to s1, which shares b1 with it (Red = 1 bit,
+    # against 0 for s2)
+    p = _pairing(teacher, {"s1": teacher["t1"].copy(), "s2": _noise(7)}, y)
+    assert p.worth == ["t1", "t3"] and p.skipped == ["t2"]
+    assert p.pairs == [("s1", "t3")] and p.unpaired == ["s2"]
+    assert p.shared[0] == pytest.approx(1.0, abs=0.05)
+    assert p.left[0] == pytest.approx(2.0 - 0.05, abs=0.08)  # Uni(Y:T3\S2) = 2 bits, minus its floor
+
+
+def test_pairing_is_monotone_in_depth_and_distils_every_layer_worth_it():
+    b1, b2, y = _bits()
+    teacher = {"t1": _code(b1, 2, 1), "t2": _noise(2), "t3": _code(y, 4, 3)}
+    # both student layers hold nothing: t1 and t3 are worth distilling and both fit, in depth order
     p = _pairing(teacher, {"s1": _noise(6), "s2": _noise(7)}, y)
-    assert p.pairs == [("s1", "t1"), ("s2", "t3")] and p.skipped == ["t2"]
+    assert p.pairs == [("s1", "t1"), ("s2", "t3")] and p.skipped == ["t2"] and p.worth == ["t1", "t3"]
 
 
 def test_pairing_of_a_student_layer_that_is_a_function_of_a_teacher_layer():
     b1, b2, y = _bits()
     teacher = {"t1": _code(b1, 2, 1), "t2": _code(b2, 2, 2), "t3": _code(y, 4, 3)}
     rotation = np.linalg.qr(np.random.default_rng(9).normal(size=(8, 8)))[0]
-    # s1 = a rotation and scaling of t1: it holds b1, so t1 has nothing left for it; t2 and t3
-    # each have b2 (1 bit) for it; s2 holds nothing, t3 has 2 bits for it. The best monotone
-    # pairing: s1 <- t2, s2 <- t3 (3 bits in all)
+    # s1 = a rotation and scaling of t1: it holds b1, so (t1, s1) is at its floor; s2 holds nothing,
+    # so all three teacher layers are worth distilling. Two pairs fit only as s1 <- t2, s2 <- t3
     p = _pairing(teacher, {"s1": 3.0 * teacher["t1"] @ rotation, "s2": _noise(7)}, y)
     assert p.pairs == [("s1", "t2"), ("s2", "t3")] and p.unpaired == [] and p.skipped == []
+    assert p.worth == ["t1", "t2", "t3"]
 
 
-def _cell(t, s, left, informative=True, at_floor=False):
+def _cell(t, s, *, red=0.0, left=0.0, informative=True, at_floor=False):
     z = {term: 0.0 for term in TERMS}
-    return MapCell(t, s, **{**z, "unique_t": left + 0.1}, gap=0.0, ci={}, ci_raw={}, bias={}, bias_sd={},
-                   floor=0.1, at_floor=at_floor, informative=informative)  # fmt: skip
+    return MapCell(t, s, **{**z, "redundancy": red, "unique_t": left + 0.1}, gap=0.0, ci={}, ci_raw={},
+                   bias={}, bias_sd={}, floor=0.1, at_floor=at_floor, informative=informative)  # fmt: skip
 
 
-@pytest.mark.parametrize("seed", range(20))
+@pytest.mark.parametrize("seed", range(30))
 def test_pairing_is_the_best_monotone_matching(seed):
     """Against brute force over every monotone matching of random maps."""
     rng = np.random.default_rng(seed)
     m, n = rng.integers(1, 6), rng.integers(1, 5)
     left = rng.uniform(-0.5, 2.0, (m, n))
-    floor = rng.random((m, n)) < 0.2
+    red = rng.uniform(0.0, 2.0, (m, n))
+    floor = rng.random((m, n)) < 0.25
     informative = rng.random(m) < 0.8
     cells = [
-        [_cell(f"t{i}", f"s{j}", left[i, j], informative[i], floor[i, j]) for j in range(n)] for i in range(m)
-    ]
+        [_cell(f"t{i}", f"s{j}", red=red[i, j], left=left[i, j], informative=informative[i],
+               at_floor=floor[i, j]) for j in range(n)]
+        for i in range(m)
+    ]  # fmt: skip
     p = suggest_pairing(LayerMap([f"t{i}" for i in range(m)], [f"s{j}" for j in range(n)], cells, {}))
 
-    def ok(i, j):
-        return informative[i] and not floor[i, j] and left[i, j] > 0
+    worth = [informative[i] and not floor[i, -1] and left[i, -1] > 0 for i in range(m)]
+    assert p.worth == [f"t{i}" for i in range(m) if worth[i]]
 
-    best = 0.0
+    def ok(i, j):
+        return worth[i] and not floor[i, j]
+
+    best = (0, 0.0, 0.0)
     for r in range(1, min(m, n) + 1):
         for ts in itertools.combinations(range(m), r):
             for ss in itertools.combinations(range(n), r):
-                if all(ok(i, j) for i, j in zip(ts, ss, strict=True)):
-                    best = max(best, sum(left[i, j] for i, j in zip(ts, ss, strict=True)))
-    assert p.total == pytest.approx(best, abs=1e-9)
+                pairs = list(zip(ts, ss, strict=True))
+                if all(ok(i, j) for i, j in pairs):
+                    score = (r, sum(red[i, j] for i, j in pairs), sum(left[i, -1] for i, _ in pairs))
+                    best = max(best, score)
     ts = [int(t[1:]) for _, t in p.pairs]
     ss = [int(s[1:]) for s, _ in p.pairs]
+    got = (len(p.pairs), sum(red[i, j] for i, j in zip(ts, ss, strict=True)), p.total)
+    assert got[0] == best[0] and got[1] == pytest.approx(best[1], abs=1e-9)
+    assert got[2] == pytest.approx(best[2], abs=1e-9)
     assert ts == sorted(set(ts)) and ss == sorted(set(ss))  # monotone, each layer once
     assert all(ok(i, j) for i, j in zip(ts, ss, strict=True))
 
