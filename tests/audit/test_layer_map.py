@@ -402,3 +402,26 @@ def test_cli_map_heatmap_and_ranking(user, capsys):
         assert main(["audit", *args]) == 2, case
         err = capsys.readouterr().err
         assert err.startswith("infodistill: error: ") and err.count("\n") == 1, (case, err)
+
+
+def test_bad_inputs_are_one_line_errors_naming_the_fix():
+    b1, b2, y = _bits()
+    t, s = {"t": _code(b1, 2, 1)}, {"s": _noise(6)}
+    cases = [
+        (lambda: map_features(y, {}, s), "teacher_features is empty"),
+        (lambda: map_features(y, [1, 2], s), "teacher_features must be a mapping {layer name: features}"),
+        (lambda: map_features(y[:10], t, s), "layer 't' has 600 examples but labels has 10"),
+        (lambda: map_features(y, t, s, n_boot=0), "n_boot must be an integer >= 1"),
+        (lambda: map_features(y, t, s, n_perm=1), "n_perm must be an integer >= 2"),
+        (lambda: map_features(y, {"t": _noise(1, dim=3)}, s), "layer 't': "),  # pca 5 > 3 dims
+        (lambda: rank_teachers({}, None, None, None), "teachers must be a non-empty mapping"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError) as err:
+            call()
+        assert message in str(err.value) and "\n" not in str(err.value), (message, str(err.value))
+    lmap = map_features(y, t, s, n_boot=BOOT)
+    with pytest.raises(KeyError, match="no mapped student layer 'x'"):
+        lmap.cell("t", "x")
+    with pytest.raises(ValueError, match="heatmap term 'nope'"):
+        lmap.heatmap("x.png", terms=["nope"])
