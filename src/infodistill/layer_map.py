@@ -63,6 +63,7 @@ __all__ = [
     "TeacherRanking",
     "layer_map",
     "map_features",
+    "auto_pairs",
     "rank_from_maps",
     "rank_teachers",
     "run_layer_map",
@@ -585,6 +586,58 @@ def layer_map(
     return map_features(
         y.numpy(), t_feats, s_feats, k=k, pca=pca, n_boot=n_boot, n_perm=n_perm, ci=ci, seed=seed, names=names
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# method.pairs: auto
+
+#: Training examples the map of ``method.pairs: auto`` reads (at most), its bootstrap resamples and
+#: label permutations (the audit's).
+AUTO_N = 2000
+AUTO_BOOT = 100
+
+
+def auto_pairs(teacher, student, train, cfg) -> tuple[list, dict]:
+    """``method.pairs: auto`` of a distillation run (the ``pair_resolver`` of
+    :func:`infodistill.training.runs.distill`): the pairing :func:`suggest_pairing` reads off the
+    layer map of the teacher's stages against the student's, as built for the run (the student at
+    its initialisation), on the first ``AUTO_N`` *training* examples (never the test examples the
+    run reports), with the run's ``pid.k``, ``pid.pca`` and seed. Returns ``(pairs, record)``; the
+    record goes into the run's config.json as ``method.auto_pairs``."""
+    from .data.loader import first_examples
+
+    for model, what in ((teacher, "teacher"), (student, "student")):
+        if not getattr(model, "stage_names", None):
+            raise ValueError(
+                f"method.pairs: auto maps the models' stages, but the {what} model "
+                f"{type(model).__name__} declares no stage_names: name the pairs"
+            )
+    n = min(AUTO_N, len(train))
+    x, y = first_examples(train, n)
+    lmap = layer_map(
+        teacher, student, x, y, n=n, k=cfg.pid.k, pca=cfg.pid.pca, n_boot=AUTO_BOOT, seed=cfg.run.seed
+    )
+    pairing = lmap.pairing()
+    record = {
+        "chosen_by": "infodistill.layer_map.suggest_pairing",
+        "examples": f"the first {n} training examples",
+        "k": cfg.pid.k,
+        "pca": cfg.pid.pca,
+        "n_boot": AUTO_BOOT,
+        "n_perm": lmap.settings["n_perm"],
+        "seed": cfg.run.seed,
+        "teacher_layers": list(lmap.teacher_layers),
+        "student_layers": list(lmap.student_layers),
+        "left_bits": [round(v, 4) for v in pairing.left],
+        "rule": pairing.rule,
+    }
+    if not pairing.pairs:
+        record["why"] = (
+            "no teacher stage has anything left above its floor for this student"
+            if not pairing.worth
+            else "no worth-distilling teacher stage has a student stage that lacks it"
+        )
+    return [[s, t] for s, t in pairing.pairs], record
 
 
 # --------------------------------------------------------------------------------------------------

@@ -57,7 +57,12 @@ def _run_command(name: str):
         overrides = list(args.overrides) + ([f"run.out_dir={args.out}"] if args.out else [])
         try:
             cfg = load_config(cls, args.config, overrides)
-            final = fn(cfg, progress=not args.quiet, resume=args.resume)
+            kw = {}
+            if name == "distill" and cfg.method.pairs == "auto":
+                from ..layer_map import auto_pairs  # the layer map, above the training layer
+
+                kw["pair_resolver"] = auto_pairs
+            final = fn(cfg, progress=not args.quiet, resume=args.resume, **kw)
         except errors() as exc:
             raise CLIError(message(exc)) from None
         if not is_main():

@@ -184,14 +184,29 @@ class TeacherConfig:
         _seed(self.seed, f"{key}.seed")
 
 
+#: method.pairs: chosen from the layer map when the run is built
+AUTO_PAIRS = "auto"
+
+
 @dataclass
 class MethodConfig:
     name: str = "kd"
-    #: [student_layer, teacher_layer] pairs for feature methods
-    pairs: list[list[str]] = field(default_factory=list)
+    #: [student_layer, teacher_layer] pairs for feature methods, or "auto": the pairing the layer map
+    #: suggests (infodistill.layer_map), measured on training examples when the run is built
+    pairs: list[list[str]] | str = field(default_factory=list)
     params: dict = field(default_factory=dict)
+    #: how "auto" pairs were chosen: filled in when the run is built (pairs then holds the chosen
+    #: ones), so config.json records both; not set by hand
+    auto_pairs: dict | None = None
 
     def check(self, key: str) -> None:
+        if isinstance(self.pairs, str):
+            if self.pairs != AUTO_PAIRS:
+                raise ConfigError(
+                    f"{key}.pairs must be a list of [student_layer, teacher_layer] pairs or "
+                    f"{AUTO_PAIRS!r}, got {self.pairs!r}"
+                )
+            return
         _pairs(self.pairs, f"{key}.pairs")
 
 
@@ -302,6 +317,12 @@ class DistillConfig:
         if self.init_lambda is not None and not 0 <= self.init_lambda <= 1:
             raise ConfigError(f"init_lambda must lie in [0, 1], got {self.init_lambda}")
         if self.pid.stop:
+            if self.method.pairs == AUTO_PAIRS:
+                raise ConfigError(
+                    "pid.stop switches off method pairs named in the config; with method.pairs: auto "
+                    "they are chosen when the run is built: name them (the layer map suggests them: "
+                    "infodistill audit --map)"
+                )
             method_pairs = [list(p) for p in self.method.pairs]
             for pair in self.pid.pairs:
                 if list(pair) not in method_pairs:

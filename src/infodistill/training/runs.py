@@ -8,6 +8,7 @@ device once (``training/device.py`` decides which); everything downstream follow
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from ..models import (
 from . import distributed
 from .checkpoint import load_checkpoint, load_model_state
 from .config import (
+    AUTO_PAIRS,
     ConfigError,
     DataConfig,
     DistillConfig,
@@ -251,13 +253,19 @@ def _teacher_members(cfg: DistillConfig, train, method: type[DistillMethod]) -> 
     return [load_trained(p, t.model, train) for p in paths]
 
 
-def build_distillation(cfg: DistillConfig, progress: bool = True) -> Fit:
+def build_distillation(cfg: DistillConfig, progress: bool = True, pair_resolver=None) -> Fit:
     """Everything of a distillation run, validated, as a ready-to-run ``Fit``, built top down:
     data → teacher and student (checked on real examples) → method (layer pairs resolved on their
     probed shapes) → the step (``Distiller``, with its teacher-output cache) → the PID tracker.
 
     Under torchrun every rank builds the same run (its own teacher-output cache of the whole
-    training set included: the chunks a rank trains on change every epoch)."""
+    training set included: the chunks a rank trains on change every epoch).
+
+    ``method.pairs: auto`` is resolved by ``pair_resolver(teacher, student, train, cfg)`` ->
+    ``(pairs, record)`` once the models are built (``infodistill.layer_map.auto_pairs``, which the
+    command line passes: the layer map sits above this layer); the run then records the chosen
+    pairs and the record in its config (``method.pairs``, ``method.auto_pairs``). The caller's
+    ``cfg`` is not changed."""
     seed_everything(cfg.run.seed, cfg.run.threads)
     device = start_device(cfg.run)
     _check_tensorboard(cfg.run)
@@ -280,6 +288,10 @@ def build_distillation(cfg: DistillConfig, progress: bool = True) -> Fit:
         interpolate_student(trajectory[-1] if trajectory else members[0], student, cfg.init_lambda)
     _channels_last(cfg.run.channels_last, [student, *members, *(trajectory or [])], train, test)
 
+    if cfg.method.pairs == AUTO_PAIRS:
+        cfg = _resolve_auto_pairs(
+            cfg, pair_resolver, trajectory[-1] if trajectory else members[0], student, train
+        )
     pairs = [tuple(p) for p in cfg.method.pairs]
     method = build_method(
         cfg.method.name,
@@ -334,11 +346,31 @@ def _save_untrained_teacher(model: nn.Module, out: Path) -> None:
         tmp.replace(out / "teacher-untrained.safetensors")
 
 
-def distill(cfg: DistillConfig, progress: bool = True, resume: bool = True) -> dict:
+def _resolve_auto_pairs(cfg: DistillConfig, resolver, teacher: nn.Module, student: nn.Module, train):
+    """A copy of ``cfg`` with ``method.pairs: auto`` replaced by the pairs ``resolver`` chooses."""
+    if resolver is None:
+        raise ConfigError(
+            "method.pairs: auto is chosen from the layer map, which this call does not reach: run "
+            "`infodistill distill`, or pass pair_resolver=infodistill.layer_map.auto_pairs"
+        )
+    pairs, record = resolver(teacher, student, train, cfg)
+    if method_class(cfg.method.name).uses_teacher_features and not pairs:
+        raise ConfigError(
+            f"method.pairs: auto: the layer map suggests no pair ({record.get('why', 'nothing left')}); "
+            f"{cfg.method.name} needs at least one: name the pairs, or distil the logits only (kd)"
+        )
+    cfg = copy.deepcopy(cfg)
+    cfg.method.pairs = [list(p) for p in pairs]
+    cfg.method.auto_pairs = record
+    return cfg
+
+
+def distill(cfg: DistillConfig, progress: bool = True, resume: bool = True, pair_resolver=None) -> dict:
+    """Build and run a distillation (``pair_resolver``: see :func:`build_distillation`)."""
     start_device(cfg.run)  # the process group first: the lock below is rank 0's alone
     # Locked before the build: it writes the untrained teacher into the directory.
     with run_directory(cfg.run.out_dir):
-        return build_distillation(cfg, progress).run(resume)
+        return build_distillation(cfg, progress, pair_resolver).run(resume)
 
 
 def run_summary(out_dir: str) -> dict:
