@@ -30,6 +30,7 @@ LAYERS = {
     "methods": 1,
     "training": 2,
     "audit": 3,
+    "layer_map": 3,  # the audit's layer map, pairing and teacher ranking
     "experiments": 4,
     "cli": 5,
     "__main__": 5,

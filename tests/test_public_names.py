@@ -22,6 +22,14 @@ PUBLIC = {
     "infodistill.audit": [
         "NOTHING_MARGIN_BITS", "NOTHING_SD_FACTOR", "TRANSFERRED_BITS", "TRANSFERRED_FRACTION",
         "AuditResult", "AuditRow", "audit", "run_audit",
+        # issue 23: the models and examples of `infodistill audit`, shared with the layer map
+        "LoadedModels", "load_models",
+    ],
+    # issue 23: the layer map, its pairing and the teacher ranking
+    "infodistill.layer_map": [
+        "FLOOR_MARGIN_BITS", "FLOOR_SD_FACTOR", "LayerMap", "MapCell", "Pairing", "TeacherRank",
+        "TeacherRanking", "layer_map", "map_features", "rank_from_maps", "rank_teachers", "run_layer_map",
+        "run_rank_teachers", "suggest_pairing",
     ],
     "infodistill.cli": ["CLIError", "_json_default", "build_parser", "gates_table", "main"],
     "infodistill.data": [
@@ -80,6 +88,7 @@ CLI = {
             "--boot", "--data", "--data-root", "--json", "--k", "--layers-s", "--layers-t", "--n", "--pca",
             "--seed", "--student", "--student-kwargs", "--student-model", "--teacher", "--teacher-kwargs",
             "--teacher-model",
+            "--map", "--heatmap",  # issue 23
         ],
     ),
 }  # fmt: skip

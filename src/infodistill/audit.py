@@ -51,7 +51,9 @@ __all__ = [
     "TRANSFERRED_FRACTION",
     "AuditResult",
     "AuditRow",
+    "LoadedModels",
     "audit",
+    "load_models",
     "run_audit",
 ]
 
@@ -536,6 +538,118 @@ def _split_layers(text: str | None, flag: str) -> list | None:
     return layers
 
 
+@dataclass(frozen=True)
+class LoadedModels:
+    """What :func:`load_models` returns: the teachers (in the order given) and the student, built
+    and loaded, with their printable names, and the first ``n`` test examples of their data set."""
+
+    teachers: list
+    teacher_names: list
+    student: object
+    student_name: str
+    x: object
+    y: object
+
+
+def load_models(
+    teachers: list,
+    student: str,
+    *,
+    teacher_model: str | None = None,
+    teacher_kwargs: str | None = None,
+    student_model: str | None = None,
+    student_kwargs: str | None = None,
+    data: str | None = None,
+    data_root: str | None = None,
+    data_kwargs: str | None = None,
+    layers_t: list | None = None,
+    layers_s: list | None = None,
+    n: int = 2000,
+    seed: int = 0,
+    teacher_weights_prefix: str | None = None,
+    teacher_weights_key: str | None = None,
+    student_weights_prefix: str | None = None,
+    student_weights_key: str | None = None,
+    device: str = "auto",
+) -> LoadedModels:
+    """Build and load the teachers and the student as ``infodistill audit`` names them (run
+    directories, checkpoint directories, weights files with a model, or ``untrained`` with a
+    model; the teacher options apply to every teacher), check the named layers (``layers_t`` in
+    every teacher, ``layers_s`` in the student) and read the first ``n`` test examples. Errors
+    name the command's flags. An untrained teacher number i is initialised from ``seed + 1 + i``
+    and an untrained student from ``seed``, so that no two are identical."""
+    if not teachers:
+        raise ValueError("--teacher is required: name at least one teacher")
+    sides = [
+        _resolve("teacher", t, teacher_model, teacher_kwargs, teacher_weights_prefix, teacher_weights_key)
+        for t in teachers
+    ]
+    student_side = _resolve(
+        "student", student, student_model, student_kwargs, student_weights_prefix, student_weights_key
+    )
+    extra = _kwargs(data_kwargs, "--data-kwargs")
+    if data is not None:
+        source = _model_spec(data) | {"root": data_root, "kwargs": extra or {}}
+        if "factory" in source and data_root is not None:
+            raise ValueError(
+                "--data-root is for the built-in data sets; pass a factory's options in --data-kwargs"
+            )
+    else:
+        source = None
+        for side in (*sides, student_side):
+            run_data = (side["run"] or {}).get("data")
+            if isinstance(run_data, dict) and (run_data.get("name") or run_data.get("factory")):
+                source = {k: run_data.get(k) for k in ("name", "factory") if run_data.get(k)}
+                source["root"] = data_root if data_root is not None else run_data.get("root")
+                source["kwargs"] = extra if extra is not None else dict(run_data.get("kwargs") or {})
+                break
+    if source is None:
+        raise ValueError("--data is required (no run directory's config.json names the data set)")
+
+    from .training.config import DataConfig, ModelConfig
+    from .training.device import select_device
+    from .training.runs import model_from_config, model_from_run, prepare_data
+
+    where = select_device(device, key="--device")
+    _, test = prepare_data(DataConfig(**source), 0)
+    train_like = test  # a model needs only the sample shape and the number of classes
+
+    def build(side: dict, role: str, seed: int):
+        spec = side["model"]
+        name = _label(spec) + (f" {spec['kwargs']}" if spec["kwargs"] else "")
+        cfg, what = ModelConfig(**spec), f"--{role}-model"
+        if side["untrained"] or side["path"] is None:
+            model = model_from_config(cfg, train_like, seed=seed, what=what)
+            source = f"untrained, seed {seed}" if side["untrained"] else spec["weights"]
+            return model.to(where), f"{name} ({source})"
+        label = f"{role} ({side['path']})"
+        model = model_from_run(side["path"], cfg, train_like, what=what, label=label, seed=seed)
+        return model.to(where), f"{name} ({side['path']})"
+
+    # Distinct seeds so that an untrained teacher and student of one architecture are not identical.
+    built = [build(side, "teacher", seed + 1 + i) for i, side in enumerate(sides)]
+    s_model, s_name = build(student_side, "student", seed)
+    from .models.hooks import validate_layers
+
+    for model, _name in built:
+        if layers_t is not None:
+            validate_layers(model, layers_t)
+    if layers_s is not None:
+        validate_layers(s_model, layers_s)
+    from .data.loader import first_examples
+
+    # Only the audited examples are read (a data set decoded per item is never held whole).
+    x, y = first_examples(test, max(1, n) if isinstance(n, int) else len(test))
+    return LoadedModels(
+        teachers=[m for m, _ in built],
+        teacher_names=[name for _, name in built],
+        student=s_model,
+        student_name=s_name,
+        x=x,
+        y=y,
+    )
+
+
 def run_audit(
     teacher: str,
     student: str,
@@ -575,67 +689,32 @@ def run_audit(
         raise ValueError(f"--boot must be >= 1 (the verdict needs intervals), got {boot}")
     if not 0 <= seed < 2**32:
         raise ValueError(f"--seed must be in [0, 2**32), got {seed}")
-    teacher = _resolve(
-        "teacher", teacher, teacher_model, teacher_kwargs, teacher_weights_prefix, teacher_weights_key
-    )
-    student = _resolve(
-        "student", student, student_model, student_kwargs, student_weights_prefix, student_weights_key
-    )
     t_layers = _split_layers(layers_t, "--layers-t")
     s_layers = _split_layers(layers_s, "--layers-s")
     if s_layers is not None and len(s_layers) != 1:
         raise ValueError(f"--layers-s takes one student layer, got {len(s_layers)}: {','.join(s_layers)}")
-    extra = _kwargs(data_kwargs, "--data-kwargs")
-    if data is not None:
-        source = _model_spec(data) | {"root": data_root, "kwargs": extra or {}}
-        if "factory" in source and data_root is not None:
-            raise ValueError(
-                "--data-root is for the built-in data sets; pass a factory's options in --data-kwargs"
-            )
-    else:
-        source = None
-        for side in (teacher, student):
-            run_data = (side["run"] or {}).get("data")
-            if isinstance(run_data, dict) and (run_data.get("name") or run_data.get("factory")):
-                source = {k: run_data.get(k) for k in ("name", "factory") if run_data.get(k)}
-                source["root"] = data_root if data_root is not None else run_data.get("root")
-                source["kwargs"] = extra if extra is not None else dict(run_data.get("kwargs") or {})
-                break
-    if source is None:
-        raise ValueError("--data is required (no run directory's config.json names the data set)")
-
-    from .training.config import DataConfig, ModelConfig
-    from .training.device import select_device
-    from .training.runs import model_from_config, model_from_run, prepare_data
-
-    where = select_device(device, key="--device")
-    _, test = prepare_data(DataConfig(**source), 0)
-    train_like = test  # _model needs only the sample shape and the number of classes
-
-    def build(side: dict, role: str, seed: int):
-        spec = side["model"]
-        name = _label(spec) + (f" {spec['kwargs']}" if spec["kwargs"] else "")
-        cfg, what = ModelConfig(**spec), f"--{role}-model"
-        if side["untrained"] or side["path"] is None:
-            model = model_from_config(cfg, train_like, seed=seed, what=what)
-            source = f"untrained, seed {seed}" if side["untrained"] else spec["weights"]
-            return model.to(where), f"{name} ({source})"
-        label = f"{role} ({side['path']})"
-        model = model_from_run(side["path"], cfg, train_like, what=what, label=label, seed=seed)
-        return model.to(where), f"{name} ({side['path']})"
-
-    # Distinct seeds so that an untrained teacher and student of one architecture are not identical.
-    t_model, t_name = build(teacher, "teacher", seed + 1)
-    s_model, s_name = build(student, "student", seed)
-    for model, layers in ((t_model, t_layers), (s_model, s_layers)):
-        if layers is not None:
-            from .models.hooks import validate_layers
-
-            validate_layers(model, layers)
-    from .data.loader import first_examples
-
-    # Only the audited examples are read (a data set decoded per item is never held whole).
-    x, y = first_examples(test, max(1, n) if isinstance(n, int) else len(test))
+    loaded = load_models(
+        [teacher],
+        student,
+        teacher_model=teacher_model,
+        teacher_kwargs=teacher_kwargs,
+        student_model=student_model,
+        student_kwargs=student_kwargs,
+        data=data,
+        data_root=data_root,
+        data_kwargs=data_kwargs,
+        layers_t=t_layers,
+        layers_s=s_layers,
+        n=n,
+        seed=seed,
+        teacher_weights_prefix=teacher_weights_prefix,
+        teacher_weights_key=teacher_weights_key,
+        student_weights_prefix=student_weights_prefix,
+        student_weights_key=student_weights_key,
+        device=device,
+    )
+    (t_model,), (t_name,) = loaded.teachers, loaded.teacher_names
+    s_model, s_name, x, y = loaded.student, loaded.student_name, loaded.x, loaded.y
     return audit(
         t_model,
         s_model,

@@ -21,10 +21,21 @@ def add_commands(sub) -> None:
         "--teacher-model / --student-model (--data) are omitted. A model (or --data) is a built-in\n"
         "name or your own factory, 'package.module:function' or 'file.py:function', called with\n"
         "the --*-kwargs; a weights file (.safetensors, or a state dict for torch.load) given as\n"
-        "--teacher / --student is loaded into --*-model.",
+        "--teacher / --student is loaded into --*-model.\n\n"
+        "--map: the layer map instead, every teacher layer x every student layer (--layers-s takes\n"
+        "several, default all student stages): Red, Uni(Y:T\\S), I(Y;T), I(Y;S) with intervals and\n"
+        "the permutation floor, and the suggested pairing; --heatmap writes it as a PNG.\n"
+        "Several --teacher: rank the candidate teachers by Uni(Y:T\\S) at each one's best layer\n"
+        "against the student layer (default: its last stage); the teacher options apply to all.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--teacher", required=True, metavar="RUN_DIR|CKPT|WEIGHTS|untrained", help="the teacher")
+    p.add_argument(
+        "--teacher",
+        required=True,
+        action="append",
+        metavar="RUN_DIR|CKPT|WEIGHTS|untrained",
+        help="the teacher; give it several times to rank candidate teachers",
+    )
     p.add_argument(
         "--teacher-model",
         metavar="NAME|MODULE:FN",
@@ -56,7 +67,17 @@ def add_commands(sub) -> None:
     p.add_argument("--data-root", metavar="DIR", help="data directory (cifar10/100, image-folder)")
     p.add_argument("--data-kwargs", metavar="YAML", help="options of a --data factory")
     p.add_argument("--layers-t", metavar="A,B,C", help="teacher layers (default: all its stages)")
-    p.add_argument("--layers-s", metavar="X", help="student layer (default: its last stage)")
+    p.add_argument(
+        "--layers-s",
+        metavar="X",
+        help="student layer (default: its last stage); with --map several, X,Y,Z (default: all its stages)",
+    )
+    p.add_argument(
+        "--map",
+        action="store_true",
+        help="the layer map: every teacher layer x every student layer, and the suggested pairing",
+    )
+    p.add_argument("--heatmap", metavar="PNG", help="with --map: write the map as a heatmap PNG")
     p.add_argument("--n", type=int, default=2000, help="test examples audited (default 2000)")
     p.add_argument("--k", type=int, default=10, help="k-means clusters (default 10)")
     p.add_argument("--pca", type=int, default=5, help="PCA dimensions, 0 for none (default 5)")
@@ -84,31 +105,48 @@ def _json_default(obj):
 def cmd_audit(args, parser) -> int:
     require_torch()  # without torch: one line naming the install command
     from ..audit import run_audit
+    from ..layer_map import run_layer_map, run_rank_teachers
 
-    try:
-        result = run_audit(
-            args.teacher,
-            args.student,
-            teacher_model=args.teacher_model,
-            teacher_kwargs=args.teacher_kwargs,
-            student_model=args.student_model,
-            student_kwargs=args.student_kwargs,
-            data=args.data,
-            data_root=args.data_root,
-            data_kwargs=args.data_kwargs,
-            layers_t=args.layers_t,
-            layers_s=args.layers_s,
-            n=args.n,
-            k=args.k,
-            pca=args.pca,
-            boot=args.boot,
-            seed=args.seed,
-            teacher_weights_prefix=args.teacher_weights_prefix,
-            teacher_weights_key=args.teacher_weights_key,
-            student_weights_prefix=args.student_weights_prefix,
-            student_weights_key=args.student_weights_key,
-            device=args.device,
+    teachers = list(args.teacher)
+    if args.heatmap is not None and not args.map:
+        raise CLIError("--heatmap draws the layer map: add --map")
+    if args.map and len(teachers) > 1:
+        raise CLIError(
+            f"--map maps one teacher against the student, got {len(teachers)} --teacher; "
+            "drop --map to rank them, or map them one at a time"
         )
+    if args.heatmap is not None and not args.heatmap.endswith(".png"):
+        raise CLIError(f"--heatmap writes a PNG: give a path ending in .png, got {args.heatmap!r}")
+    load = dict(
+        teacher_model=args.teacher_model,
+        teacher_kwargs=args.teacher_kwargs,
+        student_model=args.student_model,
+        student_kwargs=args.student_kwargs,
+        data=args.data,
+        data_root=args.data_root,
+        data_kwargs=args.data_kwargs,
+        teacher_weights_prefix=args.teacher_weights_prefix,
+        teacher_weights_key=args.teacher_weights_key,
+        student_weights_prefix=args.student_weights_prefix,
+        student_weights_key=args.student_weights_key,
+        device=args.device,
+    )
+    numbers = dict(n=args.n, k=args.k, pca=args.pca, boot=args.boot, seed=args.seed)
+    try:
+        if args.map:
+            result = run_layer_map(
+                teachers[0], args.student, layers_t=args.layers_t, layers_s=args.layers_s, **numbers, **load
+            )
+            if args.heatmap is not None:
+                result.heatmap(args.heatmap)
+        elif len(teachers) > 1:
+            result = run_rank_teachers(
+                teachers, args.student, layers_t=args.layers_t, layers_s=args.layers_s, **numbers, **load
+            )
+        else:
+            result = run_audit(
+                teachers[0], args.student, layers_t=args.layers_t, layers_s=args.layers_s, **numbers, **load
+            )
     except _errors() as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CLIError(msg) from None

@@ -56,7 +56,12 @@ def _run_command(name: str):
         cls, fn = (TeacherTrainConfig, train_teacher) if name == "train-teacher" else (DistillConfig, distill)
         overrides = list(args.overrides) + ([f"run.out_dir={args.out}"] if args.out else [])
         cfg = load_config(cls, args.config, overrides)
-        final = fn(cfg, progress=not args.quiet, resume=args.resume)
+        kw = {}
+        if name == "distill" and cfg.method.pairs == "auto":
+            from ..layer_map import auto_pairs  # the layer map, above the training layer
+
+            kw["pair_resolver"] = auto_pairs
+        final = fn(cfg, progress=not args.quiet, resume=args.resume, **kw)
         if not is_main():
             return 0  # under torchrun, rank 0 alone reports
         test = final.get("test", {})

@@ -281,6 +281,44 @@ class DistillMethod(nn.Module):
     def teacher_layers(self) -> list[str]:
         return [p.teacher for p in self.pairs]
 
+    def enable_pair_stop(self) -> None:
+        """Give the method a mask of its pairs, all on, that :meth:`stop_pair` can switch off one
+        by one (the PID tracker's stop rule, ``pid.stop``); the feature terms then skip a pair that
+        is off. The mask is a buffer, saved in the method's checkpoint, so a resumed run keeps it;
+        a method without the mask (the default) has every pair on and its checkpoints unchanged."""
+        if "pairs_on" not in self._buffers:
+            device = next((t.device for t in [*self.parameters(), *self.buffers()]), None)
+            self.register_buffer("pairs_on", torch.ones(len(self.pairs), dtype=torch.bool, device=device))
+
+    def pair_index(self, student: str, teacher: str) -> int | None:
+        """Index of the pair (student layer, teacher layer) in :attr:`pairs`, or None."""
+        for k, p in enumerate(self.pairs):
+            if (p.student, p.teacher) == (student, teacher):
+                return k
+        return None
+
+    def stop_pair(self, student: str, teacher: str) -> bool:
+        """Switch off the feature term of the pair (student layer, teacher layer); True if it was on.
+        Needs :meth:`enable_pair_stop` first."""
+        if "pairs_on" not in self._buffers:
+            raise RuntimeError(f"{self.name}: call enable_pair_stop() before stop_pair()")
+        k = self.pair_index(student, teacher)
+        if k is None:
+            raise ValueError(f"{self.name} has no pair ({student!r}, {teacher!r})")
+        was = bool(self.pairs_on[k])
+        self.pairs_on[k] = False
+        return was
+
+    def pair_active(self, k: int) -> bool:
+        """Whether pair ``k``'s feature term is on (always, unless stopped by :meth:`stop_pair`)."""
+        return "pairs_on" not in self._buffers or bool(self.pairs_on[k])
+
+    @staticmethod
+    def _no_term(total, batch: Batch) -> Tensor:
+        """A feature term's sum: ``total``, or a zero on the student's graph when every pair is off
+        (a tensor the trainer can log and back-propagate like any term)."""
+        return batch.student_logits.sum() * 0.0 if isinstance(total, float) else total
+
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         raise NotImplementedError
 

@@ -74,10 +74,12 @@ class FitNets(TwoStageMethod):
 
     def hint_loss(self, batch: Batch) -> Tensor:
         total = 0.0
-        for pair, regressor in zip(self.pairs, self.regressors, strict=True):
+        for k, (pair, regressor) in enumerate(zip(self.pairs, self.regressors, strict=True)):
+            if not self.pair_active(k):
+                continue
             s, t = self._maps(batch, pair)
             total = total + (upcast(regressor(s)) - upcast(t)).pow(2).mean()
-        return self.hint_weight * total
+        return self.hint_weight * self._no_term(total, batch)
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         self._require_phase()

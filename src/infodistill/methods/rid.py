@@ -182,6 +182,8 @@ class RID(DistillMethod):
         ce = cross_entropy(batch.student_logits, batch.labels)
         total = 0.0
         for k, (pair, var) in enumerate(zip(self.pairs, self.variances(), strict=True)):
+            if not self.pair_active(k):
+                continue
             s, t = self._maps(batch, pair)
             with torch.no_grad():  # teacher filter fixed in phase 2
                 ft = upcast(self.teacher_filters[k](t))
@@ -190,7 +192,7 @@ class RID(DistillMethod):
             penalty = var.pow(2) if self.variance_term == "square" else var.log()
             nll = (penalty + (fs - ft).pow(2) / var).flatten(1).mean(1)
             total = total + (nll if self.gate == "none" else self._gate(k, ft, batch) * nll).mean()
-        return {"ce": ce, "rid": self.lam * total}
+        return {"ce": ce, "rid": self.lam * self._no_term(total, batch)}
 
     @torch.no_grad()
     def _gate(self, k: int, ft: Tensor, batch: Batch) -> Tensor:

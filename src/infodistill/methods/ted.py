@@ -87,8 +87,11 @@ class TED(TwoStageMethod):
             return {"teacher_filter_ce": ce_t, "student_filter_ce": ce_s}
         total = 0.0
         for k, pair in enumerate(self.pairs):
+            if not self.pair_active(k):
+                continue
             s, t = self._maps(batch, pair)
             with torch.no_grad():
                 ft = upcast(self.teacher_filters[k](t))
             total = total + (upcast(self.student_filters[k](s)) - ft).pow(2).mean()
-        return {"ce": cross_entropy(batch.student_logits, batch.labels), "ted": self.lam * total}
+        ce = cross_entropy(batch.student_logits, batch.labels)
+        return {"ce": ce, "ted": self.lam * self._no_term(total, batch)}

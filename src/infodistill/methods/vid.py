@@ -108,7 +108,12 @@ class VID(DistillMethod):
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         total = 0.0
-        for pair, regressor, var in zip(self.pairs, self.regressors, self.variances(), strict=True):
+        for k, (pair, regressor, var) in enumerate(
+            zip(self.pairs, self.regressors, self.variances(), strict=True)
+        ):
+            if not self.pair_active(k):
+                continue
             s, t = self._maps(batch, pair)
             total = total + self.nll(regressor(s), var, t)
-        return {"ce": cross_entropy(batch.student_logits, batch.labels), "vid": self.lam * total}
+        ce = cross_entropy(batch.student_logits, batch.labels)
+        return {"ce": ce, "vid": self.lam * self._no_term(total, batch)}

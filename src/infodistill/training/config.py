@@ -188,14 +188,29 @@ class TeacherConfig:
         _seed(self.seed, f"{key}.seed")
 
 
+#: method.pairs: chosen from the layer map when the run is built
+AUTO_PAIRS = "auto"
+
+
 @dataclass
 class MethodConfig:
     name: str = "kd"
-    #: [student_layer, teacher_layer] pairs for feature methods
-    pairs: list[list[str]] = field(default_factory=list)
+    #: [student_layer, teacher_layer] pairs for feature methods, or "auto": the pairing the layer map
+    #: suggests (infodistill.layer_map), measured on training examples when the run is built
+    pairs: list[list[str]] | str = field(default_factory=list)
     params: dict = field(default_factory=dict)
+    #: how "auto" pairs were chosen: filled in when the run is built (pairs then holds the chosen
+    #: ones), so config.json records both; not set by hand
+    auto_pairs: dict | None = None
 
     def check(self, key: str) -> None:
+        if isinstance(self.pairs, str):
+            if self.pairs != AUTO_PAIRS:
+                raise ConfigError(
+                    f"{key}.pairs must be a list of [student_layer, teacher_layer] pairs or "
+                    f"{AUTO_PAIRS!r}, got {self.pairs!r}"
+                )
+            return
         _pairs(self.pairs, f"{key}.pairs")
 
 
@@ -209,6 +224,11 @@ class PIDConfig:
     #: examples of the test set used for the PID (None: all)
     n_samples: int | None = 2000
     n_boot: int = 0
+    #: label permutations of the permutation baseline (0: none; the stop rule needs >= 2)
+    n_perm: int = 0
+    #: the stop rule: switch off a tracked pair's distillation term once the upper end of its
+    #: (bias-centred) Uni(Y:T\S) interval reaches its permutation floor (infodistill.pid.floor)
+    stop: bool = False
 
     def check(self, key: str) -> None:
         _pairs(self.pairs, f"{key}.pairs")
@@ -223,6 +243,14 @@ class PIDConfig:
                 f"{key}.n_samples must be >= {key}.k ({self.k}) to fit the clusters, got {self.n_samples}"
             )
         _non_negative(self.n_boot, f"{key}.n_boot")
+        _non_negative(self.n_perm, f"{key}.n_perm")
+        if self.stop:
+            if not self.pairs:
+                raise ConfigError(f"{key}.stop needs {key}.pairs: the pairs whose distillation may stop")
+            if self.n_boot < 1:
+                raise ConfigError(f"{key}.stop reads Uni(Y:T\\S)'s interval: set {key}.n_boot (e.g. 100)")
+            if self.n_perm < 2:
+                raise ConfigError(f"{key}.stop reads the permutation floor: set {key}.n_perm >= 2 (e.g. 20)")
 
 
 @dataclass
@@ -292,6 +320,20 @@ class DistillConfig:
     def check(self, key: str = "") -> None:
         if self.init_lambda is not None and not 0 <= self.init_lambda <= 1:
             raise ConfigError(f"init_lambda must lie in [0, 1], got {self.init_lambda}")
+        if self.pid.stop:
+            if self.method.pairs == AUTO_PAIRS:
+                raise ConfigError(
+                    "pid.stop switches off method pairs named in the config; with method.pairs: auto "
+                    "they are chosen when the run is built: name them (the layer map suggests them: "
+                    "infodistill audit --map)"
+                )
+            method_pairs = [list(p) for p in self.method.pairs]
+            for pair in self.pid.pairs:
+                if list(pair) not in method_pairs:
+                    raise ConfigError(
+                        f"pid.stop switches off method pairs, but pid.pairs holds {list(pair)}, which is "
+                        f"not in method.pairs {method_pairs}; track only method pairs with pid.stop"
+                    )
 
 
 # ---------------------------------------------------------------------------------------------

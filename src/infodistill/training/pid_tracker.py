@@ -23,6 +23,8 @@ from ..methods import noisy_features
 from ..models import collect_features, validate_layers
 from ..pid import discretize, estimate
 from ..pid.blas_threads import blas_threads
+from ..pid.floor import at_floor, floor
+from . import distributed
 from .checkpoint import crash_point
 from .config import PIDConfig
 
@@ -61,6 +63,7 @@ class PIDTracker:
         workers: int | None = None,
         noise: dict | None = None,
         teacher_fixed: bool = True,
+        method=None,
     ):
         # Layer names are checked now, when the run is built, not after the first epoch.
         validate_layers(student, list(dict.fromkeys(s for s, _ in cfg.pairs)))
@@ -74,6 +77,15 @@ class PIDTracker:
         self.epochs, self.seed, self.batch_size, self.teacher_fixed = epochs, seed, batch_size, teacher_fixed
         self.settings = {"k": cfg.k, "pca": cfg.pca, "seed": seed}
         self.teacher_symbols: dict = {}  # teacher layer -> its Discretized, for a fixed teacher
+        self.method = None
+        if cfg.stop:
+            if distributed.world_size() > 1:
+                raise ValueError("pid.stop decides on the main process only: run it in a single process")
+            missing = [p for p in cfg.pairs if method is None or method.pair_index(*p) is None]
+            if missing:
+                raise ValueError(f"pid.stop: the method has no pair {list(missing[0])} to switch off")
+            self.method = method
+            method.enable_pair_stop()
 
     def _teacher_symbols(self, layer: str):
         if layer in self.teacher_symbols:
@@ -109,19 +121,42 @@ class PIDTracker:
             return self._measure()
 
     def _measure(self) -> dict:
-        out = {}
+        out, stopped = {}, []
         for s_layer, t_layer in self.cfg.pairs:
             crash_point("pid")
             s_feat = collect_features(self.student, [s_layer], self.x, self.batch_size)[1][s_layer]
             t_sym = self._teacher_symbols(t_layer)
             # n_perm=0: the tracker records the terms and their intervals, not the permutation baseline
             res = estimate(
-                self.y.numpy(), t_sym, s_feat.numpy(), n_boot=self.cfg.n_boot, n_perm=0, **self.settings
+                self.y.numpy(),
+                t_sym,
+                s_feat.numpy(),
+                n_boot=self.cfg.n_boot,
+                n_perm=self.cfg.n_perm,
+                **self.settings,
             )
-            out[f"{s_layer}|{t_layer}"] = res.pid.as_dict() | (
-                {"ci": {k: list(v) for k, v in res.ci.items()}} if res.ci else {}
-            )
-        return {"pid": out}
+            key = f"{s_layer}|{t_layer}"
+            out[key] = res.pid.as_dict() | ({"ci": {k: list(v) for k, v in res.ci.items()}} if res.ci else {})
+            if res.bias is not None:
+                out[key]["bias"] = dict(res.bias["mean"])
+            if self.method is not None:
+                # The stop rule: off once the upper end of the bias-centred Uni(Y:T\S) interval is at
+                # most its permutation floor (infodistill.pid.floor); an off pair stays off.
+                out[key]["floor_unique_t"] = floor(res, "unique_t")
+                if at_floor(res, "unique_t") and self.method.stop_pair(s_layer, t_layer):
+                    stopped.append(key)
+                out[key]["on"] = self.method.pair_active(self.method.pair_index(s_layer, t_layer))
+        record = {"pid": out}
+        if self.method is not None:
+            record["pid_stop"] = {
+                "stopped": stopped,  # the pairs switched off after this epoch
+                "off": [
+                    f"{p.student}|{p.teacher}"
+                    for k, p in enumerate(self.method.pairs)
+                    if not self.method.pair_active(k)
+                ],
+            }
+        return record
 
 
 __all__ = ["PIDTracker"]

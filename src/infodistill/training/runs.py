@@ -8,6 +8,8 @@ device once (``training/device.py`` decides which); everything downstream follow
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -26,6 +28,7 @@ from ..models import (
 )
 from .checkpoint import load_model_state
 from .config import (
+    AUTO_PAIRS,
     ConfigError,
     DataConfig,
     DistillConfig,
@@ -253,13 +256,19 @@ def teacher_members(
     return [model_from_run(p, t.model, train) for p in paths]
 
 
-def build_distillation(cfg: DistillConfig, progress: bool = True) -> Fit:
+def build_distillation(cfg: DistillConfig, progress: bool = True, pair_resolver=None) -> Fit:
     """Everything of a distillation run, validated, as a ready-to-run ``Fit``, built top down:
     data → teacher and student (checked on real examples) → method (layer pairs resolved on their
     probed shapes) → the step (``Distiller``, with its teacher-output cache) → the PID tracker.
 
     Under torchrun every rank builds the same run (its own teacher-output cache of the whole
-    training set included: the chunks a rank trains on change every epoch)."""
+    training set included: the chunks a rank trains on change every epoch).
+
+    ``method.pairs: auto`` is resolved by ``pair_resolver(teacher, student, train, cfg)`` ->
+    ``(pairs, record)`` once the models are built (``infodistill.layer_map.auto_pairs``, which the
+    command line passes: the layer map sits above this layer); the run then records the chosen
+    pairs and the record in its config (``method.pairs``, ``method.auto_pairs``). The caller's
+    ``cfg`` is not changed."""
     seed_everything(cfg.run.seed, cfg.run.threads)
     device = select_device(cfg.run.device, cfg.run.precision)
     _check_tensorboard(cfg.run)
@@ -285,6 +294,10 @@ def build_distillation(cfg: DistillConfig, progress: bool = True) -> Fit:
         interpolate_student(trajectory[-1] if trajectory else members[0], student, cfg.init_lambda)
     _channels_last(cfg.run.channels_last, [student, *members, *(trajectory or [])], shape, train, test)
 
+    if cfg.method.pairs == AUTO_PAIRS:
+        cfg = _resolve_auto_pairs(
+            cfg, pair_resolver, trajectory[-1] if trajectory else members[0], student, train
+        )
     pairs = [tuple(p) for p in cfg.method.pairs]
     method = build_method(
         cfg.method.name,
@@ -319,6 +332,7 @@ def build_distillation(cfg: DistillConfig, progress: bool = True) -> Fit:
             workers=cfg.data.workers,
             noise=noise,
             teacher_fixed=distiller.teacher_fixed,
+            method=method,
         )
     return _fit(
         cfg,
@@ -333,7 +347,27 @@ def build_distillation(cfg: DistillConfig, progress: bool = True) -> Fit:
     )
 
 
-def distill(cfg: DistillConfig, progress: bool = True, resume: bool = True) -> dict:
+def _resolve_auto_pairs(cfg: DistillConfig, resolver, teacher: nn.Module, student: nn.Module, train):
+    """A copy of ``cfg`` with ``method.pairs: auto`` replaced by the pairs ``resolver`` chooses."""
+    if resolver is None:
+        raise ConfigError(
+            "method.pairs: auto is chosen from the layer map, which this call does not reach: run "
+            "`infodistill distill`, or pass pair_resolver=infodistill.layer_map.auto_pairs"
+        )
+    pairs, record = resolver(teacher, student, train, cfg)
+    if method_class(cfg.method.name).uses_teacher_features and not pairs:
+        raise ConfigError(
+            f"method.pairs: auto: the layer map suggests no pair ({record.get('why', 'nothing left')}); "
+            f"{cfg.method.name} needs at least one: name the pairs, or distil the logits only (kd)"
+        )
+    cfg = copy.deepcopy(cfg)
+    cfg.method.pairs = [list(p) for p in pairs]
+    cfg.method.auto_pairs = record
+    return cfg
+
+
+def distill(cfg: DistillConfig, progress: bool = True, resume: bool = True, pair_resolver=None) -> dict:
     """Distil ``cfg.student`` from ``cfg.teacher`` with ``cfg.method`` (what ``infodistill
-    distill`` runs): the run built by :func:`build_distillation`, then run."""
-    return build_distillation(cfg, progress).run(resume)
+    distill`` runs): the run built by :func:`build_distillation` (``pair_resolver``: see there),
+    then run."""
+    return build_distillation(cfg, progress, pair_resolver).run(resume)
