@@ -24,7 +24,7 @@ PUBLIC = {
         "FASHION_MNIST_CLASSES", "FASHION_MNIST_FILES", "IMAGE_EXTENSIONS", "Mixup", "Normalize",
         "RandomCropPad", "RandomHFlip", "RestrictedUnpickler", "Transform", "dataset_stats", "load_cifar",
         "load_dataset", "load_digits_dataset", "load_fashion_mnist", "load_image_folder", "load_mnist1d",
-        "mixup", "read_idx", "safe_load_pickle", "write_idx",
+        "load_sparse_parity", "mixup", "read_idx", "safe_load_pickle", "write_idx",
     ],
     "infodistill.data.datasets": [
         "ArrayDataset", "DATASET_NAMES", "DEFAULT_FASHION_MNIST_ROOT", "FASHION_MNIST_CLASSES",
@@ -33,7 +33,7 @@ PUBLIC = {
     ],
     "infodistill.methods": [
         "METHODS", "Batch", "Baseline", "DistillMethod", "FitNets", "KD", "LayerPair", "Progressive", "RID",
-        "TED", "VID", "build_method", "ensemble_logits", "method_hparams", "noisy_features",
+        "Scaffold", "TED", "VID", "build_method", "ensemble_logits", "method_hparams", "noisy_features",
         "rid_schedule", "soft_cross_entropy",
     ],
     "infodistill.metrics": ["FidelityAccumulator", "fidelity_metrics", "linear_cka"],
