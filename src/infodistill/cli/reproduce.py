@@ -36,7 +36,7 @@ def add_commands(sub) -> None:
             "the checkpoints carry about each input variable (PID engine), train students on labels,\n"
             "by KD from the final teacher and progressively from the checkpoints, and write report.md\n"
             "with the steps to the target accuracy, the curriculum and the claims' verdicts.",
-            "quick (about 6 minutes on 2 CPU cores), standard (all four settings, 5 seeds), or paper\n"
+            "quick (about 7 minutes on 2 CPU cores), standard (all four settings, 5 seeds), or paper\n"
             "(n = 100, k = 6, width 50 000: an accelerator's days)",
         ),
     ):

@@ -47,7 +47,9 @@ class Scaffold(DistillMethod):
     softmax(z_t) -> ``guide_hidden`` -> ReLU -> 1 -> sigmoid: it sees only the teacher's soft-max
     predictions, as in [SCAF]. At test time the student predicts alone.
 
-    The defaults are the authors' CIFAR-100 settings (their ``runner.sh``: topK 10, max_ce 5,
+    The formula is the one the authors' code ran (``DiSK.py``, ``use_prob=50``, ``penalty=24``); the
+    paper's text beyond its abstract was not available to this implementation. The defaults are
+    the authors' CIFAR-100 settings (their ``runner.sh``: topK 10, max_ce 5,
     l_aux 0.1, l_nll 0.9, KD temperatures 4 and 3.5, lambda 1 -> 5 with period 50 of 200 epochs, budget
     0.6 -> 0.4 with period 20) with the periods as cycles per run; the reference code alternates
     student and guide epochs and adapts a dual variable, here both learn in every step (docs/methods.md).

@@ -66,7 +66,7 @@ class ProgressivePreset:
 
 
 PRESETS = {
-    # about 6 minutes on 2 CPU cores (docs/e3.md)
+    # about 7 minutes on 2 shared CPU cores (docs/e3.md)
     "quick": ProgressivePreset(name="quick", settings=("labels", "kd", "progressive")),
     "standard": ProgressivePreset(name="standard", seeds=(0, 1, 2, 3, 4)),
     # the paper's sizes (n = 100, k = 6, width 50 000 -> 1 000): for an accelerator and days, not a CPU
