@@ -8,7 +8,9 @@ from math import nan, sqrt
 from pathlib import Path
 from statistics import mean, stdev
 
+from ...training.trainer import read_log
 from ..common import SE_RULE, diff_text, mean_std, paired, save_figure, verdict, write_report
+from .presets import run_name, steps_to
 
 #: the peak of the support signal must be at least this many times its value at the final checkpoint
 #: ("signal the converged teacher no longer shows")
@@ -164,11 +166,31 @@ def _plots(preset, curriculum: dict, curves: dict, out: Path) -> list[str]:
     return files
 
 
+def student_curves(preset, out: Path) -> dict:
+    """{setting: {seed: [test accuracy after each epoch]}} for the runs that exist."""
+    curves: dict = {}
+    for s in preset.settings:
+        curves[s] = {}
+        for seed in preset.seeds:
+            log = out / run_name(s, seed) / "log.jsonl"
+            if log.exists():
+                accs = [r["test"]["accuracy"] for r in read_log(log) if "test" in r]
+                if accs:
+                    curves[s][seed] = accs
+    return curves
+
+
+def steps_table(preset, curves: dict) -> dict:
+    """{setting: {seed: steps to the target accuracy, or None}}."""
+    return {
+        s: {seed: steps_to(a, preset.target_accuracy, preset.steps_per_epoch) for seed, a in by_seed.items()}
+        for s, by_seed in curves.items()
+    }
+
+
 def write_progressive_report(
     preset, out: Path, teacher_accs: list[float], transition, curriculum: dict
 ) -> Path:
-    from .run import steps_table, student_curves
-
     curves = student_curves(preset, out)
     steps = steps_table(preset, curves)
     teacher_acc = teacher_accs[-1] if teacher_accs else 0.0

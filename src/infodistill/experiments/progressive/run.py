@@ -109,25 +109,3 @@ def run_progressive(preset: ProgressivePreset, out_dir: str | Path, progress: bo
         ]
         run_unfinished(configs, distill, "E3 students", progress)
         return write_progressive_report(preset, out, accs, transition, curriculum)
-
-
-def student_curves(preset: ProgressivePreset, out: Path) -> dict:
-    """{setting: {seed: [test accuracy after each epoch]}} for the runs that exist."""
-    curves: dict = {}
-    for s in preset.settings:
-        curves[s] = {}
-        for seed in preset.seeds:
-            log = out / run_name(s, seed) / "log.jsonl"
-            if log.exists():
-                accs = [r["test"]["accuracy"] for r in read_log(log) if "test" in r]
-                if accs:
-                    curves[s][seed] = accs
-    return curves
-
-
-def steps_table(preset: ProgressivePreset, curves: dict) -> dict:
-    """{setting: {seed: steps to the target accuracy, or None}}."""
-    return {
-        s: {seed: steps_to(a, preset.target_accuracy, preset.steps_per_epoch) for seed, a in by_seed.items()}
-        for s, by_seed in curves.items()
-    }
