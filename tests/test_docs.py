@@ -50,6 +50,11 @@ TINY: dict[tuple[str, ...], list[str]] = {
         "--set", "taus=[1.0]", "--set", "data_settings=[]", "--set", "lambdas=[0.5]",
         "--set", "train_subset=256", "--set", "test_subset=256",
     ],
+    ("reproduce", "progressive"): [
+        "--seeds", "0", "--epochs", "1", "--teacher-epochs", "2", "--set", "n=6", "--set", "k=2",
+        "--set", "train_size=256", "--set", "test_size=128", "--set", "probe_size=256",
+        "--set", "teacher_hidden=16", "--set", "student_hidden=8",
+    ],
     ("audit",): ["--n", "300", "--boot", "5"],
 }
 TRAINING_VERBS = {"train-teacher", "distill", "reproduce"}

@@ -88,7 +88,7 @@ def total(terms):
 
 
 def test_registry_names_and_errors():
-    assert set(METHODS) == {"baseline", "kd", "fitnets", "vid", "rid", "ted", "progressive"}
+    assert set(METHODS) == {"baseline", "kd", "fitnets", "vid", "rid", "ted", "progressive", "scaffold"}
     with pytest.raises(ValueError, match="known methods.*baseline.*vid"):
         build_method("nope", num_classes=K)
     with pytest.raises(ValueError, match="unknown argument.*'temperature'"):

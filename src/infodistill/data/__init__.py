@@ -2,9 +2,10 @@
 
 Nothing in this subpackage downloads. Loaders return ``(train, test)`` :class:`ArrayDataset`
 pairs; a missing data set raises :class:`DataError` saying how to get it. One module per loader
-(``fashion_mnist``, ``mnist1d``, ``digits``, ``cifar``, ``image_folder``), the data set type in
-``array_dataset``, loading by name in ``registry``. Pickled files (the CIFAR "python version") are
-read only through the whitelist unpickler of :mod:`infodistill.data.safe_pickle`.
+(``fashion_mnist``, ``mnist1d``, ``digits``, ``sparse_parity``, ``cifar``, ``image_folder``), the
+data set type in ``array_dataset``, loading by name in ``registry``. Pickled files (the CIFAR
+"python version") are read only through the whitelist unpickler of
+:mod:`infodistill.data.safe_pickle`.
 """
 
 from .array_dataset import ArrayDataset
@@ -22,6 +23,7 @@ from .image_folder import IMAGE_EXTENSIONS, load_image_folder
 from .mnist1d import load_mnist1d
 from .registry import DATASET_NAMES, load_dataset
 from .safe_pickle import RestrictedUnpickler, safe_load_pickle
+from .sparse_parity import load_sparse_parity
 from .transforms import (
     Compose,
     Mixup,
@@ -55,6 +57,7 @@ __all__ = [
     "load_fashion_mnist",
     "load_image_folder",
     "load_mnist1d",
+    "load_sparse_parity",
     "mixup",
     "read_idx",
     "safe_load_pickle",

@@ -16,6 +16,7 @@ from .errors import DataError
 from .fashion_mnist import load_fashion_mnist
 from .image_folder import _IMAGE_FOLDER_LAYOUT, load_image_folder
 from .mnist1d import load_mnist1d
+from .sparse_parity import load_sparse_parity
 
 
 def _no_root(loader: Callable[..., tuple[ArrayDataset, ArrayDataset]], name: str) -> Callable[..., Any]:
@@ -42,6 +43,7 @@ _LOADERS: dict[str, Callable[..., tuple[ArrayDataset, ArrayDataset]]] = {
     "fashion-mnist": lambda root, **kw: load_fashion_mnist(root, **kw),
     "mnist1d": _no_root(load_mnist1d, "mnist1d"),
     "digits": _no_root(load_digits_dataset, "digits"),
+    "sparse-parity": _no_root(load_sparse_parity, "sparse-parity"),
     "cifar10": _needs_root(lambda r, **kw: load_cifar(r, num_classes=10, **kw), "cifar10", _CIFAR_LAYOUT[10]),
     "cifar100": _needs_root(
         lambda r, **kw: load_cifar(r, num_classes=100, **kw), "cifar100", _CIFAR_LAYOUT[100]
@@ -62,6 +64,7 @@ _ALIASES = {
     "cifar-10": "cifar10",
     "cifar-100": "cifar100",
     "image_folder": "image-folder",
+    "sparse_parity": "sparse-parity",
     "imagefolder": "image-folder",
 }
 

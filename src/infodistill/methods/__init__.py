@@ -12,11 +12,12 @@ from .kd import KD, ensemble_logits, soft_cross_entropy
 from .noise import noisy_features
 from .progressive import Progressive
 from .rid import RID, rid_schedule
+from .scaffold import Scaffold
 from .ted import TED
 from .vid import VID
 
 METHODS: dict[str, type[DistillMethod]] = {
-    cls.name: cls for cls in (Baseline, KD, FitNets, VID, RID, TED, Progressive)
+    cls.name: cls for cls in (Baseline, KD, FitNets, VID, RID, TED, Progressive, Scaffold)
 }
 
 
@@ -93,6 +94,7 @@ __all__ = [
     "OptimGroup",
     "Progressive",
     "RID",
+    "Scaffold",
     "TED",
     "TwoStageMethod",
     "VID",

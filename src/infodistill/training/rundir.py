@@ -248,6 +248,11 @@ class RunDir:
         atomic_write(self.path / LATEST, json.dumps({"latest": name}))
         return final
 
+    def checkpoint_dir(self, epoch: int) -> Path:
+        """Where the checkpoint of 1-based ``epoch`` is (kept after later epochs only with
+        ``run.keep_every``): a path to hand to :func:`load_checkpoint` or ``model_from_run``."""
+        return self.path / epoch_name(epoch)
+
     def load_latest(self) -> dict:
         """The checkpoint ``latest.json`` names."""
         return read_checkpoint(self._latest_path())
