@@ -18,8 +18,12 @@ from __future__ import annotations
 from statistics import mean
 
 import numpy as np
+import torch
 
+from ...data import load_sparse_parity
 from ...pid import decompose, mutual_information
+from ...training.runs import model_from_run, prepare_data
+from .presets import checkpoint_path, teacher_config
 
 
 def output_bins(p: np.ndarray, bins: int) -> np.ndarray:
@@ -77,12 +81,6 @@ def measure_checkpoint(p: np.ndarray, x: np.ndarray, y: np.ndarray, k: int, bins
 def teacher_trajectory(preset, out, epochs: list[int], n_pid: int | None = None) -> dict:
     """{epoch: measures} of the teacher's checkpoints after each of ``epochs``, on ``probe_size``
     fresh inputs (a draw of their own: seed ``data_seed + 1``)."""
-    import torch
-
-    from ...data import load_sparse_parity
-    from ...training.runs import model_from_run, prepare_data
-    from .presets import checkpoint_path, teacher_config
-
     cfg = teacher_config(preset, out)
     train, _ = prepare_data(cfg.data, cfg.run.seed)
     _, probe = load_sparse_parity(preset.n, preset.k, 1, preset.probe_size, preset.data_seed + 1)

@@ -118,10 +118,12 @@ def check_claims(preset, teacher_acc: float, transition, steps: dict, curriculum
 
 
 def _plots(preset, curriculum: dict, curves: dict, out: Path) -> list[str]:
+    # matplotlib is loaded (and set to the Agg backend) only when a report draws: importing the
+    # experiments must not change the backend of a user's session.
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after the backend is set
 
     files = []
     epochs = sorted(curriculum)

@@ -26,6 +26,7 @@ from ...training.config import ConfigError
 from ...training.rundir import RunDir
 from ...training.runs import distill, train_teacher
 from ..common import atomic_write, run_unfinished
+from .curriculum import teacher_trajectory
 from .presets import (
     PRESETS,
     SETTINGS,
@@ -38,6 +39,7 @@ from .presets import (
     teacher_dir,
     transition_epoch,
 )
+from .report import write_progressive_report
 
 __all__ = [
     "PRESETS",
@@ -79,9 +81,6 @@ def check_preset(p: ProgressivePreset) -> None:
 
 def run_progressive(preset: ProgressivePreset, out_dir: str | Path, progress: bool = True) -> Path:
     """Run (or finish) every run of the preset and write the report; returns the report path."""
-    from .curriculum import teacher_trajectory
-    from .report import write_progressive_report
-
     check_preset(preset)
     out = Path(out_dir)
     teacher = teacher_config(preset, out)
