@@ -714,6 +714,6 @@ def test_filters_have_no_biases_and_the_reference_init_is_kaiming_fan_out():
         top = float(m.weight.detach().abs().max())
         assert 0.5 * bound < top <= bound
         if m.bias is not None:
-            assert float(m.bias.abs().max()) == 0.0
+            assert float(m.bias.detach().abs().max()) == 0.0
     with pytest.raises(ValueError, match="adapter_init must be one of"):
         build_method("rid", **FEATURE_KW, adapter_init="xavier")
