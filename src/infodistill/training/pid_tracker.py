@@ -79,7 +79,8 @@ class PIDTracker:
         self.teacher_symbols: dict = {}  # teacher layer -> its Discretized, for a fixed teacher
         self.method = None
         if cfg.stop:
-            if distributed.world_size() > 1:
+            # Built before the process group is joined (Fit.run): the launcher's WORLD_SIZE says it.
+            if distributed.requested_world_size() > 1:
                 raise ValueError("pid.stop decides on the main process only: run it in a single process")
             missing = [p for p in cfg.pairs if method is None or method.pair_index(*p) is None]
             if missing:
