@@ -162,3 +162,14 @@ def test_config_errors_name_the_fix(user):
     for case, (extra, message) in bad.items():
         with pytest.raises(ConfigError, match=re.escape(message)):
             _config(user / case, *extra)
+
+
+def test_the_stop_rule_is_refused_under_torchrun_when_the_run_is_built(user, monkeypatch):
+    """The run is built before Fit.run joins the process group: the launcher's WORLD_SIZE alone
+    says that the run has several processes, and the stop rule (decided on rank 0) is refused."""
+    from infodistill.training.runs import build_distillation
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="pid.stop decides on the main process only"):
+        build_distillation(_config(user / "run"), progress=False)
+    assert not (user / "run" / "config.json").exists()  # nothing was written
