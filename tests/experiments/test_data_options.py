@@ -107,7 +107,7 @@ E2_TINY = dict(
 def test_every_experiment_runs_on_every_built_in_data_set(experiment, data, data_roots, tmp_path):
     root = data_roots.get(data)
     full_train, full_test = infodistill.data.load_dataset(data, root)
-    one_d = full_train.x.ndim == 3  # 1-D signals (MNIST-1D, the sparse parity): the presets' cnn1d
+    one_d = len(full_train.input_shape) == 2  # 1-D signals (MNIST-1D, the sparse parity): cnn1d
     out = tmp_path / "out"
     if experiment == "rid":
         preset = replace(rid.PRESETS["quick"], data=data, data_root=str(root) if root else None, **E1_TINY)
