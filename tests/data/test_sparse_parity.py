@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from infodistill.data import load_dataset, load_sparse_parity
+from infodistill.data import DataError, load_dataset, load_sparse_parity
 
 
 def test_labels_are_the_parity_of_the_support():
@@ -34,5 +34,6 @@ def test_same_seed_same_data_and_by_name():
     [({"k": 6, "n": 5}, "k \\(6\\) must be <= the dimension n"), ({"train_size": 0}, "train_size")],
 )
 def test_bad_sizes_are_named(kwargs, words):
-    with pytest.raises(ValueError, match=words):
+    # DataError: the CLI reports it as one line
+    with pytest.raises(DataError, match=words):
         load_sparse_parity(**kwargs)

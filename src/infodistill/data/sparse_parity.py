@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from .array_dataset import ArrayDataset
+from .errors import DataError
 
 
 def load_sparse_parity(
@@ -18,7 +19,7 @@ def load_sparse_parity(
     y = 1 when prod_{i < k} x_i = -1 and 0 when it is +1, so each class is the sign of one parity
     (the reference code's ``argmax`` of the scores +prod and -prod). Train and test are independent
     draws from one generator seeded with ``seed`` (train first), so the same arguments give the same
-    data on every machine.
+    data on every machine. Bad sizes raise :class:`DataError` (a ValueError) naming the option.
     """
     for name, value, low in (
         ("n", n, 1),
@@ -27,11 +28,11 @@ def load_sparse_parity(
         ("test_size", test_size, 1),
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"sparse-parity: {name} must be an integer >= {low}, got {value!r}")
+            raise DataError(f"sparse-parity: {name} must be an integer >= {low}, got {value!r}")
     if k > n:
-        raise ValueError(f"sparse-parity: the support size k ({k}) must be <= the dimension n ({n})")
+        raise DataError(f"sparse-parity: the support size k ({k}) must be <= the dimension n ({n})")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        raise ValueError(f"sparse-parity: seed must be a non-negative integer, got {seed!r}")
+        raise DataError(f"sparse-parity: seed must be a non-negative integer, got {seed!r}")
     gen = torch.Generator().manual_seed(seed)
     out = []
     for split, size in (("train", train_size), ("test", test_size)):
