@@ -3,26 +3,20 @@ path (as the tests load them), prints the same machine line first, and keeps no 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from benchscripts import BENCH, load_bench
+
 # gpu.py comes from another branch and keeps its own report until it is moved over.
 SCRIPTS = sorted(p.stem for p in BENCH.glob("*.py") if p.stem not in ("benchkit", "gpu"))
 
 
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(f"_bench_{name}_under_test", BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
+load = load_bench
 
 
 @pytest.fixture(scope="module")

@@ -3,21 +3,16 @@ distill path on synthetic data, tiny sizes, whatever device there is) and its nu
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "gpu.py"
+from benchscripts import load_bench
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_gpu", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("gpu")
 
 
 def test_without_cuda_it_says_so_and_exits_2(monkeypatch, capsys, tmp_path):

@@ -8,7 +8,6 @@ the training step is the trainer's SGD step (checked against the update written 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import re
@@ -17,10 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchscripts import load_bench
 from infodistill.pid import estimate
 from infodistill.pid.decompose import DEFAULT_TOL_BITS
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "scaling.py"
 
 
 def quiet(*_args):
@@ -29,10 +27,7 @@ def quiet(*_args):
 
 @pytest.fixture(scope="module")
 def scaling():
-    spec = importlib.util.spec_from_file_location("_bench_scaling_under_test", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("scaling")
 
 
 def md_tables(text: str) -> list[list[list[str]]]:

@@ -7,10 +7,9 @@ not certify."""
 import numpy as np
 import pytest
 
-from infodistill.pid import decompose
+from fast_routes import assert_decompose_agrees_without, assert_handed_back, assert_matches_reference
 from infodistill.pid.broja import _Problem, objective, solve_broja
 from infodistill.pid.broja import cells as cells_mod
-from infodistill.pid.broja import solve as solve_mod
 from infodistill.pid.broja.cells import _Cells, _Schur, cells_route, solve_cells
 from infodistill.pid.broja.solve import _solve_broja, first_path
 
@@ -134,42 +133,20 @@ def test_cell_route_is_not_taken_for_dense_or_small_joints():
 
 
 def test_decompose_cell_route_agrees_with_the_general_route(monkeypatch):
-    p = JOINTS["hist-10x60x50"]
-    fast = decompose(p, tol=1e-9)
-    assert fast.solver["newton"] == "cells" and fast.solver["converged"]
-    monkeypatch.setattr(solve_mod, "cells_route", lambda prob: False)
-    slow = decompose(p, tol=1e-9)
-    assert slow.solver["newton"] != "cells"
-    for k in ("redundancy", "unique_t", "unique_s", "synergy"):
-        assert abs(getattr(fast, k) - getattr(slow, k)) <= fast.gap + slow.gap + 1e-12
+    assert_decompose_agrees_without(monkeypatch, JOINTS["hist-10x60x50"], "cells", "cells_route")
 
 
 def test_cell_route_matches_the_cvxpy_reference():
-    pytest.importorskip("cvxpy")
-    pytest.importorskip("clarabel")
-    from infodistill.pid.reference import reference_decompose
-
-    p = JOINTS["hist-8x40x40"]
-    ours = decompose(p)
-    assert ours.solver["newton"] == "cells"
-    ref = reference_decompose(p)
-    for k in ("redundancy", "unique_t", "unique_s", "synergy"):
-        assert abs(getattr(ours, k) - ref[k]) <= ours.gap + ref["gap"] + 1e-6
+    assert_matches_reference(JOINTS["hist-8x40x40"], "cells")
 
 
 def test_uncertified_cell_run_is_handed_back_to_the_full_method(monkeypatch):
     p_yt, p_ys = marginals(JOINTS["hist-10x60x50"])
-    calls = []
 
     def two_steps(prob, tol, path="plain", max_iter=100):
         out = cells_mod.solve_cells(prob, tol, path, max_iter=2)
-        calls.append(out[3]["converged"])
+        two_steps.calls.append(out[3]["converged"])
         return out
 
-    monkeypatch.setattr(solve_mod, "solve_cells", two_steps)
-    q, f, d, info = solve_broja(p_yt, p_ys, TOL)
-    assert calls == [False]
-    assert info["converged"] and info["cells"] == "handed back" and info["newton"] != "cells"
-    assert 0 <= f - d <= TOL
-    q_ref, f_ref, d_ref, _ = _solve_broja(_Problem(p_yt, p_ys), TOL, 100)
-    assert abs(f - f_ref) <= (f - d) + (f_ref - d_ref) + 1e-12
+    two_steps.calls = []
+    assert_handed_back(monkeypatch, p_yt, p_ys, "cells", "solve_cells", two_steps, TOL)

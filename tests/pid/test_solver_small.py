@@ -5,10 +5,10 @@ to the full method when it does not certify."""
 import numpy as np
 import pytest
 
+from fast_routes import assert_decompose_agrees_without, assert_handed_back, assert_matches_reference
 from infodistill.pid import decompose
-from infodistill.pid.broja import _Problem, objective, solve_broja
+from infodistill.pid.broja import _Problem, objective
 from infodistill.pid.broja import small as small_mod
-from infodistill.pid.broja import solve as solve_mod
 from infodistill.pid.broja.small import small_route, solve_small
 from infodistill.pid.broja.solve import _solve_broja, first_path
 
@@ -81,43 +81,21 @@ def test_small_route_is_taken_for_bootstrap_sized_joints_and_not_for_large_ones(
 
 @pytest.mark.parametrize("name", ["hist-10x5x5", "dense-6x4x3", "skewed-5x4x4"])
 def test_decompose_small_route_agrees_with_general_route(name, monkeypatch):
-    p = JOINTS[name]
-    fast = decompose(p, tol=1e-9)
-    assert fast.solver["newton"] == "small"
-    monkeypatch.setattr(solve_mod, "small_route", lambda a, b: False)
-    slow = decompose(p, tol=1e-9)
-    assert slow.solver["newton"] != "small"
-    for k in ("redundancy", "unique_t", "unique_s", "synergy"):
-        assert abs(getattr(fast, k) - getattr(slow, k)) <= fast.gap + slow.gap + 1e-12
+    assert_decompose_agrees_without(monkeypatch, JOINTS[name], "small", "small_route")
 
 
-def test_small_route_matches_the_cvxpy_reference():
-    pytest.importorskip("cvxpy")
-    pytest.importorskip("clarabel")
-    from infodistill.pid.reference import reference_decompose
-
-    for name in ("hist-10x5x5", "dense-6x4x3"):
-        p = JOINTS[name]
-        ours = decompose(p)
-        assert ours.solver["newton"] == "small"
-        ref = reference_decompose(p)
-        for k in ("redundancy", "unique_t", "unique_s", "synergy"):
-            assert abs(getattr(ours, k) - ref[k]) <= ours.gap + ref["gap"] + 1e-6
+@pytest.mark.parametrize("name", ["hist-10x5x5", "dense-6x4x3"])
+def test_small_route_matches_the_cvxpy_reference(name):
+    assert_matches_reference(JOINTS[name], "small")
 
 
 def test_uncertified_small_run_is_handed_back_to_the_full_method(monkeypatch):
     p_yt, p_ys = marginals(JOINTS["hist-10x5x5"])
-    calls = []
 
     def two_steps(a, b, tol, path="plain", max_iter=100):
         out = small_mod.solve_small(a, b, tol, path, max_iter=2)
-        calls.append(out[3]["converged"])
+        two_steps.calls.append(out[3]["converged"])
         return out
 
-    monkeypatch.setattr(solve_mod, "solve_small", two_steps)
-    q, f, d, info = solve_broja(p_yt, p_ys, TOL)
-    assert calls == [False]
-    assert info["converged"] and info["small"] == "handed back" and info["newton"] != "small"
-    assert 0 <= f - d <= TOL
-    q_ref, f_ref, d_ref, _ = _solve_broja(_Problem(p_yt, p_ys), TOL, 100)
-    assert abs(f - f_ref) <= (f - d) + (f_ref - d_ref) + 1e-12
+    two_steps.calls = []
+    assert_handed_back(monkeypatch, p_yt, p_ys, "small", "solve_small", two_steps, TOL)

@@ -30,7 +30,7 @@ def test_a_teacher_shared_by_runs_is_discretised_once_and_a_changed_one_again(mo
     calls = []
     monkeypatch.setattr(pid_tracker, "_TEACHER_SYMBOLS", OrderedDict())  # nothing kept from other tests
     real = pid.discretize
-    monkeypatch.setattr(pid, "discretize", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(pid_tracker, "discretize", lambda *a, **k: calls.append(1) or real(*a, **k))
     first = _tracker(student, teacher, test)(0)
     # another run: a copy of the same teacher (another object), same examples and settings
     second = _tracker(copy.deepcopy(student), copy.deepcopy(teacher), test)(0)
@@ -69,6 +69,6 @@ def test_the_tracker_measures_with_one_blas_thread(monkeypatch):
         seen.append({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
         return real(*a, **k)
 
-    monkeypatch.setattr(pid, "estimate", spy)
+    monkeypatch.setattr(pid_tracker, "estimate", spy)
     assert "pid" in _tracker(student, teacher, test)(0)
     assert seen == [{1}]
