@@ -434,3 +434,21 @@ def test_data_kwargs_reach_every_run_and_the_loader(tmp_path):
     plain, _ = load_full_data("mnist1d", None)
     noisy, _ = load_full_data("mnist1d", None, p.data_kwargs)
     assert plain.x.shape == noisy.x.shape and not torch.equal(plain.x, noisy.x)
+
+
+def test_auto_pairs_preset_distils_the_layer_maps_pairs_and_records_them(tmp_path):
+    """``--set auto_pairs=true``: the feature methods' runs choose their pairs from the layer map on
+    training examples (config.json holds the chosen pairs and how), the logit methods keep none, the
+    PID still measures the preset's three stage pairs, and the report says so."""
+    torch.set_num_threads(1)
+    tiny = {**TINY, "seeds": (0,)}
+    preset = RIDPreset(**tiny, methods=("baseline", "vid"), teachers=("trained",), auto_pairs=True)
+    report = run_rid(preset, tmp_path, progress=False).read_text()
+    vid = json.loads((tmp_path / "trained-vid-s0" / "config.json").read_text())
+    assert isinstance(vid["method"]["pairs"], list) and vid["method"]["pairs"]
+    assert vid["method"]["auto_pairs"]["examples"] == "the first 300 training examples"
+    assert all(p[0] in ("stage1", "stage2", "stage3") for p in vid["method"]["pairs"])
+    assert vid["pid"]["pairs"] == [["stage1", "stage1"], ["stage2", "stage2"], ["stage3", "stage3"]]
+    base = json.loads((tmp_path / "trained-baseline-s0" / "config.json").read_text())
+    assert base["method"]["pairs"] == [] and base["method"]["auto_pairs"] is None
+    assert "the feature methods distil the pairs the layer map suggests" in report

@@ -108,6 +108,9 @@ class RIDPreset:
     #: (student layer, teacher layer) pairs distilled by VID/RID/TED and measured by the PID; None:
     #: the three stages of the two models (:func:`stage_pairs`). The claims use the last pair.
     pairs: tuple[tuple[str, str], ...] | None = None
+    #: distil the pairs the layer map suggests (``method.pairs: auto``, chosen per run on training
+    #: examples, recorded in its config.json) instead of ``pairs``; the PID still measures ``pairs``
+    auto_pairs: bool = False
     methods: tuple[str, ...] = METHODS
     teachers: tuple[str, ...] = TEACHER_KINDS
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -262,7 +265,7 @@ def distill_config(
             "data": _data(p, {"train_subset": p.student_train_subset, "augment": p.augment}),
             "student": deepcopy(p.student_model),
             "teacher": teacher,
-            "method": {"name": name, "params": params, "pairs": [] if method in LOGIT_METHODS else distilled},
+            "method": {"name": name, "params": params, "pairs": _distilled(p, method, distilled)},
             "optim": _optim(
                 p, {"epochs": p.student_epochs, "grad_clip": None if method in LOGIT_METHODS else p.grad_clip}
             ),
@@ -277,6 +280,12 @@ def distill_config(
             "run": {"seed": seed, "out_dir": str(out)},
         },
     )
+
+
+def _distilled(p: RIDPreset, method: str, pairs: list):
+    if method in LOGIT_METHODS:
+        return []
+    return "auto" if p.auto_pairs else pairs
 
 
 def _data(p: RIDPreset, extra: dict) -> dict:

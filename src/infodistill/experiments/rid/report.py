@@ -414,8 +414,14 @@ def write_rid_report(preset, out: Path, counts: dict | None = None) -> Path:
         f"{teacher_convergence(teacher_log)}); "
         f"student `{preset.student_model}` "
         f"trained on {counts['student_train']} labelled examples for {preset.student_epochs} "
-        f"epochs; layer pairs {[list(p) for p in preset.layer_pairs()]} (VID, RID, TED distil all of "
-        f"them; `vid-repdistiller` the last); seeds {list(preset.seeds)}; test set: "
+        f"epochs; layer pairs {[list(p) for p in preset.layer_pairs()]} ("
+        + (
+            "measured by the PID; the feature methods distil the pairs the layer map suggests, chosen "
+            "per run: `auto_pairs`, see each run's config.json"
+            if getattr(preset, "auto_pairs", False)
+            else "VID, RID, TED distil all of them; `vid-repdistiller` the last"
+        )
+        + f"); seeds {list(preset.seeds)}; test set: "
         f"{counts['test']} examples. {pid_caption(preset, counts['pid_samples'])}.",
         "",
         "## Test accuracy (%), mean ± std over the seeds that finished",

@@ -86,7 +86,12 @@ def distill_or_record(cfg: DistillConfig, progress: bool = False, resume: bool =
         return
     (out / STOPPED).unlink(missing_ok=True)
     try:
-        distill(cfg, progress=progress, resume=resume)
+        if cfg.method.pairs == "auto":
+            from ...layer_map import auto_pairs
+
+            distill(cfg, progress=progress, resume=resume, pair_resolver=auto_pairs)
+        else:
+            distill(cfg, progress=progress, resume=resume)
     except TrainingError as exc:
         log = out / "log.jsonl"
         done = max((r["epoch"] for r in read_log(log)), default=0) if log.exists() else 0
