@@ -452,3 +452,22 @@ def test_auto_pairs_preset_distils_the_layer_maps_pairs_and_records_them(tmp_pat
     base = json.loads((tmp_path / "trained-baseline-s0" / "config.json").read_text())
     assert base["method"]["pairs"] == [] and base["method"]["auto_pairs"] is None
     assert "the feature methods distil the pairs the layer map suggests" in report
+
+
+def test_pid_stop_preset_switches_the_rule_on_for_runs_that_distil_every_measured_pair(tmp_path):
+    """``--set pid_stop=true``: VID (all three stage pairs distilled and measured) runs with the stop
+    rule and logs it; the baseline and vid-repdistiller (the last pair only) run without it."""
+    from infodistill.experiments.rid import distill_config
+
+    preset = RIDPreset(**{**TINY, "seeds": (0,)}, methods=("baseline", "vid"), teachers=("trained",),
+                       pid_stop=True)  # fmt: skip
+    for method, on in (("vid", True), ("rid", True), ("baseline", False), ("vid-repdistiller", False)):
+        cfg = distill_config(preset, tmp_path / "t", "trained", method, 0, tmp_path / method)
+        assert cfg.pid.stop is on and cfg.pid.n_perm == (20 if on else 0), method
+    run_rid(preset, tmp_path, progress=False)
+    log = [json.loads(line) for line in (tmp_path / "trained-vid-s0" / "log.jsonl").read_text().splitlines()]
+    assert all("pid_stop" in r for r in log if "pid" in r) and any("pid" in r for r in log)
+    base = (tmp_path / "trained-baseline-s0" / "log.jsonl").read_text()
+    assert "pid_stop" not in base
+    with pytest.raises(ValueError, match="pid_stop reads"):
+        RIDPreset(**{**TINY, "pid_boot": 0}, pid_stop=True)
