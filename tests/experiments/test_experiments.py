@@ -464,9 +464,17 @@ def test_pid_stop_preset_switches_the_rule_on_for_runs_that_distil_every_measure
     for method, on in (("vid", True), ("rid", True), ("baseline", False), ("vid-repdistiller", False)):
         cfg = distill_config(preset, tmp_path / "t", "trained", method, 0, tmp_path / method)
         assert cfg.pid.stop is on and cfg.pid.n_perm == (20 if on else 0), method
-    run_rid(preset, tmp_path, progress=False)
+    report = run_rid(preset, tmp_path, progress=False).read_text()
     log = [json.loads(line) for line in (tmp_path / "trained-vid-s0" / "log.jsonl").read_text().splitlines()]
     assert all("pid_stop" in r for r in log if "pid" in r) and any("pid" in r for r in log)
+    # the report's table: the first epoch each pair was switched off, read off the log by hand
+    first = {}
+    for r in log:
+        for pair in r.get("pid_stop", {}).get("stopped", []):
+            first.setdefault(pair, r["epoch"])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["pair_stops"] == {"trained|vid": {"0": first}}
+    assert "## Stop rule: pairs switched off (epoch)" in report
     base = (tmp_path / "trained-baseline-s0" / "log.jsonl").read_text()
     assert "pid_stop" not in base
     with pytest.raises(ValueError, match="pid_stop reads"):
