@@ -474,7 +474,7 @@ def test_pid_stop_preset_switches_the_rule_on_for_runs_that_distil_every_measure
             first.setdefault(pair, r["epoch"])
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["pair_stops"] == {"trained|vid": {"0": first}}
-    assert "## Stop rule: pairs switched off (epoch)" in report
+    assert "## Stop rule: pairs (student ← teacher) switched off (epoch)" in report
     base = (tmp_path / "trained-baseline-s0" / "log.jsonl").read_text()
     assert "pid_stop" not in base
     with pytest.raises(ValueError, match="pid_stop reads"):

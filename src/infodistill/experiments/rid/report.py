@@ -539,7 +539,7 @@ def write_rid_report(preset, out: Path, counts: dict | None = None) -> Path:
     if switched:
         lines += [
             "",
-            "## Stop rule: pairs switched off (epoch)",
+            "## Stop rule: pairs (student ← teacher) switched off (epoch)",
             "",
             "`pid_stop`: a pair's distillation term is switched off once the upper end of its "
             "Uni(Y:T\\S) interval reaches its permutation floor (docs/layer-map.md).",
@@ -549,7 +549,10 @@ def write_rid_report(preset, out: Path, counts: dict | None = None) -> Path:
         ]
         for (kind, method), by_seed in switched.items():
             cells = [
-                ", ".join(f"{pair} ({epoch})" for pair, epoch in by_seed.get(seed, {}).items()) or "-"
+                ", ".join(
+                    f"{pair.replace('|', ' ← ')} ({epoch})" for pair, epoch in by_seed.get(seed, {}).items()
+                )
+                or "-"
                 for seed in preset.seeds
             ]
             lines.append(f"| {kind} | {method} | " + " | ".join(cells) + " |")
