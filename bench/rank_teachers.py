@@ -1,7 +1,8 @@
 """Does the audit's teacher ranking predict what distilling from each teacher gains? MNIST-1D.
 
     python bench/rank_teachers.py [--teacher-epochs 15] [--epochs 10] [--seeds 0 1 2]
-                                  [--methods kd rid] [--n 1000] [--boot 100] [--out DIR] [--json PATH]
+                                  [--methods kd rid] [--n 1000] [--boot 100] [--student-labels N]
+                                  [--out DIR] [--json PATH]
 
 Candidate teachers (cnn1d width 64, configs/teacher-mnist1d.yaml): trained for ``--teacher-epochs``
 epochs, for 3 epochs, for 1 epoch, and untrained. The audit ranks them for the student before
@@ -62,6 +63,9 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=1000, help="test examples the audit reads (default 1000)")
     ap.add_argument("--boot", type=int, default=100)
     ap.add_argument("--subset", type=int, default=None, help="train/test subset (tiny runs)")
+    ap.add_argument(
+        "--student-labels", type=int, default=None, help="the students' training examples (E1: 500)"
+    )
     ap.add_argument("--out", metavar="DIR", help="run directories (default: a temporary one)")
     ap.add_argument("--json", metavar="PATH", help="write the measurements as JSON")
     args = ap.parse_args(argv)
@@ -125,6 +129,8 @@ def main(argv=None) -> int:
     def run(method: str, teacher: str | None, seed: int) -> float:
         cfg_file = ROOT / "configs" / f"distill-mnist1d-{method if method != 'baseline' else 'kd'}.yaml"
         over = [f"optim.epochs={args.epochs}", f"run.seed={seed}", *subset]
+        if args.student_labels is not None:
+            over.append(f"data.train_subset={args.student_labels}")
         if method == "baseline":
             over += ["method.name=baseline", "method.params={}"]
             teacher = teacher or names[0]
@@ -157,7 +163,8 @@ def main(argv=None) -> int:
     t_distill = time.perf_counter() - start
     mean_base = 100 * np.mean(list(base.values()))
     print(
-        f"\ndistillation: {args.epochs} epochs, seeds {args.seeds}; baseline accuracy {mean_base:.2f} % "
+        f"\ndistillation: {args.epochs} epochs, seeds {args.seeds}, student training examples "
+        f"{args.student_labels or 'all'}; baseline accuracy {mean_base:.2f} % "
         f"(mean); gain = accuracy - baseline of the same seed, mean ± standard error ({t_distill:.0f} s)"
     )
     print(benchkit.text_table(["method", "teacher", "audit Uni", "accuracy %", "gain (points)"], rows))

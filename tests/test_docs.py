@@ -42,7 +42,7 @@ TINY: dict[tuple[str, ...], list[str]] = {
     ("reproduce", "rid"): [
         "--seeds", "0", "--epochs", "1", "--teacher-epochs", "1", "--set", "methods=[baseline, kd]",
         "--set", "teacher_train_subset=256", "--set", "student_train_subset=128",
-        "--set", "test_subset=256", "--set", "pid_layers=last", "--set", "pid_boot=0",
+        "--set", "test_subset=256", "--set", "pid_layers=last", "--set", "pid_boot=2",
         "--set", "pid_samples=256",
     ],
     ("reproduce", "fidelity"): [

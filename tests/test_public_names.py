@@ -28,8 +28,8 @@ PUBLIC = {
     # issue 23: the layer map, its pairing and the teacher ranking
     "infodistill.layer_map": [
         "FLOOR_MARGIN_BITS", "FLOOR_SD_FACTOR", "LayerMap", "MapCell", "Pairing", "TeacherRank",
-        "TeacherRanking", "layer_map", "map_features", "rank_from_maps", "rank_teachers", "run_layer_map",
-        "run_rank_teachers", "suggest_pairing",
+        "TeacherRanking", "auto_pairs", "layer_map", "map_features", "rank_from_maps", "rank_teachers",
+        "run_layer_map", "run_rank_teachers", "suggest_pairing",
     ],
     "infodistill.cli": ["CLIError", "_json_default", "build_parser", "gates_table", "main"],
     "infodistill.data": [

@@ -260,13 +260,11 @@ class LayerMap:
         return "\n".join(lines)
 
     def heatmap(self, path, terms=HEATMAP_TERMS) -> None:
-        """Write the map as a PNG: one panel per term (teacher layers down, student layers across),
+        """Write the map as a PNG: one panel per term, two a row (teacher layers down, student layers across),
         each cell annotated with its value; in the Uni(Y:T\\S) panel, cells at their floor are
         marked '*' and the suggested pairs are outlined in red."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        # The object API, not pyplot: no backend is switched in the caller's process.
+        from matplotlib.figure import Figure
         from matplotlib.patches import Rectangle
 
         terms = list(terms)
@@ -274,11 +272,16 @@ class LayerMap:
             if term not in _TITLES:
                 raise ValueError(f"heatmap term {term!r} is not one of {sorted(_TITLES)}")
         m, n = len(self.teacher_layers), len(self.student_layers)
-        w = max(3.0, 0.6 * n + 1.8)
+        w = max(4.0, 0.6 * n + 1.8)
         h = max(2.5, 0.45 * m + 1.4)
-        fig, axes = plt.subplots(1, len(terms), figsize=(w * len(terms), h), squeeze=False)
+        cols = min(len(terms), 2)
+        rows = -(-len(terms) // cols)
+        fig = Figure(figsize=(w * cols, h * rows))
+        axes = fig.subplots(rows, cols, squeeze=False).ravel()
+        for ax in axes[len(terms) :]:
+            ax.set_visible(False)
         pairs = set(self.pairing().pairs)
-        for ax, term in zip(axes[0], terms, strict=True):
+        for ax, term in zip(axes, terms, strict=False):
             values = self.matrix(term)
             im = ax.imshow(values, cmap="viridis", aspect="auto", vmin=0)
             for i in range(m):
@@ -299,12 +302,11 @@ class LayerMap:
             ax.set_yticks(range(m), self.teacher_layers, fontsize=7)
             ax.set_xlabel("student layer")
             ax.set_ylabel("teacher layer")
-            note = "; * at floor, red: suggested pairs" if term == "unique_t" else ""
-            ax.set_title(f"{_TITLES[term]} (bits{note})", fontsize=9)
+            note = "\n* at its floor; red: the suggested pairs" if term == "unique_t" else ""
+            ax.set_title(f"{_TITLES[term]} (bits){note}", fontsize=9)
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
         fig.tight_layout()
         fig.savefig(path, dpi=120)
-        plt.close(fig)
 
 
 def _ci_cell(c: MapCell, term: str) -> str:

@@ -434,3 +434,48 @@ def test_data_kwargs_reach_every_run_and_the_loader(tmp_path):
     plain, _ = load_full_data("mnist1d", None)
     noisy, _ = load_full_data("mnist1d", None, p.data_kwargs)
     assert plain.x.shape == noisy.x.shape and not torch.equal(plain.x, noisy.x)
+
+
+def test_auto_pairs_preset_distils_the_layer_maps_pairs_and_records_them(tmp_path):
+    """``--set auto_pairs=true``: the feature methods' runs choose their pairs from the layer map on
+    training examples (config.json holds the chosen pairs and how), the logit methods keep none, the
+    PID still measures the preset's three stage pairs, and the report says so."""
+    torch.set_num_threads(1)
+    tiny = {**TINY, "seeds": (0,)}
+    preset = RIDPreset(**tiny, methods=("baseline", "vid"), teachers=("trained",), auto_pairs=True)
+    report = run_rid(preset, tmp_path, progress=False).read_text()
+    vid = json.loads((tmp_path / "trained-vid-s0" / "config.json").read_text())
+    assert isinstance(vid["method"]["pairs"], list) and vid["method"]["pairs"]
+    assert vid["method"]["auto_pairs"]["examples"] == "the first 300 training examples"
+    assert all(p[0] in ("stage1", "stage2", "stage3") for p in vid["method"]["pairs"])
+    assert vid["pid"]["pairs"] == [["stage1", "stage1"], ["stage2", "stage2"], ["stage3", "stage3"]]
+    base = json.loads((tmp_path / "trained-baseline-s0" / "config.json").read_text())
+    assert base["method"]["pairs"] == [] and base["method"]["auto_pairs"] is None
+    assert "the feature methods distil the pairs the layer map suggests" in report
+
+
+def test_pid_stop_preset_switches_the_rule_on_for_runs_that_distil_every_measured_pair(tmp_path):
+    """``--set pid_stop=true``: VID (all three stage pairs distilled and measured) runs with the stop
+    rule and logs it; the baseline and vid-repdistiller (the last pair only) run without it."""
+    from infodistill.experiments.rid import distill_config
+
+    preset = RIDPreset(**{**TINY, "seeds": (0,)}, methods=("baseline", "vid"), teachers=("trained",),
+                       pid_stop=True)  # fmt: skip
+    for method, on in (("vid", True), ("rid", True), ("baseline", False), ("vid-repdistiller", False)):
+        cfg = distill_config(preset, tmp_path / "t", "trained", method, 0, tmp_path / method)
+        assert cfg.pid.stop is on and cfg.pid.n_perm == (20 if on else 0), method
+    report = run_rid(preset, tmp_path, progress=False).read_text()
+    log = [json.loads(line) for line in (tmp_path / "trained-vid-s0" / "log.jsonl").read_text().splitlines()]
+    assert all("pid_stop" in r for r in log if "pid" in r) and any("pid" in r for r in log)
+    # the report's table: the first epoch each pair was switched off, read off the log by hand
+    first = {}
+    for r in log:
+        for pair in r.get("pid_stop", {}).get("stopped", []):
+            first.setdefault(pair, r["epoch"])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["pair_stops"] == {"trained|vid": {"0": first}}
+    assert "## Stop rule: pairs (student ← teacher) switched off (epoch)" in report
+    base = (tmp_path / "trained-baseline-s0" / "log.jsonl").read_text()
+    assert "pid_stop" not in base
+    with pytest.raises(ValueError, match="pid_stop reads"):
+        RIDPreset(**{**TINY, "pid_boot": 0}, pid_stop=True)

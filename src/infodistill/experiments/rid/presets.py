@@ -108,6 +108,14 @@ class RIDPreset:
     #: (student layer, teacher layer) pairs distilled by VID/RID/TED and measured by the PID; None:
     #: the three stages of the two models (:func:`stage_pairs`). The claims use the last pair.
     pairs: tuple[tuple[str, str], ...] | None = None
+    #: distil the pairs the layer map suggests (``method.pairs: auto``, chosen per run on training
+    #: examples, recorded in its config.json) instead of ``pairs``; the PID still measures ``pairs``
+    auto_pairs: bool = False
+    #: the stop rule (``pid.stop``): a feature method's pair is switched off once the upper end of
+    #: its Uni(Y:T\S) interval reaches its permutation floor; for the runs that distil every measured
+    #: pair (VID, RID, TED with the preset's pairs), with ``pid_perm`` label permutations
+    pid_stop: bool = False
+    pid_perm: int = 20
     methods: tuple[str, ...] = METHODS
     teachers: tuple[str, ...] = TEACHER_KINDS
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -133,6 +141,11 @@ class RIDPreset:
     def __post_init__(self):
         if self.pid_layers not in ("all", "last"):
             raise ValueError(f"pid_layers must be 'all' or 'last', got {self.pid_layers!r}")
+        if self.pid_stop and (self.pid_boot < 1 or self.pid_perm < 2):
+            raise ValueError(
+                "pid_stop reads Uni(Y:T\\S)'s interval and its permutation floor: it needs pid_boot >= 1 "
+                f"and pid_perm >= 2, got pid_boot={self.pid_boot}, pid_perm={self.pid_perm}"
+            )
 
     def layer_pairs(self) -> tuple[tuple[str, str], ...]:
         if self.pairs is not None:
@@ -248,6 +261,7 @@ def distill_config(
 ) -> DistillConfig:
     pairs = [list(q) for q in p.layer_pairs()]
     distilled = pairs[-1:] if method in LAST_PAIR_ONLY else pairs
+    measured = pairs if p.pid_layers == "all" else pairs[-1:]
     name, params = method_spec(p, method)
     teacher = {
         "kind": kind,
@@ -262,12 +276,13 @@ def distill_config(
             "data": _data(p, {"train_subset": p.student_train_subset, "augment": p.augment}),
             "student": deepcopy(p.student_model),
             "teacher": teacher,
-            "method": {"name": name, "params": params, "pairs": [] if method in LOGIT_METHODS else distilled},
+            "method": {"name": name, "params": params, "pairs": _distilled(p, method, distilled)},
             "optim": _optim(
                 p, {"epochs": p.student_epochs, "grad_clip": None if method in LOGIT_METHODS else p.grad_clip}
             ),
             "pid": {
-                "pairs": pairs if p.pid_layers == "all" else pairs[-1:],
+                "pairs": measured,
+                **_stop(p, method, measured, distilled),
                 "k": p.pid_k,
                 "pca": p.pid_pca,
                 "n_boot": p.pid_boot,
@@ -277,6 +292,23 @@ def distill_config(
             "run": {"seed": seed, "out_dir": str(out)},
         },
     )
+
+
+def _stop(p: RIDPreset, method: str, measured: list, distilled: list) -> dict:
+    """The PID's stop-rule settings of one run: on where the run distils every measured pair."""
+    on = (
+        p.pid_stop
+        and method not in LOGIT_METHODS
+        and not p.auto_pairs
+        and all(q in distilled for q in measured)
+    )
+    return {"stop": True, "n_perm": p.pid_perm} if on else {}
+
+
+def _distilled(p: RIDPreset, method: str, pairs: list):
+    if method in LOGIT_METHODS:
+        return []
+    return "auto" if p.auto_pairs else pairs
 
 
 def _data(p: RIDPreset, extra: dict) -> dict:

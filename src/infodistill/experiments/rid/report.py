@@ -34,6 +34,22 @@ def collect(preset, out: Path) -> dict:
     return runs
 
 
+def pair_stops(runs: dict) -> dict:
+    """{(teacher, method): {seed: {pair: epoch}}}: when the stop rule switched each pair off, for the
+    runs whose log has the rule's records (``pid_stop``)."""
+    out = {}
+    for key, by_seed in runs.items():
+        for seed, log in by_seed.items():
+            if not any("pid_stop" in r for r in log):
+                continue
+            first = {}
+            for r in log:
+                for pair in (r.get("pid_stop") or {}).get("stopped", []):
+                    first.setdefault(pair, r["epoch"])
+            out.setdefault(key, {})[seed] = first
+    return out
+
+
 def collect_stopped(preset, out: Path) -> dict:
     """{(teacher, method): {seed: {"epoch", "error"}}} for the runs that stopped on a non-finite value."""
     stopped = {}
@@ -418,8 +434,14 @@ def write_rid_report(preset, out: Path, counts: dict | None = None) -> Path:
         f"{teacher_convergence(teacher_log)}); "
         f"student `{preset.student_model}` "
         f"trained on {counts['student_train']} labelled examples for {preset.student_epochs} "
-        f"epochs; layer pairs {[list(p) for p in preset.layer_pairs()]} (VID, RID, TED distil all of "
-        f"them; `vid-repdistiller` the last); seeds {list(preset.seeds)}; test set: "
+        f"epochs; layer pairs {[list(p) for p in preset.layer_pairs()]} ("
+        + (
+            "measured by the PID; the feature methods distil the pairs the layer map suggests, chosen "
+            "per run: `auto_pairs`, see each run's config.json"
+            if getattr(preset, "auto_pairs", False)
+            else "VID, RID, TED distil all of them; `vid-repdistiller` the last"
+        )
+        + f"); seeds {list(preset.seeds)}; test set: "
         f"{counts['test']} examples. {pid_caption(preset, counts['pid_samples'])}.",
         "",
         "## Test accuracy (%), mean ± std over the seeds that finished",
@@ -517,6 +539,27 @@ def write_rid_report(preset, out: Path, counts: dict | None = None) -> Path:
         for claim, held, numbers in variant:
             lines.append(f"- {claim}: {word(held)} ({numbers})")
     claims = claims + variant
+    switched = pair_stops(runs) if getattr(preset, "pid_stop", False) else {}
+    if switched:
+        lines += [
+            "",
+            "## Stop rule: pairs (student ← teacher) switched off (epoch)",
+            "",
+            "`pid_stop`: a pair's distillation term is switched off once the upper end of its "
+            "Uni(Y:T\\S) interval reaches its permutation floor (docs/layer-map.md).",
+            "",
+            "| teacher | method | " + " | ".join(f"seed {s}" for s in preset.seeds) + " |",
+            "|---|---|" + "---|" * len(preset.seeds),
+        ]
+        for (kind, method), by_seed in switched.items():
+            cells = [
+                ", ".join(
+                    f"{pair.replace('|', ' ← ')} ({epoch})" for pair, epoch in by_seed.get(seed, {}).items()
+                )
+                or "-"
+                for seed in preset.seeds
+            ]
+            lines.append(f"| {kind} | {method} | " + " | ".join(cells) + " |")
     summary = {
         "examples": counts,
         "premises": [{"premise": t, "held": h, "numbers": n} for t, h, n in premises.values()],
@@ -526,6 +569,7 @@ def write_rid_report(preset, out: Path, counts: dict | None = None) -> Path:
         "rule": f"held iff mean paired difference > {SE_RULE:g} standard errors in the claimed direction",
         "rows": {f"{k}|{m}": v for (k, m), v in rows.items()},
         "paired_differences": {f"{k}|{m}": d for (k, m), d in diffs.items()},
+        **({"pair_stops": {f"{k}|{m}": v for (k, m), v in switched.items()}} if switched else {}),
     }
     lines += ["", f"Plots: {pid_caption(preset)}."]
     return write_report(out, lines, plots, preset, summary)

@@ -81,7 +81,12 @@ def distill_or_record(cfg: DistillConfig, progress: bool = False, resume: bool =
         return
     run.clear_stop()
     try:
-        distill(cfg, progress=progress, resume=resume)
+        if cfg.method.pairs == "auto":
+            from ...layer_map import auto_pairs
+
+            distill(cfg, progress=progress, resume=resume, pair_resolver=auto_pairs)
+        else:
+            distill(cfg, progress=progress, resume=resume)
     except TrainingError as exc:
         record = {"epoch": run.last_epoch() + 1, "error": str(exc).splitlines()[0], "config": to_dict(cfg)}
         run.record_stop(record)
