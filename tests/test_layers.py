@@ -257,11 +257,6 @@ def _unexplained_function_imports(module: str) -> list[str]:
     return sorted(found)
 
 
-#: modules whose function-level imports are still to be reviewed (audit.py is being reworked on the
-#: layer-map branch; reviewed when it lands)
-PENDING_IMPORT_REVIEW = {f"{PACKAGE}.audit", f"{PACKAGE}.layer_map"}
-
-
 def test_imports_inside_functions_say_why():
     """An import inside a function keeps the CLI torch-free, an optional dependency optional or a
     fast path fast, and a comment at it says which; anything else belongs at the top of the
@@ -270,7 +265,7 @@ def test_imports_inside_functions_say_why():
     found = [
         line
         for module in sorted(MODULES)
-        if _layer(module)[0] != "cli" and module not in PENDING_IMPORT_REVIEW
+        if _layer(module)[0] != "cli"
         for line in _unexplained_function_imports(module)
     ]
     assert not found, "imports inside functions without a comment saying why:\n  " + "\n  ".join(found)

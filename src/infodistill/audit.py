@@ -34,15 +34,29 @@ it on the estimate; the estimate itself still carries the plug-in bias, which is
 compares it with the permutation baseline rather than with 0. The raw intervals are kept in
 ``AuditRow.ci_raw`` (and the JSON output).
 
-Only the standard library is imported at module level (the CLI's ``--help`` must stay fast and
-must not import torch); torch and numpy are imported inside the functions.
+The command line imports this module only when ``infodistill audit`` runs (its ``--help`` stays
+torch-free).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from .data.loader import TensorPairs, auto_eval_batch, first_examples
+from .models import collect_features
+from .models.hooks import validate_layers
+from .pid import estimate
+from .pid.blas_threads import blas_threads
+from .pid.terms import TERMS, format_table
+from .training.config import DataConfig, ModelConfig
+from .training.device import select_device
+from .training.rundir import RunDir
+from .training.runs import model_from_config, model_from_run, prepare_data
 
 __all__ = [
     "NOTHING_MARGIN_BITS",
@@ -161,7 +175,6 @@ class AuditResult:
 
     def table(self) -> str:
         """Readable text: a header, one line per teacher layer, the verdict and its reason."""
-        from .pid.terms import format_table
 
         s = self.settings
         head = [
@@ -261,14 +274,6 @@ def audit(
     Returns an :class:`AuditResult`; raises ValueError (one line) for an unknown layer, empty data,
     ``n_boot < 1`` or an option :func:`~infodistill.pid.estimate` refuses.
     """
-    import numpy as np
-    import torch
-
-    from .data.loader import TensorPairs, auto_eval_batch
-    from .models import collect_features
-    from .pid import estimate
-    from .pid.blas_threads import blas_threads
-    from .pid.terms import TERMS
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
@@ -430,12 +435,9 @@ UNTRAINED = "untrained"
 def _run_config(path: Path) -> dict | None:
     """config.json of a run directory (or of the run holding a checkpoint directory), else None."""
     for d in (path, path.parent):
-        f = d / "config.json"
-        if f.is_file():
-            try:
-                return json.loads(f.read_text())
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{f} is not valid JSON ({exc})") from None
+        run = RunDir(d)
+        if run.has_config():
+            return run.read_config()
     return None
 
 
@@ -461,7 +463,6 @@ def _label(spec: dict) -> str:
 
 
 def _kwargs(text: str | None, flag: str) -> dict | None:
-    import yaml
 
     if text is None:
         return None
@@ -606,10 +607,6 @@ def load_models(
     if source is None:
         raise ValueError("--data is required (no run directory's config.json names the data set)")
 
-    from .training.config import DataConfig, ModelConfig
-    from .training.device import select_device
-    from .training.runs import model_from_config, model_from_run, prepare_data
-
     where = select_device(device, key="--device")
     _, test = prepare_data(DataConfig(**source), 0)
     train_like = test  # a model needs only the sample shape and the number of classes
@@ -629,14 +626,12 @@ def load_models(
     # Distinct seeds so that an untrained teacher and student of one architecture are not identical.
     built = [build(side, "teacher", seed + 1 + i) for i, side in enumerate(sides)]
     s_model, s_name = build(student_side, "student", seed)
-    from .models.hooks import validate_layers
 
     for model, _name in built:
         if layers_t is not None:
             validate_layers(model, layers_t)
     if layers_s is not None:
         validate_layers(s_model, layers_s)
-    from .data.loader import first_examples
 
     # Only the audited examples are read (a data set decoded per item is never held whole).
     x, y = first_examples(test, max(1, n) if isinstance(n, int) else len(test))

@@ -41,8 +41,8 @@ that pair's interval and floor; teachers are ranked by it, most left to distil f
 whose best layer is at its floor has nothing left for this student. Two neighbours in the
 ranking whose intervals overlap are not told apart by the estimate (``TeacherRank.tied_with_next``).
 
-Only the standard library is imported at module level (the CLI's ``--help`` stays torch-free);
-numpy, torch and matplotlib are imported inside the functions.
+The command line imports this module only when a command needs it (``--help`` stays torch-free);
+matplotlib is imported only when a heatmap is drawn.
 """
 
 from __future__ import annotations
@@ -50,8 +50,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from .audit import AUDIT_N_PERM, BLAS_THREADS
-from .pid.floor import FLOOR_MARGIN_BITS, FLOOR_SD_FACTOR
+import numpy as np
+import torch
+
+from .audit import AUDIT_N_PERM, BLAS_THREADS, load_models
+from .data.loader import TensorPairs, auto_eval_batch, first_examples
+from .models import collect_features, validate_layers
+from .pid import Discretized, discretize, estimate
+from .pid.blas_threads import blas_threads
+from .pid.floor import FLOOR_MARGIN_BITS, FLOOR_SD_FACTOR, centred_ci
+from .pid.floor import floor as term_floor
+from .pid.terms import TERMS, format_table
 
 __all__ = [
     "FLOOR_MARGIN_BITS",
@@ -215,7 +224,6 @@ class LayerMap:
     def matrix(self, term: str):
         """(teacher layers, student layers) numpy array of one term (a field of :class:`MapCell`,
         e.g. ``'unique_t'``, ``'floor'``, ``'left'``)."""
-        import numpy as np
 
         return np.array([[float(getattr(c, term)) for c in row] for row in self.cells])
 
@@ -234,7 +242,6 @@ class LayerMap:
     def table(self) -> str:
         """Readable text: one block per term (teacher layers down, student layers across), the
         floor of Uni(Y:T\\S), and the suggested pairing."""
-        from .pid.terms import format_table
 
         s = self.settings
         lines = [
@@ -263,7 +270,8 @@ class LayerMap:
         """Write the map as a PNG: one panel per term, two a row (teacher layers down, student layers across),
         each cell annotated with its value; in the Uni(Y:T\\S) panel, cells at their floor are
         marked '*' and the suggested pairs are outlined in red."""
-        # The object API, not pyplot: no backend is switched in the caller's process.
+        # matplotlib is loaded only when a heatmap is drawn; the object API, not pyplot: no backend
+        # is switched in the caller's process.
         from matplotlib.figure import Figure
         from matplotlib.patches import Rectangle
 
@@ -348,11 +356,6 @@ def map_features(
     ``n_boot`` bootstrap resamples and ``n_perm`` label permutations, which equals ``estimate`` on
     the two layers' features with the same settings.
     """
-    import numpy as np
-
-    from .pid import Discretized, discretize, estimate
-    from .pid.blas_threads import blas_threads
-    from .pid.terms import TERMS
 
     t_feats = _check_features(teacher_features, "teacher_features")
     s_feats = _check_features(student_features, "student_features")
@@ -417,8 +420,6 @@ def map_features(
 
 
 def _cell(t_layer: str, s_layer: str, res, terms) -> MapCell:
-    from .pid.floor import centred_ci
-    from .pid.floor import floor as term_floor
 
     ci_raw = {t: (float(a), float(b)) for t, (a, b) in res.ci.items()}
     ci_c = centred_ci(res)
@@ -511,7 +512,6 @@ def suggest_pairing(lmap: LayerMap) -> Pairing:
 
 
 def _layers(model, given, what: str) -> list:
-    from .models import validate_layers
 
     if given is None:
         names = getattr(model, "stage_names", None)
@@ -530,8 +530,6 @@ def _layers(model, given, what: str) -> list:
 
 
 def _inputs(x, y, n: int):
-    import numpy as np
-    import torch
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
@@ -546,8 +544,6 @@ def _inputs(x, y, n: int):
 
 
 def _features(model, layers: list, x, batch_size):
-    from .data.loader import TensorPairs, auto_eval_batch
-    from .models import collect_features
 
     batch = auto_eval_batch(TensorPairs(x, x.new_zeros(x.shape[0])), 1, batch_size)
     _, feats = collect_features(model, layers, x, batch)
@@ -606,7 +602,6 @@ def auto_pairs(teacher, student, train, cfg) -> tuple[list, dict]:
     its initialisation), on the first ``AUTO_N`` *training* examples (never the test examples the
     run reports), with the run's ``pid.k``, ``pid.pca`` and seed. Returns ``(pairs, record)``; the
     record goes into the run's config.json as ``method.auto_pairs``."""
-    from .data.loader import first_examples
 
     for model, what in ((teacher, "teacher"), (student, "student")):
         if not getattr(model, "stage_names", None):
@@ -702,7 +697,6 @@ class TeacherRanking:
         }
 
     def table(self) -> str:
-        from .pid.terms import format_table
 
         s = self.settings
         head = [
@@ -770,8 +764,6 @@ def rank_teachers(
     ``min(n, N)`` held-out examples. ``teacher_layers``: one list for every teacher, a dict
     ``{name: list}``, or None (each teacher's ``stage_names``). The student layer is discretised
     once for all teachers."""
-    from .pid import discretize
-    from .pid.blas_threads import blas_threads
 
     if not hasattr(teachers, "items") or not teachers:
         raise ValueError("teachers must be a non-empty mapping {name: model}")
@@ -845,8 +837,6 @@ def run_layer_map(
     them (run directory, checkpoint, weights file with a model, or ``untrained`` with a model);
     ``layers_t`` / ``layers_s`` are comma-separated module names (default: the stages) and
     ``load`` the model and data options of :func:`infodistill.audit.load_models`."""
-    from .audit import load_models
-
     _check_cli_numbers(n, k, pca, boot, seed)
     t_layers, s_layers = _split(layers_t, "--layers-t"), _split(layers_s, "--layers-s")
     loaded = load_models([teacher], student, layers_t=t_layers, layers_s=s_layers, n=n, seed=seed, **load)
@@ -882,8 +872,6 @@ def run_rank_teachers(
     """:func:`rank_teachers` of several teachers given as ``infodistill audit --teacher A --teacher
     B ...`` names them, each under its command-line argument as its name (``layers_t`` applies to
     every teacher; ``layers_s`` names one student layer)."""
-    from .audit import load_models
-
     _check_cli_numbers(n, k, pca, boot, seed)
     if len(teachers) < 2:
         raise ValueError("ranking teachers needs at least two --teacher arguments")

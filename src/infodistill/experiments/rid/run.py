@@ -15,6 +15,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from ...layer_map import auto_pairs
 from ...training.config import DistillConfig, to_dict
 from ...training.rundir import RunDir, TrainingError
 from ...training.runs import distill, train_teacher
@@ -81,12 +82,8 @@ def distill_or_record(cfg: DistillConfig, progress: bool = False, resume: bool =
         return
     run.clear_stop()
     try:
-        if cfg.method.pairs == "auto":
-            from ...layer_map import auto_pairs
-
-            distill(cfg, progress=progress, resume=resume, pair_resolver=auto_pairs)
-        else:
-            distill(cfg, progress=progress, resume=resume)
+        resolver = auto_pairs if cfg.method.pairs == "auto" else None  # the pairs chosen from the map
+        distill(cfg, progress=progress, resume=resume, pair_resolver=resolver)
     except TrainingError as exc:
         record = {"epoch": run.last_epoch() + 1, "error": str(exc).splitlines()[0], "config": to_dict(cfg)}
         run.record_stop(record)
