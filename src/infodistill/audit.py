@@ -530,13 +530,27 @@ def _resolve(
     return {"path": str(p), "untrained": False, "model": spec, "run": raw}
 
 
-def _split_layers(text: str | None, flag: str) -> list | None:
+def split_layers(text: str | None, flag: str) -> list | None:
+    """The layer names of a comma-separated flag (``--layers-t``, ``--layers-s``); None if not given."""
     if text is None:
         return None
     layers = [s.strip() for s in text.split(",") if s.strip()]
     if not layers:
         raise ValueError(f"{flag} names no layer")
     return layers
+
+
+def check_run_numbers(n: int, k: int, pca: int, boot: int, seed: int) -> None:
+    """The ranges of ``infodistill audit``'s numbers, named by their flags (the audit, the layer map
+    and the teacher ranking share them)."""
+    # --k 1: one cluster carries no information, and the verdict would read "nothing to distill".
+    for flag, value, minimum in (("--n", n, 1), ("--k", k, 2), ("--pca", pca, 0)):
+        if value < minimum:
+            raise ValueError(f"{flag} must be >= {minimum}, got {value}")
+    if boot < 1:
+        raise ValueError(f"--boot must be >= 1 (the verdicts and floors need intervals), got {boot}")
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"--seed must be in [0, 2**32), got {seed}")
 
 
 @dataclass(frozen=True)
@@ -676,16 +690,9 @@ def run_audit(
     A model is a built-in name or a factory ``"module:function"`` / ``"file.py:function"`` (called
     with the kwargs); so is ``data`` (a factory returning (train, test), called with
     ``data_kwargs``)."""
-    # --k 1: one cluster carries no information, and the verdict would read "nothing to distill".
-    for flag, value, minimum in (("--n", n, 1), ("--k", k, 2), ("--pca", pca, 0)):
-        if value < minimum:
-            raise ValueError(f"{flag} must be >= {minimum}, got {value}")
-    if boot < 1:
-        raise ValueError(f"--boot must be >= 1 (the verdict needs intervals), got {boot}")
-    if not 0 <= seed < 2**32:
-        raise ValueError(f"--seed must be in [0, 2**32), got {seed}")
-    t_layers = _split_layers(layers_t, "--layers-t")
-    s_layers = _split_layers(layers_s, "--layers-s")
+    check_run_numbers(n, k, pca, boot, seed)
+    t_layers = split_layers(layers_t, "--layers-t")
+    s_layers = split_layers(layers_s, "--layers-s")
     if s_layers is not None and len(s_layers) != 1:
         raise ValueError(f"--layers-s takes one student layer, got {len(s_layers)}: {','.join(s_layers)}")
     loaded = load_models(

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .audit import AUDIT_N_PERM, BLAS_THREADS, load_models
+from .audit import AUDIT_N_PERM, BLAS_THREADS, check_run_numbers, load_models, split_layers
 from .data.loader import TensorPairs, auto_eval_batch, first_examples
 from .models import collect_features, validate_layers
 from .pid import Discretized, discretize, estimate
@@ -803,23 +803,6 @@ def rank_teachers(
 # From run directories (what `infodistill audit --map` and `audit` with several teachers run)
 
 
-def _split(text: str | None, flag: str) -> list | None:
-    if text is None:
-        return None
-    layers = [s.strip() for s in text.split(",") if s.strip()]
-    if not layers:
-        raise ValueError(f"{flag} names no layer")
-    return layers
-
-
-def _check_cli_numbers(n: int, k: int, pca: int, boot: int, seed: int) -> None:
-    for flag, value, minimum in (("--n", n, 1), ("--k", k, 2), ("--pca", pca, 0), ("--boot", boot, 1)):
-        if value < minimum:
-            raise ValueError(f"{flag} must be >= {minimum}, got {value}")
-    if not 0 <= seed < 2**32:
-        raise ValueError(f"--seed must be in [0, 2**32), got {seed}")
-
-
 def run_layer_map(
     teacher: str,
     student: str,
@@ -837,8 +820,8 @@ def run_layer_map(
     them (run directory, checkpoint, weights file with a model, or ``untrained`` with a model);
     ``layers_t`` / ``layers_s`` are comma-separated module names (default: the stages) and
     ``load`` the model and data options of :func:`infodistill.audit.load_models`."""
-    _check_cli_numbers(n, k, pca, boot, seed)
-    t_layers, s_layers = _split(layers_t, "--layers-t"), _split(layers_s, "--layers-s")
+    check_run_numbers(n, k, pca, boot, seed)
+    t_layers, s_layers = split_layers(layers_t, "--layers-t"), split_layers(layers_s, "--layers-s")
     loaded = load_models([teacher], student, layers_t=t_layers, layers_s=s_layers, n=n, seed=seed, **load)
     return layer_map(
         loaded.teachers[0],
@@ -872,13 +855,13 @@ def run_rank_teachers(
     """:func:`rank_teachers` of several teachers given as ``infodistill audit --teacher A --teacher
     B ...`` names them, each under its command-line argument as its name (``layers_t`` applies to
     every teacher; ``layers_s`` names one student layer)."""
-    _check_cli_numbers(n, k, pca, boot, seed)
+    check_run_numbers(n, k, pca, boot, seed)
     if len(teachers) < 2:
         raise ValueError("ranking teachers needs at least two --teacher arguments")
     dups = sorted({t for t in teachers if teachers.count(t) > 1 and t != "untrained"})
     if dups:
         raise ValueError(f"--teacher {dups[0]} is given twice; name each candidate teacher once")
-    t_layers, s_layers = _split(layers_t, "--layers-t"), _split(layers_s, "--layers-s")
+    t_layers, s_layers = split_layers(layers_t, "--layers-t"), split_layers(layers_s, "--layers-s")
     if s_layers is not None and len(s_layers) != 1:
         raise ValueError(
             "--layers-s takes one student layer when ranking teachers, "
