@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from infodistill.cli.reproduce import parse_settings
 from infodistill.experiments.common import apply_settings
 from infodistill.experiments.rid import PRESETS, check_method_param, run_rid
 from infodistill.training.rundir import read_log
@@ -71,7 +72,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     info = benchkit.machine_info()
     print(benchkit.machine_line(info), flush=True)
-    preset = apply_settings(PRESETS[args.preset], args.set, check_method_param)
+    preset = apply_settings(PRESETS[args.preset], parse_settings(args.set), check_method_param)
     if args.out is not None and Path(args.out).exists():
         print(f"bench/e1_time.py: error: --out {args.out} exists; the time is measured from nothing")
         return 2

@@ -33,7 +33,7 @@ if str(HERE) not in sys.path:  # loaded by path (the tests): bench/ is not on sy
 import benchkit  # noqa: E402
 
 ROOT = HERE.parent
-TEACHER_KW = "{width: 64}"
+TEACHER_KW = {"width": 64}
 
 
 def spearman(a, b) -> float:
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
         teacher_model="cnn1d",
         teacher_kwargs=TEACHER_KW,
         student_model="cnn1d",
-        student_kwargs="{width: 8}",
+        student_kwargs={"width": 8},
         data="mnist1d",
         n=args.n,
         seed=0,

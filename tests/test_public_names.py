@@ -7,7 +7,10 @@ breaks someone's import, so it fails this test instead.
 Re-pinned on purpose in issue 22: ``infodistill.data.datasets`` (the loaders' former home, a shim
 since issue 13) is gone, its names are ``infodistill.data``'s; ``infodistill.imports`` and
 ``infodistill.errors`` are new (layer-0 modules); ``infodistill.training`` adds ``RunDir``,
-``model_from_config`` and ``model_from_run``.
+``model_from_config`` and ``model_from_run``; ``run_audit``, ``run_layer_map`` and
+``run_rank_teachers`` (which read ``infodistill audit``'s flag text: YAML options, comma lists) are
+gone from the library, the command does that reading itself and calls ``load_models`` (options as
+mappings, layers as lists) and then ``audit``, ``layer_map`` or ``rank_teachers``.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import pytest
 PUBLIC = {
     "infodistill.audit": [
         "NOTHING_MARGIN_BITS", "NOTHING_SD_FACTOR", "TRANSFERRED_BITS", "TRANSFERRED_FRACTION",
-        "AuditResult", "AuditRow", "audit", "run_audit",
+        "AuditResult", "AuditRow", "audit",
         # issue 23: the models and examples of `infodistill audit`, shared with the layer map
         "LoadedModels", "load_models",
     ],
@@ -29,7 +32,7 @@ PUBLIC = {
     "infodistill.layer_map": [
         "FLOOR_MARGIN_BITS", "FLOOR_SD_FACTOR", "LayerMap", "MapCell", "Pairing", "TeacherRank",
         "TeacherRanking", "auto_pairs", "layer_map", "map_features", "rank_from_maps", "rank_teachers",
-        "run_layer_map", "run_rank_teachers", "suggest_pairing",
+        "suggest_pairing",
     ],
     "infodistill.cli": ["CLIError", "_json_default", "build_parser", "gates_table", "main"],
     "infodistill.data": [

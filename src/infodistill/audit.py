@@ -40,12 +40,12 @@ torch-free).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from .data.loader import TensorPairs, auto_eval_batch, first_examples
 from .models import collect_features
@@ -68,7 +68,6 @@ __all__ = [
     "LoadedModels",
     "audit",
     "load_models",
-    "run_audit",
 ]
 
 #: "nothing to distill": a teacher layer is uninformative when the lower end of its (bias-centred)
@@ -462,55 +461,61 @@ def _label(spec: dict) -> str:
     return spec.get("factory") or spec.get("name")
 
 
-def _kwargs(text: str | None, flag: str) -> dict | None:
+#: the arguments of :func:`load_models` its errors name; the command line passes its flags instead
+ARGUMENTS = (
+    "teacher", "teacher_model", "teacher_kwargs", "teacher_weights_prefix", "teacher_weights_key",
+    "student", "student_model", "student_kwargs", "student_weights_prefix", "student_weights_key",
+    "data", "data_root", "data_kwargs", "device",
+)  # fmt: skip
 
-    if text is None:
-        return None
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ValueError(
-            f'{flag} is not valid YAML ({first}); write a flow mapping like "{{width: 8}}"'
-        ) from None
+
+def _options(value, arg: str) -> dict | None:
+    """A model's or data set's options: a mapping of option names to values, or None (not given)."""
     if value is None:
-        return {}
-    if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
-        raise ValueError(f'{flag} must be a YAML mapping like "{{width: 8}}", got {text!r}')
-    return value
+        return None
+    if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
+        raise ValueError(
+            f"{arg} must be a mapping of option names to values like {{'width': 8}}, got {value!r}"
+        )
+    return dict(value)
 
 
 def _resolve(
     role: str,
     path: str,
     model: str | None,
-    kwargs_text: str | None,
-    weights_prefix: str | None = None,
-    weights_key: str | None = None,
+    kwargs: dict | None,
+    weights_prefix: str | None,
+    weights_key: str | None,
+    name: dict,
 ) -> dict:
     """{'path', 'untrained', 'weights', 'model', 'run'} for one side of the audit (no torch yet);
-    'model' holds the ModelConfig fields (name or factory, kwargs, and a weights file's options)."""
-    kwargs = _kwargs(kwargs_text, f"--{role}-kwargs")
+    'model' holds the ModelConfig fields (name or factory, kwargs, and a weights file's options).
+    ``name`` says how the errors name the arguments (``role``, ``role_model``, ...)."""
+    arg = {key: name[f"{role}_{key}"] for key in ("model", "kwargs", "weights_prefix", "weights_key")}
+    arg[role] = name[role]
+    kwargs = _options(kwargs, arg["kwargs"])
+    path = str(path)
     p = Path(path)
     is_weights = path != UNTRAINED and p.is_file()
     if (weights_prefix is not None or weights_key is not None) and not is_weights:
-        flag = f"--{role}-weights-prefix" if weights_prefix is not None else f"--{role}-weights-key"
-        raise ValueError(f"{flag} is for a weights file given as --{role}; {path} is not one")
+        given = arg["weights_prefix"] if weights_prefix is not None else arg["weights_key"]
+        raise ValueError(f"{given} is for a weights file given as {arg[role]}; {path} is not one")
     if path == UNTRAINED or is_weights:
         if model is None:
             what = "the architecture to initialise" if path == UNTRAINED else "the model the weights are for"
-            raise ValueError(f"--{role} {path} needs --{role}-model ({what})")
+            raise ValueError(f"{arg[role]} {path} needs {arg['model']} ({what})")
         spec = _model_spec(model) | {"kwargs": kwargs or {}}
         if is_weights:
             if p.suffix not in WEIGHTS_SUFFIXES:
                 raise ValueError(
-                    f"--{role} {path} is a file but not a weights file ({', '.join(WEIGHTS_SUFFIXES)}); "
+                    f"{arg[role]} {path} is a file but not a weights file ({', '.join(WEIGHTS_SUFFIXES)}); "
                     "pass a run directory, a checkpoint directory or a weights file"
                 )
             spec |= {"weights": str(p), "weights_prefix": weights_prefix, "weights_key": weights_key}
         return {"path": None, "untrained": not is_weights, "model": spec, "run": None}
     if not p.exists():
-        raise FileNotFoundError(f"--{role} {path}: no such run directory, checkpoint or weights file")
+        raise FileNotFoundError(f"{arg[role]} {path}: no such run directory, checkpoint or weights file")
     raw = _run_config(p)
     run_model = _run_model(raw) if raw else None
     recorded = None
@@ -519,7 +524,7 @@ def _resolve(
         recorded["kwargs"] = dict(run_model.get("kwargs") or {})
     if model is None:
         if recorded is None:
-            raise ValueError(f"--{role} {path} has no config.json naming its model; pass --{role}-model")
+            raise ValueError(f"{arg[role]} {path} has no config.json naming its model; pass {arg['model']}")
         spec = dict(recorded)
         if kwargs is not None:
             spec["kwargs"] = kwargs
@@ -528,29 +533,6 @@ def _resolve(
         if kwargs is None and recorded is not None and _label(recorded) == model:
             spec["kwargs"] = recorded["kwargs"]  # same architecture: its recorded options
     return {"path": str(p), "untrained": False, "model": spec, "run": raw}
-
-
-def split_layers(text: str | None, flag: str) -> list | None:
-    """The layer names of a comma-separated flag (``--layers-t``, ``--layers-s``); None if not given."""
-    if text is None:
-        return None
-    layers = [s.strip() for s in text.split(",") if s.strip()]
-    if not layers:
-        raise ValueError(f"{flag} names no layer")
-    return layers
-
-
-def check_run_numbers(n: int, k: int, pca: int, boot: int, seed: int) -> None:
-    """The ranges of ``infodistill audit``'s numbers, named by their flags (the audit, the layer map
-    and the teacher ranking share them)."""
-    # --k 1: one cluster carries no information, and the verdict would read "nothing to distill".
-    for flag, value, minimum in (("--n", n, 1), ("--k", k, 2), ("--pca", pca, 0)):
-        if value < minimum:
-            raise ValueError(f"{flag} must be >= {minimum}, got {value}")
-    if boot < 1:
-        raise ValueError(f"--boot must be >= 1 (the verdicts and floors need intervals), got {boot}")
-    if not 0 <= seed < 2**32:
-        raise ValueError(f"--seed must be in [0, 2**32), got {seed}")
 
 
 @dataclass(frozen=True)
@@ -568,15 +550,15 @@ class LoadedModels:
 
 def load_models(
     teachers: list,
-    student: str,
+    student: str | Path,
     *,
     teacher_model: str | None = None,
-    teacher_kwargs: str | None = None,
+    teacher_kwargs: Mapping | None = None,
     student_model: str | None = None,
-    student_kwargs: str | None = None,
+    student_kwargs: Mapping | None = None,
     data: str | None = None,
     data_root: str | None = None,
-    data_kwargs: str | None = None,
+    data_kwargs: Mapping | None = None,
     layers_t: list | None = None,
     layers_s: list | None = None,
     n: int = 2000,
@@ -586,28 +568,39 @@ def load_models(
     student_weights_prefix: str | None = None,
     student_weights_key: str | None = None,
     device: str = "auto",
+    argument_names: Mapping | None = None,
 ) -> LoadedModels:
-    """Build and load the teachers and the student as ``infodistill audit`` names them (run
-    directories, checkpoint directories, weights files with a model, or ``untrained`` with a
-    model; the teacher options apply to every teacher), check the named layers (``layers_t`` in
-    every teacher, ``layers_s`` in the student) and read the first ``n`` test examples. Errors
-    name the command's flags. An untrained teacher number i is initialised from ``seed + 1 + i``
-    and an untrained student from ``seed``, so that no two are identical."""
+    """Build and load the teachers and the student (each a run directory, a checkpoint directory,
+    a weights file with its model, or ``"untrained"`` with a model; the teacher options apply to
+    every teacher), check the named layers (``layers_t`` in every teacher, ``layers_s`` in the
+    student) and read the first ``n`` test examples of their data set.
+
+    A model (``teacher_model``, ``student_model``) is a built-in name or a factory
+    ``"module:function"`` / ``"file.py:function"``, called with its ``*_kwargs`` (a mapping); so is
+    ``data`` (a factory returning (train, test), called with ``data_kwargs``). Omitted, a run
+    directory's config.json supplies the model and the data set. An untrained teacher number i is
+    initialised from ``seed + 1 + i`` and an untrained student from ``seed``, so that no two are
+    identical. Errors name the arguments as ``argument_names`` maps them (default: these keyword
+    names; ``infodistill audit`` passes its flags)."""
+    name = {arg: arg for arg in ARGUMENTS} | dict(argument_names or {})
     if not teachers:
-        raise ValueError("--teacher is required: name at least one teacher")
+        raise ValueError(f"{name['teacher']} is required: name at least one teacher")
     sides = [
-        _resolve("teacher", t, teacher_model, teacher_kwargs, teacher_weights_prefix, teacher_weights_key)
+        _resolve(
+            "teacher", t, teacher_model, teacher_kwargs, teacher_weights_prefix, teacher_weights_key, name
+        )
         for t in teachers
     ]
     student_side = _resolve(
-        "student", student, student_model, student_kwargs, student_weights_prefix, student_weights_key
+        "student", student, student_model, student_kwargs, student_weights_prefix, student_weights_key, name
     )
-    extra = _kwargs(data_kwargs, "--data-kwargs")
+    extra = _options(data_kwargs, name["data_kwargs"])
     if data is not None:
         source = _model_spec(data) | {"root": data_root, "kwargs": extra or {}}
         if "factory" in source and data_root is not None:
             raise ValueError(
-                "--data-root is for the built-in data sets; pass a factory's options in --data-kwargs"
+                f"{name['data_root']} is for the built-in data sets; pass a factory's options in "
+                f"{name['data_kwargs']}"
             )
     else:
         source = None
@@ -619,23 +612,30 @@ def load_models(
                 source["kwargs"] = extra if extra is not None else dict(run_data.get("kwargs") or {})
                 break
     if source is None:
-        raise ValueError("--data is required (no run directory's config.json names the data set)")
+        raise ValueError(f"{name['data']} is required (no run directory's config.json names the data set)")
 
-    where = select_device(device, key="--device")
+    where = select_device(device, key=name["device"])
     _, test = prepare_data(DataConfig(**source), 0)
     train_like = test  # a model needs only the sample shape and the number of classes
 
     def build(side: dict, role: str, seed: int):
         spec = side["model"]
-        name = _label(spec) + (f" {spec['kwargs']}" if spec["kwargs"] else "")
-        cfg, what = ModelConfig(**spec), f"--{role}-model"
+        label = _label(spec) + (f" {spec['kwargs']}" if spec["kwargs"] else "")
+        cfg, labels = ModelConfig(**spec), (name[f"{role}_model"], name[role])
         if side["untrained"] or side["path"] is None:
-            model = model_from_config(cfg, train_like, seed=seed, what=what)
+            model = model_from_config(cfg, train_like, seed=seed, what=role, labels=labels)
             source = f"untrained, seed {seed}" if side["untrained"] else spec["weights"]
-            return model.to(where), f"{name} ({source})"
-        label = f"{role} ({side['path']})"
-        model = model_from_run(side["path"], cfg, train_like, what=what, label=label, seed=seed)
-        return model.to(where), f"{name} ({side['path']})"
+            return model.to(where), f"{label} ({source})"
+        model = model_from_run(
+            side["path"],
+            cfg,
+            train_like,
+            what=role,
+            labels=labels,
+            label=f"{role} ({side['path']})",
+            seed=seed,
+        )
+        return model.to(where), f"{label} ({side['path']})"
 
     # Distinct seeds so that an untrained teacher and student of one architecture are not identical.
     built = [build(side, "teacher", seed + 1 + i) for i, side in enumerate(sides)]
@@ -651,83 +651,9 @@ def load_models(
     x, y = first_examples(test, max(1, n) if isinstance(n, int) else len(test))
     return LoadedModels(
         teachers=[m for m, _ in built],
-        teacher_names=[name for _, name in built],
+        teacher_names=[label for _, label in built],
         student=s_model,
         student_name=s_name,
         x=x,
         y=y,
-    )
-
-
-def run_audit(
-    teacher: str,
-    student: str,
-    *,
-    teacher_model: str | None = None,
-    teacher_kwargs: str | None = None,
-    student_model: str | None = None,
-    student_kwargs: str | None = None,
-    data: str | None = None,
-    data_root: str | None = None,
-    data_kwargs: str | None = None,
-    layers_t: str | None = None,
-    layers_s: str | None = None,
-    n: int = 2000,
-    k: int = 10,
-    pca: int = 5,
-    boot: int = 100,
-    seed: int = 0,
-    teacher_weights_prefix: str | None = None,
-    teacher_weights_key: str | None = None,
-    student_weights_prefix: str | None = None,
-    student_weights_key: str | None = None,
-    device: str = "auto",
-) -> AuditResult:
-    """:func:`audit` of a teacher and a student given as run directories, checkpoint directories,
-    weights files (with a model) or ``untrained`` (with a model), on the first ``n`` test examples
-    of their data set; the arguments are those of ``infodistill audit`` (errors name its flags).
-
-    A model is a built-in name or a factory ``"module:function"`` / ``"file.py:function"`` (called
-    with the kwargs); so is ``data`` (a factory returning (train, test), called with
-    ``data_kwargs``)."""
-    check_run_numbers(n, k, pca, boot, seed)
-    t_layers = split_layers(layers_t, "--layers-t")
-    s_layers = split_layers(layers_s, "--layers-s")
-    if s_layers is not None and len(s_layers) != 1:
-        raise ValueError(f"--layers-s takes one student layer, got {len(s_layers)}: {','.join(s_layers)}")
-    loaded = load_models(
-        [teacher],
-        student,
-        teacher_model=teacher_model,
-        teacher_kwargs=teacher_kwargs,
-        student_model=student_model,
-        student_kwargs=student_kwargs,
-        data=data,
-        data_root=data_root,
-        data_kwargs=data_kwargs,
-        layers_t=t_layers,
-        layers_s=s_layers,
-        n=n,
-        seed=seed,
-        teacher_weights_prefix=teacher_weights_prefix,
-        teacher_weights_key=teacher_weights_key,
-        student_weights_prefix=student_weights_prefix,
-        student_weights_key=student_weights_key,
-        device=device,
-    )
-    (t_model,), (t_name,) = loaded.teachers, loaded.teacher_names
-    s_model, s_name, x, y = loaded.student, loaded.student_name, loaded.x, loaded.y
-    return audit(
-        t_model,
-        s_model,
-        x,
-        y,
-        teacher_layers=t_layers,
-        student_layer=None if s_layers is None else s_layers[0],
-        n=n,
-        k=k,
-        pca=pca or None,
-        n_boot=boot,
-        seed=seed,
-        names=(t_name, s_name),
     )

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .audit import AUDIT_N_PERM, BLAS_THREADS, check_run_numbers, load_models, split_layers
+from .audit import AUDIT_N_PERM, BLAS_THREADS
 from .data.loader import TensorPairs, auto_eval_batch, first_examples
 from .models import collect_features, validate_layers
 from .pid import Discretized, discretize, estimate
@@ -75,8 +75,6 @@ __all__ = [
     "auto_pairs",
     "rank_from_maps",
     "rank_teachers",
-    "run_layer_map",
-    "run_rank_teachers",
     "suggest_pairing",
 ]
 
@@ -797,92 +795,3 @@ def rank_teachers(
     settings["student_name"] = student_name
     settings["rule"] = "largest Uni(Y:T\\S) over each teacher's layers against the student layer"
     return rank_from_maps(maps, s_layer, settings)
-
-
-# --------------------------------------------------------------------------------------------------
-# From run directories (what `infodistill audit --map` and `audit` with several teachers run)
-
-
-def run_layer_map(
-    teacher: str,
-    student: str,
-    *,
-    layers_t: str | None = None,
-    layers_s: str | None = None,
-    n: int = 2000,
-    k: int = 10,
-    pca: int = 5,
-    boot: int = 100,
-    seed: int = 0,
-    **load,
-) -> LayerMap:
-    """:func:`layer_map` of a teacher and a student given as ``infodistill audit --map`` names
-    them (run directory, checkpoint, weights file with a model, or ``untrained`` with a model);
-    ``layers_t`` / ``layers_s`` are comma-separated module names (default: the stages) and
-    ``load`` the model and data options of :func:`infodistill.audit.load_models`."""
-    check_run_numbers(n, k, pca, boot, seed)
-    t_layers, s_layers = split_layers(layers_t, "--layers-t"), split_layers(layers_s, "--layers-s")
-    loaded = load_models([teacher], student, layers_t=t_layers, layers_s=s_layers, n=n, seed=seed, **load)
-    return layer_map(
-        loaded.teachers[0],
-        loaded.student,
-        loaded.x,
-        loaded.y,
-        teacher_layers=t_layers,
-        student_layers=s_layers,
-        n=n,
-        k=k,
-        pca=pca or None,
-        n_boot=boot,
-        seed=seed,
-        names=(loaded.teacher_names[0], loaded.student_name),
-    )
-
-
-def run_rank_teachers(
-    teachers: list,
-    student: str,
-    *,
-    layers_t: str | None = None,
-    layers_s: str | None = None,
-    n: int = 2000,
-    k: int = 10,
-    pca: int = 5,
-    boot: int = 100,
-    seed: int = 0,
-    **load,
-) -> TeacherRanking:
-    """:func:`rank_teachers` of several teachers given as ``infodistill audit --teacher A --teacher
-    B ...`` names them, each under its command-line argument as its name (``layers_t`` applies to
-    every teacher; ``layers_s`` names one student layer)."""
-    check_run_numbers(n, k, pca, boot, seed)
-    if len(teachers) < 2:
-        raise ValueError("ranking teachers needs at least two --teacher arguments")
-    dups = sorted({t for t in teachers if teachers.count(t) > 1 and t != "untrained"})
-    if dups:
-        raise ValueError(f"--teacher {dups[0]} is given twice; name each candidate teacher once")
-    t_layers, s_layers = split_layers(layers_t, "--layers-t"), split_layers(layers_s, "--layers-s")
-    if s_layers is not None and len(s_layers) != 1:
-        raise ValueError(
-            "--layers-s takes one student layer when ranking teachers, "
-            f"got {len(s_layers)}: {','.join(s_layers)}"
-        )
-    loaded = load_models(teachers, student, layers_t=t_layers, layers_s=s_layers, n=n, seed=seed, **load)
-    names = [
-        f"{arg}: {name}" if arg == "untrained" else arg
-        for arg, name in zip(teachers, loaded.teacher_names, strict=True)
-    ]
-    return rank_teachers(
-        dict(zip(names, loaded.teachers, strict=True)),
-        loaded.student,
-        loaded.x,
-        loaded.y,
-        teacher_layers=t_layers,
-        student_layer=None if s_layers is None else s_layers[0],
-        n=n,
-        k=k,
-        pca=pca or None,
-        n_boot=boot,
-        seed=seed,
-        student_name=loaded.student_name,
-    )

@@ -7,7 +7,7 @@ import torch
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from infodistill.audit import NOTHING, TRANSFERRED, WORTH, audit
+from infodistill.audit import NOTHING, TRANSFERRED, WORTH, audit, load_models
 from infodistill.cli import main
 from infodistill.training.config import DataConfig, ModelConfig, TeacherTrainConfig, load_config
 from infodistill.training.runs import model_from_config, model_from_run, prepare_data, train_teacher
@@ -152,3 +152,37 @@ def test_cli_table_json_and_errors(setup, capsys):
         assert main(["audit", *argv]) == 2, case
         err = capsys.readouterr().err
         assert err.startswith("infodistill: error: ") and err.count("\n") == 1, (case, err)
+
+
+def test_load_models_names_its_own_arguments_and_the_command_its_flags(tmp_path):
+    """The library takes options as mappings and layers as lists, and its errors name its keyword
+    arguments; ``infodistill audit`` reads its flags' YAML and passes their names instead."""
+    cases = (
+        ({}, "teacher untrained needs teacher_model (the architecture to initialise)"),
+        (
+            {"argument_names": {"teacher": "--teacher", "teacher_model": "--teacher-model"}},
+            "--teacher untrained needs --teacher-model (the architecture to initialise)",
+        ),
+        (
+            {"teacher_model": "cnn-small", "student_model": "cnn-small", "student_kwargs": "{width: 8}"},
+            "student_kwargs must be a mapping of option names to values like {'width': 8}, got '{width: 8}'",
+        ),
+        (
+            {"teacher_model": "cnn-small", "student_model": "cnn-small", "teacher_weights_key": "k"},
+            "teacher_weights_key is for a weights file given as teacher; untrained is not one",
+        ),
+        (
+            {"teacher_model": "cnn-small", "student_model": "cnn-small", "data": "f.py:g", "data_root": "/x"},
+            "data_root is for the built-in data sets; pass a factory's options in data_kwargs",
+        ),
+        (
+            {"teacher_model": "cnn-small", "student_model": "cnn-small"},
+            "data is required (no run directory's config.json names the data set)",
+        ),
+    )
+    for kwargs, message in cases:
+        with pytest.raises(ValueError) as err:
+            load_models(["untrained"], "untrained", **kwargs)
+        assert str(err.value) == message
+    with pytest.raises(FileNotFoundError, match="^teacher .*nope: no such run directory"):
+        load_models([tmp_path / "nope"], "untrained")

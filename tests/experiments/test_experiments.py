@@ -426,7 +426,9 @@ def test_data_kwargs_reach_every_run_and_the_loader(tmp_path):
     from infodistill.experiments.common import apply_settings, load_full_data
     from infodistill.experiments.rid import PRESETS, check_method_param, distill_config, teacher_config
 
-    p = apply_settings(PRESETS["quick-mnist1d"], ["data_kwargs={corr_noise_scale: 1.0}"], check_method_param)
+    p = apply_settings(
+        PRESETS["quick-mnist1d"], {"data_kwargs": {"corr_noise_scale": 1.0}}, check_method_param
+    )
     assert distill_config(p, tmp_path, "trained", "rid", 0, tmp_path / "r").data.kwargs == {
         "corr_noise_scale": 1.0
     }

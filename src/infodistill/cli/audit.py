@@ -89,9 +89,7 @@ def add_commands(sub) -> None:
 
 
 def _errors() -> tuple:
-    import yaml
-
-    return (*errors(), TypeError, yaml.YAMLError)
+    return (*errors(), TypeError)
 
 
 def _json_default(obj):
@@ -102,11 +100,62 @@ def _json_default(obj):
     raise TypeError(f"cannot serialise {type(obj).__name__}")
 
 
-def cmd_audit(args, parser) -> int:
-    require_torch()  # without torch: one line naming the install command
-    from ..audit import run_audit
-    from ..layer_map import run_layer_map, run_rank_teachers
+def _mapping(text: str | None, flag: str) -> dict | None:
+    """The options a ``--*-kwargs`` flag gives as YAML text (a flow mapping); None if not given."""
+    import yaml  # with the command: the CLI's top imports only the standard library
 
+    if text is None:
+        return None
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CLIError(
+            f'{flag} is not valid YAML ({first}); write a flow mapping like "{{width: 8}}"'
+        ) from None
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
+        raise CLIError(f'{flag} must be a YAML mapping like "{{width: 8}}", got {text!r}')
+    return value
+
+
+def _layers(text: str | None, flag: str) -> list | None:
+    """The layer names of a comma-separated flag (``--layers-t``, ``--layers-s``); None if not given."""
+    if text is None:
+        return None
+    layers = [s.strip() for s in text.split(",") if s.strip()]
+    if not layers:
+        raise CLIError(f"{flag} names no layer")
+    return layers
+
+
+def _check_numbers(args) -> None:
+    """The ranges of the command's numbers (the audit, the layer map and the ranking share them)."""
+    # --k 1: one cluster carries no information, and the verdict would read "nothing to distill".
+    for flag, value, minimum in (("--n", args.n, 1), ("--k", args.k, 2), ("--pca", args.pca, 0)):
+        if value < minimum:
+            raise CLIError(f"{flag} must be >= {minimum}, got {value}")
+    if args.boot < 1:
+        raise CLIError(f"--boot must be >= 1 (the verdicts and floors need intervals), got {args.boot}")
+    if not 0 <= args.seed < 2**32:
+        raise CLIError(f"--seed must be in [0, 2**32), got {args.seed}")
+
+
+def _check_teachers(teachers: list, s_layers: list | None, *, rank: bool) -> None:
+    if rank:
+        dups = sorted({t for t in teachers if teachers.count(t) > 1 and t != "untrained"})
+        if dups:
+            raise CLIError(f"--teacher {dups[0]} is given twice; name each candidate teacher once")
+    if s_layers is not None and len(s_layers) != 1:
+        when = " when ranking teachers" if rank else ""
+        raise CLIError(f"--layers-s takes one student layer{when}, got {len(s_layers)}: {','.join(s_layers)}")
+
+
+def cmd_audit(args, parser) -> int:
+    """The audit of one teacher, the layer map (``--map``) or the ranking of several teachers: the
+    flags are read here (YAML options, comma lists, ranges), the library builds and measures."""
+    require_torch()  # without torch: one line naming the install command
     teachers = list(args.teacher)
     if args.heatmap is not None and not args.map:
         raise CLIError("--heatmap draws the layer map: add --map")
@@ -117,36 +166,60 @@ def cmd_audit(args, parser) -> int:
         )
     if args.heatmap is not None and not args.heatmap.endswith(".png"):
         raise CLIError(f"--heatmap writes a PNG: give a path ending in .png, got {args.heatmap!r}")
+    _check_numbers(args)
+    t_layers, s_layers = _layers(args.layers_t, "--layers-t"), _layers(args.layers_s, "--layers-s")
+    if not args.map:
+        _check_teachers(teachers, s_layers, rank=len(teachers) > 1)
     load = dict(
         teacher_model=args.teacher_model,
-        teacher_kwargs=args.teacher_kwargs,
+        teacher_kwargs=_mapping(args.teacher_kwargs, "--teacher-kwargs"),
         student_model=args.student_model,
-        student_kwargs=args.student_kwargs,
+        student_kwargs=_mapping(args.student_kwargs, "--student-kwargs"),
         data=args.data,
         data_root=args.data_root,
-        data_kwargs=args.data_kwargs,
+        data_kwargs=_mapping(args.data_kwargs, "--data-kwargs"),
+        layers_t=t_layers,
+        layers_s=s_layers,
+        n=args.n,
+        seed=args.seed,
         teacher_weights_prefix=args.teacher_weights_prefix,
         teacher_weights_key=args.teacher_weights_key,
         student_weights_prefix=args.student_weights_prefix,
         student_weights_key=args.student_weights_key,
         device=args.device,
     )
-    numbers = dict(n=args.n, k=args.k, pca=args.pca, boot=args.boot, seed=args.seed)
+    estimate = dict(n=args.n, k=args.k, pca=args.pca or None, n_boot=args.boot, seed=args.seed)
+    # the library, with the command: the CLI's top imports only the standard library (torch-free --help)
+    from ..audit import ARGUMENTS, audit, load_models
+    from ..layer_map import layer_map, rank_teachers
+
+    flags = {arg: "--" + arg.replace("_", "-") for arg in ARGUMENTS}  # the errors name the flags
     try:
+        loaded = load_models(teachers, args.student, **load, argument_names=flags)
+        student_layer = None if s_layers is None else s_layers[0]
         if args.map:
-            result = run_layer_map(
-                teachers[0], args.student, layers_t=args.layers_t, layers_s=args.layers_s, **numbers, **load
-            )
+            result = layer_map(
+                loaded.teachers[0], loaded.student, loaded.x, loaded.y, teacher_layers=t_layers,
+                student_layers=s_layers, names=(loaded.teacher_names[0], loaded.student_name), **estimate,
+            )  # fmt: skip
             if args.heatmap is not None:
                 result.heatmap(args.heatmap)
         elif len(teachers) > 1:
-            result = run_rank_teachers(
-                teachers, args.student, layers_t=args.layers_t, layers_s=args.layers_s, **numbers, **load
-            )
+            # each candidate under its argument as its name ("untrained: cnn1d (untrained, seed 2)")
+            names = [
+                f"{arg}: {name}" if arg == "untrained" else arg
+                for arg, name in zip(teachers, loaded.teacher_names, strict=True)
+            ]
+            result = rank_teachers(
+                dict(zip(names, loaded.teachers, strict=True)), loaded.student, loaded.x, loaded.y,
+                teacher_layers=t_layers, student_layer=student_layer, student_name=loaded.student_name,
+                **estimate,
+            )  # fmt: skip
         else:
-            result = run_audit(
-                teachers[0], args.student, layers_t=args.layers_t, layers_s=args.layers_s, **numbers, **load
-            )
+            result = audit(
+                loaded.teachers[0], loaded.student, loaded.x, loaded.y, teacher_layers=t_layers,
+                student_layer=student_layer, names=(loaded.teacher_names[0], loaded.student_name), **estimate,
+            )  # fmt: skip
     except _errors() as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CLIError(msg) from None

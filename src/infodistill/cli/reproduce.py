@@ -66,6 +66,23 @@ def add_commands(sub) -> None:
         rp.set_defaults(func=_reproduce(name), subparser=rp)
 
 
+def parse_settings(items: list[str]) -> list[tuple[str, object]]:
+    """``--set KEY=VALUE`` items as (key, value) pairs, each value read as YAML (``[0, 1, 2]``,
+    ``1e-3``, ``null``, ``{width: 16}``), for :func:`infodistill.experiments.common.apply_settings`."""
+    import yaml  # with the command: the CLI's top imports only the standard library
+
+    pairs = []
+    for item in items:
+        if "=" not in item:
+            raise CLIError(f"--set {item!r} must look like key=value (e.g. seeds=[0,1,2])")
+        key, text = (x.strip() for x in item.split("=", 1))
+        try:
+            pairs.append((key, yaml.safe_load(text) if text else None))
+        except yaml.YAMLError:
+            raise CLIError(f"--set {key}: {text!r} is not a YAML value") from None
+    return pairs
+
+
 def _reproduce(experiment: str):
     def run(args, parser) -> int:
         require_torch()
@@ -116,9 +133,9 @@ def _reproduce(experiment: str):
         }
         preset = dataclasses.replace(preset, **{k: v for k, v in changes.items() if v is not None})
         try:  # after the flags: --set is the most specific
-            preset = apply_settings(preset, args.set, check_method)
-        except ValueError as exc:
-            raise CLIError(str(exc)) from None
+            preset = apply_settings(preset, parse_settings(args.set), check_method)
+        except ValueError as exc:  # the library's message starts with the setting's key
+            raise CLIError(f"--set {exc}") from None
         out = args.out or f"runs/reproduce-{experiment}-{args.preset}"
         report = run_experiment(preset, out, progress=not args.quiet)
         print(f"report: {report}")

@@ -12,7 +12,6 @@ from math import sqrt
 from pathlib import Path
 from statistics import mean, stdev, variance
 
-import yaml
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_write
@@ -150,21 +149,21 @@ def _coerce_setting(value, tp, key: str):
         raise ValueError(errors[0])
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ValueError(f"--set {key}: expected a list like [a, b], got {value!r}")
+            raise ValueError(f"{key}: expected a list like [a, b], got {value!r}")
         items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
         if len(items) != len(value):
-            raise ValueError(f"--set {key}: expected {len(items)} items, got {value!r}")
+            raise ValueError(f"{key}: expected {len(items)} items, got {value!r}")
         return tuple(
             _coerce_setting(v, t, f"{key}[{i}]") for i, (v, t) in enumerate(zip(value, items, strict=True))
         )
     if tp is dict or origin is dict:
         if not isinstance(value, dict):
-            raise ValueError(f"--set {key}: expected a mapping like {{a: 1}}, got {value!r}")
+            raise ValueError(f"{key}: expected a mapping like {{a: 1}}, got {value!r}")
         return value
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, bool) and tp is not bool or not isinstance(value, tp):
-        raise ValueError(f"--set {key}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+        raise ValueError(f"{key}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
     return value
 
 
@@ -172,43 +171,38 @@ def _coerce_setting(value, tp, key: str):
 SETTING_ALIASES = {"methods": "method_params"}
 
 
-def apply_settings(preset, items: list[str], check_method=None):
-    """A copy of the preset dataclass with ``key=value`` settings applied. ``key`` is a field, or a
-    dotted path into a dict field (``method_params.vid.lam``, ``student_model.kwargs.width``); the
-    value is read as YAML (``[0, 1, 2]``, ``1e-3``, ``null``). ``check_method(method, param)``, if
-    given, vets keys under ``method_params``. Bad keys or types raise ValueError naming the key."""
+def apply_settings(preset, settings, check_method=None):
+    """A copy of the preset dataclass with ``settings`` applied: ``(key, value)`` pairs in order (or
+    a mapping). ``key`` is a field, or a dotted path into a dict field (``method_params.vid.lam``,
+    ``student_model.kwargs.width``); ``methods.X.Y`` is read as ``method_params.X.Y``. The value
+    must fit the field's type (an int for a float field is taken). ``check_method(method, param,
+    key)``, if given, vets keys under ``method_params``. Bad keys or types raise ValueError starting
+    with the key (``infodistill reproduce --set KEY=YAML`` parses its values and prefixes "--set")."""
     hints = typing.get_type_hints(type(preset))
     names = [f.name for f in dataclasses.fields(preset)]
     changes: dict = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"--set {item!r} must look like key=value (e.g. seeds=[0,1,2])")
-        key, text = (x.strip() for x in item.split("=", 1))
-        try:
-            value = yaml.safe_load(text) if text else None
-        except yaml.YAMLError:
-            raise ValueError(f"--set {key}: {text!r} is not a YAML value") from None
+    for key, value in settings.items() if isinstance(settings, dict) else settings:
         parts = key.split(".")
         if len(parts) > 1 and parts[0] in SETTING_ALIASES:
             parts[0] = SETTING_ALIASES[parts[0]]
         top = parts[0]
         if top not in names:
-            raise ValueError(f"--set {key}: unknown setting {top!r}; valid settings: {', '.join(names)}")
+            raise ValueError(f"{key}: unknown setting {top!r}; valid settings: {', '.join(names)}")
         if len(parts) == 1:
             changes[top] = _coerce_setting(value, hints[top], top)
             continue
         current = changes.get(top, getattr(preset, top))
         if not isinstance(current, dict):
-            raise ValueError(f"--set {key}: {top!r} is not a mapping, set it whole ({top}=...)")
+            raise ValueError(f"{key}: {top!r} is not a mapping, set it whole ({top}=...)")
         new = json.loads(json.dumps(current))  # a deep copy: the preset's defaults stay untouched
         node = new
         for p in parts[1:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise ValueError(f"--set {key}: {p!r} is not a mapping")
+                raise ValueError(f"{key}: {p!r} is not a mapping")
         if top == "method_params" and check_method is not None:
             if len(parts) != 3:
-                raise ValueError(f"--set {key}: use method_params.METHOD.PARAM=value")
+                raise ValueError(f"{key}: use method_params.METHOD.PARAM=value")
             check_method(parts[1], parts[2], key)
         node[parts[-1]] = value
         changes[top] = new

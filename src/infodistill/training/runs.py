@@ -110,31 +110,28 @@ def model_from_config(
     *,
     weights: bool = True,
     what: str = "model",
+    labels: tuple[str, str] | None = None,
     shape: tuple | None = None,
 ) -> nn.Module:
     """The model ``cfg`` describes for examples of ``data`` (its sample shape and number of
     classes), on the CPU: a built-in one by name or your own by factory, with ``cfg.weights``
     loaded unless ``weights=False`` (a checkpoint is loaded over it anyway). ``what`` is its config
-    key (``student``, ``teacher.model``) or command-line flag (``--teacher-model``), for the
-    messages; ``shape``: the sample shape when the caller has it already.
+    key (``student``, ``teacher.model``), for the messages, which name its factory and weights
+    ``{what}.factory`` and ``{what}.weights`` unless ``labels`` gives their names (the audit's
+    arguments); ``shape``: the sample shape when the caller has it already.
 
     Every place that builds a model from a spec or a run (the runs, ``evaluate``, the audit, the
     experiments' checks) builds it here."""
     shape = sample_shape(data) if shape is None else shape
-    # A config key ("student") names its options "student.factory"; a flag ("--teacher-model",
-    # audit's) is named as typed, with the weights file given as "--teacher".
-    flag = what.startswith("-")
+    factory_label, weights_label = labels or (f"{what}.factory", f"{what}.weights")
     if cfg.factory is not None:
-        model = build_from_factory(
-            cfg.factory, cfg.kwargs, seed=seed, what=what if flag else f"{what}.factory"
-        )
+        model = build_from_factory(cfg.factory, cfg.kwargs, seed=seed, what=factory_label)
     else:
         model = build_model(
             cfg.name, data.num_classes, shape[0], input_size=shape[1:], seed=seed, **cfg.kwargs
         )
     if weights and cfg.weights is not None:
-        label = what.removesuffix("-model") if flag else f"{what}.weights"
-        load_weights(model, cfg.weights, prefix=cfg.weights_prefix, key=cfg.weights_key, what=label)
+        load_weights(model, cfg.weights, prefix=cfg.weights_prefix, key=cfg.weights_key, what=weights_label)
     return model
 
 
@@ -144,16 +141,17 @@ def model_from_run(
     data,
     *,
     what: str = "teacher.model",
+    labels: tuple[str, str] | None = None,
     label: str | None = None,
     seed: int | None = None,
 ) -> nn.Module:
-    """The model ``cfg`` describes (:func:`model_from_config`, ``what`` as there) with the weights
-    of a run directory's latest checkpoint, or of a checkpoint directory, ``path``: a trained
-    teacher, a finished student. ``label`` names the weights in messages (default: the role and
-    the path, "teacher (runs/t)"); ``seed``: the initialisation's, which the weights replace."""
-    model = model_from_config(cfg, data, seed=seed, weights=False, what=what)
-    role = what.lstrip("-").split(".")[0].removesuffix("-model")
-    load_model_state(model, load_checkpoint(path)["student"], label or f"{role} ({path})")
+    """The model ``cfg`` describes (:func:`model_from_config`, ``what`` and ``labels`` as there)
+    with the weights of a run directory's latest checkpoint, or of a checkpoint directory,
+    ``path``: a trained teacher, a finished student. ``label`` names the weights in messages
+    (default: the role and the path, "teacher (runs/t)"); ``seed``: the initialisation's, which
+    the weights replace."""
+    model = model_from_config(cfg, data, seed=seed, weights=False, what=what, labels=labels)
+    load_model_state(model, load_checkpoint(path)["student"], label or f"{what.split('.')[0]} ({path})")
     return model
 
 

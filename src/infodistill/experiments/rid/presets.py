@@ -342,18 +342,18 @@ def run_name(kind: str, method: str, seed: int) -> str:
 
 
 def check_method_param(method: str, param: str, key: str) -> None:
-    """For ``--set method_params.METHOD.PARAM``: METHOD a method of E1 (or a variant), PARAM one of
-    its keyword arguments."""
+    """For the setting ``method_params.METHOD.PARAM`` (``key``): METHOD a method of E1 (or a
+    variant), PARAM one of its keyword arguments."""
     base = {**{m: m for m in METHODS}, **{v: "rid" for v in RID_VARIANTS}, **{v: "vid" for v in VID_VARIANTS}}
     if method not in base:
-        raise ValueError(f"--set {key}: unknown method {method!r}; valid methods: {', '.join(base)}")
+        raise ValueError(f"{key}: unknown method {method!r}; valid methods: {', '.join(base)}")
     valid = [
         k
         for k in method_hparams(base[method])
         if k not in ("num_classes", "pairs", "student_shapes", "teacher_shapes")
     ]
     if param not in valid:
-        raise ValueError(f"--set {key}: {base[method]} has no parameter {param!r}; valid: {', '.join(valid)}")
+        raise ValueError(f"{key}: {base[method]} has no parameter {param!r}; valid: {', '.join(valid)}")
 
 
 def fit_to_data(preset: RIDPreset, sample_shape: tuple) -> RIDPreset:
