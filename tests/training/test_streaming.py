@@ -329,3 +329,29 @@ def test_data_kwargs_reach_a_built_in_loader(tmp_path):
     assert first_examples(train, len(train))[0].shape == (len(train), 3, 12, 12)
     with pytest.raises(ConfigError, match=r"data.kwargs \{'colour': 1\} are not all options .*image-folder"):
         prepare_data(DataConfig(name="image-folder", root=str(tmp_path), kwargs={"colour": 1}), 0)
+
+
+def test_workers_fork_with_no_queue_thread_running(digits_file, monkeypatch):
+    """CPython 3.11 can deadlock a child forked while another thread starts or ends (seen under
+    torchrun: the test reader forked its worker while the train reader's queue threads ran). Every
+    worker of a run with workers (the teacher-output cache, the PID tracker's examples, the train
+    and test readers) is forked while this process runs no other thread, and a run leaves none
+    behind: the forks are watched at ``os.fork`` itself."""
+    import threading
+
+    others_at_fork = []
+    real_fork = os.fork
+
+    def watched_fork():
+        main = threading.main_thread()
+        others_at_fork.append(sorted(t.name for t in threading.enumerate() if t is not main))
+        return real_fork()
+
+    monkeypatch.setattr(os, "fork", watched_fork)
+    before = {t.ident for t in threading.enumerate()}
+    distill(_config(digits_file, "forks", True, data={"workers": 2}), progress=False)
+    # the cache (2 workers), the tracker's examples (2), the train reader (2), the test reader (2)
+    assert len(others_at_fork) == 8, others_at_fork
+    assert all(not names for names in others_at_fork), others_at_fork
+    left = [t.name for t in threading.enumerate() if t.ident not in before]
+    assert not left, left

@@ -10,6 +10,13 @@ that order, so the batches and therefore the results do not depend on the number
   ``__getitems__``: a batch is one tensor indexing, as cheap as indexing the tensors directly.
 - Other data sets are read item by item in ``workers`` processes (``persistent_workers``, so
   they start once per run, not per epoch) and stacked; items are ``(x, y)`` pairs.
+- Workers are forked only while no thread of this process's is starting or ending: CPython 3.11
+  can deadlock a child forked at that moment (``os.fork`` waits in the child, in
+  ``PyOS_AfterFork_Child``, for a lock the other thread held; seen under torchrun, where the test
+  reader forked while the train reader's queue threads ran). A reader therefore forks its workers
+  when it is made, before any queue thread of its own exists; ``close()`` (or leaving a ``with``
+  block) stops them and waits for its queue threads to end; the training loop makes both of a
+  run's readers before its first step and closes them at its end.
 - On CUDA, batches are pinned so the copy to the device can overlap the step.
 """
 
@@ -161,6 +168,30 @@ class BatchReader:
             # global generator would shift every later draw (dropout, a resumed run's RNG state).
             generator=torch.Generator().manual_seed(0),
         )
+        if self.workers > 0:
+            # The workers fork now, while this reader has no queue threads (see the module's notes):
+            # a pass over no batches starts them and puts nothing on their queues.
+            iter(self._loader)
+
+    def close(self) -> None:
+        """Stop the workers, and wait until this process's threads feeding their queues have
+        ended, so that a reader made next forks with no thread starting or ending. Idempotent."""
+        it = getattr(self._loader, "_iterator", None)
+        if it is None:
+            return
+        self._loader._iterator = None
+        # DataLoader keeps no public handle on its workers or queues: these are its iterator's.
+        it._shutdown_workers()
+        for queue in getattr(it, "_index_queues", ()):
+            feeder = getattr(queue, "_thread", None)
+            if feeder is not None:
+                feeder.join(timeout=10)
+
+    def __enter__(self) -> BatchReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def __call__(
         self, batches: Sequence[torch.Tensor]
@@ -186,7 +217,8 @@ def first_examples(dataset, n: int, batch_size: int | None = None, workers: int 
     n = min(n, len(dataset))
     if in_memory(dataset):
         return dataset.x[:n], dataset.y[:n]
-    parts = list(BatchReader(dataset, workers).sequential(auto_eval_batch(dataset, 1, batch_size), n))
+    with BatchReader(dataset, workers) as reader:
+        parts = list(reader.sequential(auto_eval_batch(dataset, 1, batch_size), n))
     return torch.cat([x for _, x, _ in parts]), torch.cat([y for _, _, y in parts])
 
 

@@ -171,15 +171,16 @@ class Distiller(Task):
         if isinstance(data, torch.Tensor):
             data = TensorPairs(data, torch.zeros(len(data), dtype=torch.int64))
         n, logits, feats = len(data), [], {}
-        for idx, x, _ in BatchReader(data, workers).sequential(batch_size):
-            z, f = self.teacher(x.to(self.device))
-            logits.append(z)
-            seen = int(idx[0]) + batch_size
-            for k, v in f.items():
-                feats.setdefault(k, []).append(v)
-                # the projected size of the whole cache, from the batches so far
-                if sum(t.numel() for t in feats[k]) * 4 * n / seen > CACHE_LIMIT_BYTES:
-                    return False
+        with BatchReader(data, workers) as reader:
+            for idx, x, _ in reader.sequential(batch_size):
+                z, f = self.teacher(x.to(self.device))
+                logits.append(z)
+                seen = int(idx[0]) + batch_size
+                for k, v in f.items():
+                    feats.setdefault(k, []).append(v)
+                    # the projected size of the whole cache, from the batches so far
+                    if sum(t.numel() for t in feats[k]) * 4 * n / seen > CACHE_LIMIT_BYTES:
+                        return False
         self.cache = {"logits": torch.cat(logits), "feats": {k: torch.cat(v) for k, v in feats.items()}}
         return True
 

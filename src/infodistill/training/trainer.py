@@ -21,6 +21,7 @@ scaler whose state is checkpointed), and logits come back to the CPU for the met
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -174,7 +175,12 @@ class Fit:
             self.device = model_device(self.student)
         distributed.init(process_group_backend(self.device))
         with self.rundir.locked():
-            return self._run(resume)
+            try:
+                return self._run(resume)
+            finally:
+                for reader in self._readers.values():  # workers stopped, queue threads ended
+                    reader.close()
+                self._readers.clear()
 
     def _run(self, resume: bool) -> dict:
         main = distributed.is_main()
@@ -196,6 +202,9 @@ class Fit:
                 run.truncate_log(start)
                 run.write_config(self.config_dict)
         self._parallel()
+        # Both readers before the first step: their workers fork while no queue thread runs
+        # (data/loader.py says why that matters).
+        self.reader("train"), self.reader("test")
         scalars = None
         if self.run_cfg.tensorboard and main:
             scalars = ScalarWriter(run.tensorboard_dir, first_epoch=start + 1)
@@ -553,17 +562,18 @@ def evaluate_dataset(
     model.eval()
     device = model_device(model)
     acc = FidelityAccumulator()
-    reader = reader if reader is not None else BatchReader(dataset)
     skip = None if shard is None else (lambda k: k % shard[1] != shard[0])
-    for idx, xb, yb in reader.sequential(batch_size, skip=skip):
-        xb = xb.to(device)
-        if teacher_logits is None:
-            zt = None
-        elif isinstance(teacher_logits, torch.Tensor):
-            zt = teacher_logits[idx[0] : idx[-1] + 1]
-        else:
-            zt = teacher_logits(xb)
-        acc.update(to_host(model(xb)).float(), to_host(yb), None if zt is None else to_host(zt).float())
+    # A reader made here is closed here; one handed in belongs to the caller.
+    with contextlib.nullcontext(reader) if reader is not None else BatchReader(dataset) as reader:
+        for idx, xb, yb in reader.sequential(batch_size, skip=skip):
+            xb = xb.to(device)
+            if teacher_logits is None:
+                zt = None
+            elif isinstance(teacher_logits, torch.Tensor):
+                zt = teacher_logits[idx[0] : idx[-1] + 1]
+            else:
+                zt = teacher_logits(xb)
+            acc.update(to_host(model(xb)).float(), to_host(yb), None if zt is None else to_host(zt).float())
     model.train(was)
     if shard is not None and shard[1] > 1:
         _all_reduce_fidelity(acc)

@@ -72,10 +72,9 @@ def teacher_accuracies(p: FidelityPreset, out: Path) -> dict:
         return json.loads(path.read_text())
     cfg = teacher_config(p, member_dir(out, 0), 0)
     train, test = prepare_data(cfg.data, 0)
-    reader = BatchReader(test, cfg.data.workers)
     eval_batch = auto_eval_batch(train, cfg.data.batch_size, cfg.data.eval_batch_size)
     logits = []
-    with torch.no_grad():
+    with torch.no_grad(), BatchReader(test, cfg.data.workers) as reader:
         for i in range(p.n_members):
             model = model_from_run(member_dir(out, i), cfg.model, train).eval()
             batches = reader.sequential(eval_batch)
