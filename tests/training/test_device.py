@@ -21,6 +21,7 @@ from infodistill.cli import main
 from infodistill.training import device as dev
 from infodistill.training.config import ConfigError, DistillConfig, TeacherTrainConfig, load_config
 from infodistill.training.distributed import to_sync_batchnorm_
+from infodistill.training.evaluate import evaluate_run
 from infodistill.training.rundir import load_checkpoint, read_log
 from infodistill.training.runs import build_distillation, distill
 from interrupts import Interrupt, interrupt_at
@@ -394,6 +395,8 @@ def test_evaluating_a_gpu_run_where_there_is_none_names_the_flag(tmp_path, capsy
         "infodistill: error: run.device is 'cuda' but CUDA is not available on this machine (the run's "
         "config.json); evaluate it with --device cpu or auto"
     )
+    with pytest.raises(ConfigError, match=r"config.json\); evaluate it with device='cpu' or auto$"):
+        evaluate_run(out)  # the library names its argument
     assert main(["evaluate", str(out), "--device", "cpu", "--json"]) == 0
     assert (
         json.loads(capsys.readouterr().out)["test"]["accuracy"]

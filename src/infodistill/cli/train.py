@@ -82,7 +82,7 @@ def cmd_evaluate(args, parser) -> int:
     require_torch()
     from ..training.evaluate import evaluate_run
 
-    result = evaluate_run(args.run_dir, args.pid_pairs, device=args.device)
+    result = evaluate_run(args.run_dir, args.pid_pairs, device=args.device, device_name="--device")
     if args.json:
         print(json.dumps(result, indent=2))
     else:

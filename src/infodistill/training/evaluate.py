@@ -16,13 +16,19 @@ from .runs import model_from_run, prepare_data, teacher_members
 from .trainer import evaluate_dataset
 
 
-def evaluate_run(run_dir: str | Path, pid_pairs: list[str] | None = None, device: str | None = None) -> dict:
+def evaluate_run(
+    run_dir: str | Path,
+    pid_pairs: list[str] | None = None,
+    device: str | None = None,
+    *,
+    device_name: str = "device",
+) -> dict:
     """``{"test": {...}}`` (accuracy, NLL, ECE, and against the teacher agreement and KL) of the
     latest checkpoint in ``run_dir`` on its test set, plus ``"pid"`` per ``student:teacher`` layer
     pair (``pid_pairs``, default the config's ``pid.pairs``) for a distillation run with a teacher.
 
     ``device``: where the models run (``auto``, ``cpu``, ``cuda``, ``cuda:N``; default the run's
-    ``run.device``)."""
+    ``run.device``), named ``device_name`` in errors (``infodistill evaluate`` passes its flag)."""
     run = RunDir(run_dir)
     if not run.has_config():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
@@ -30,14 +36,15 @@ def evaluate_run(run_dir: str | Path, pid_pairs: list[str] | None = None, device
     is_distill = "student" in raw
     cfg = from_dict(DistillConfig if is_distill else TeacherTrainConfig, raw)
     if device is not None:
-        where = select_device(device, key="--device")
+        where = select_device(device, key=device_name)
     else:
         try:
             where = select_device(cfg.run.device)
         except ConfigError as exc:  # trained on a GPU, evaluated where there is none
             what = str(exc).split("; ")[0]
+            cpu = f"{device_name} cpu" if device_name.startswith("-") else f"{device_name}='cpu'"
             raise ConfigError(
-                f"{what} (the run's config.json); evaluate it with --device cpu or auto"
+                f"{what} (the run's config.json); evaluate it with {cpu} or auto"
             ) from None
     train, test = prepare_data(cfg.data, cfg.run.seed)
     what = "student" if is_distill else "model"
