@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,29 +34,17 @@ FIXED = "[[stage1, stage1], [stage2, stage2], [stage3, stage3]]"
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--teacher-epochs", type=int, default=15)
-    ap.add_argument("--epochs", type=int, default=10, help="distillation epochs (default 10)")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--methods", nargs="+", default=["vid", "rid"])
-    ap.add_argument("--subset", type=int, default=None, help="train/test subset (tiny runs)")
-    ap.add_argument("--out", metavar="DIR", help="run directories (default: a temporary one)")
-    ap.add_argument("--json", metavar="PATH", help="write the measurements as JSON")
+    benchkit.add_distill_arguments(ap, methods=["vid", "rid"])
     args = ap.parse_args(argv)
+    with benchkit.distill_bench(args) as (out, subset, info):
+        return measure(args, out, subset, info)
 
-    import torch
 
+def measure(args, out: Path, subset: list, info: dict) -> int:
     from infodistill.layer_map import auto_pairs
     from infodistill.training.config import DistillConfig, TeacherTrainConfig, load_config
     from infodistill.training.runs import distill, train_teacher
 
-    torch.set_num_threads(1)
-    info = benchkit.machine_info()
-    print(benchkit.machine_line(info))
-    tmp = None if args.out else tempfile.TemporaryDirectory()
-    out = Path(args.out or tmp.name)
-    subset = []
-    if args.subset is not None:
-        subset = [f"data.train_subset={args.subset}", f"data.test_subset={args.subset}"]
     teacher = out / "teacher"
     cfg = load_config(
         TeacherTrainConfig,
@@ -116,8 +103,6 @@ def main(argv=None) -> int:
     print(benchkit.text_table(["method", "pairs", "which", "accuracy %", "s a run"], rows))
     if args.json:
         benchkit.write_json(args.json, {"machine": info, "settings": vars(args), "results": results})
-    if tmp is not None:
-        tmp.cleanup()
     return 0
 
 

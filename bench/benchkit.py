@@ -266,3 +266,40 @@ def write_json(path: str | os.PathLike, payload: dict, *, indent: int = 2) -> No
     target.parent.mkdir(parents=True, exist_ok=True)
     # numpy scalars in a measurement are plain numbers to a reader
     atomic_write(target, json.dumps(payload, indent=indent, default=float))
+
+
+# --------------------------------------------------------------------------------------------------
+# The distillation benches (auto_pairs.py, rank_teachers.py): their shared arguments and set-up
+
+
+def add_distill_arguments(ap, methods: Sequence[str]) -> None:
+    """The arguments of a bench that trains MNIST-1D teachers and distils students from them."""
+    ap.add_argument("--teacher-epochs", type=int, default=15)
+    ap.add_argument("--epochs", type=int, default=10, help="distillation epochs (default 10)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--methods", nargs="+", default=list(methods))
+    ap.add_argument("--subset", type=int, default=None, help="train/test subset (tiny runs)")
+    ap.add_argument("--out", metavar="DIR", help="run directories (default: a temporary one)")
+    ap.add_argument("--json", metavar="PATH", help="write the measurements as JSON")
+
+
+@contextlib.contextmanager
+def distill_bench(args):
+    """One thread for torch, the machine line printed, and ``(out, subset, info)``: the folder of
+    the runs (``--out``, or a temporary one removed at the end), the config overrides of
+    ``--subset`` and the machine (:func:`machine_info`)."""
+    import tempfile
+
+    import torch
+
+    torch.set_num_threads(1)
+    info = machine_info()
+    print(machine_line(info))
+    subset = (
+        [] if args.subset is None else [f"data.train_subset={args.subset}", f"data.test_subset={args.subset}"]
+    )
+    if args.out:
+        yield Path(args.out), subset, info
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        yield Path(tmp), subset, info

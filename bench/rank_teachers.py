@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -56,39 +55,26 @@ def spearman(a, b) -> float:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--teacher-epochs", type=int, default=15)
-    ap.add_argument("--epochs", type=int, default=10, help="distillation epochs (default 10)")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--methods", nargs="+", default=["kd", "rid"])
+    benchkit.add_distill_arguments(ap, methods=["kd", "rid"])
     ap.add_argument("--n", type=int, default=1000, help="test examples the audit reads (default 1000)")
     ap.add_argument("--boot", type=int, default=100)
-    ap.add_argument("--subset", type=int, default=None, help="train/test subset (tiny runs)")
     ap.add_argument(
         "--student-labels", type=int, default=None, help="the students' training examples (E1: 500)"
     )
-    ap.add_argument("--out", metavar="DIR", help="run directories (default: a temporary one)")
-    ap.add_argument("--json", metavar="PATH", help="write the measurements as JSON")
     args = ap.parse_args(argv)
+    if args.teacher_epochs <= 3:
+        ap.error("--teacher-epochs must be above 3 (the 3-epoch and 1-epoch teachers are the others)")
+    with benchkit.distill_bench(args) as (out, subset, info):
+        return measure(args, out, subset, info)
 
-    import torch
 
+def measure(args, out: Path, subset: list, info: dict) -> int:
     from infodistill.audit import load_models
     from infodistill.layer_map import rank_teachers
     from infodistill.training.config import DistillConfig, TeacherTrainConfig, load_config
     from infodistill.training.runs import distill, train_teacher
 
-    torch.set_num_threads(1)
-    info = benchkit.machine_info()
-    print(benchkit.machine_line(info))
-    tmp = None if args.out else tempfile.TemporaryDirectory()
-    out = Path(args.out or tmp.name)
-    subset = (
-        [] if args.subset is None else [f"data.train_subset={args.subset}", f"data.test_subset={args.subset}"]
-    )
     start = time.perf_counter()
-
-    if args.teacher_epochs <= 3:
-        ap.error("--teacher-epochs must be above 3 (the 3-epoch and 1-epoch teachers are the others)")
     teachers = {f"{args.teacher_epochs} epochs": args.teacher_epochs, "3 epochs": 3, "1 epoch": 1}
     dirs = {}
     for name, epochs in teachers.items():
@@ -179,8 +165,6 @@ def main(argv=None) -> int:
                 "seconds": {"teachers": t_teachers, "audit": t_audit, "distill": t_distill},
             },
         )
-    if tmp is not None:
-        tmp.cleanup()
     return 0
 
 
