@@ -153,7 +153,9 @@ class _InteriorPoint:
         # Predictor (affine scaling); its step length is measured on the true, nonlinear constraints.
         dl_a, dm_a, dc_a, dr_a = self.direction(system, np.zeros_like(r), refine=0)
         a_aff, c_aff, _ = self.feasible_step(dl_a, dm_a, dr_a, dc_a)
-        mu_aff = float(((r + a_aff * dr_a) * np.where(pairs, -c_aff, 0.0))[pairs].sum()) / m
+        # μ_aff with the pair masses moved by their own step (``small.affine_r_step``).
+        a_r = max(a_aff, 0.99 * self.max_step(dr_a))
+        mu_aff = float(((r + a_r * dr_a) * np.where(pairs, -c_aff, 0.0))[pairs].sum()) / m
         sigma = min(1.0, (mu_aff / gap_mu) ** 2) if gap_mu > 0 else 0.0
         # Corrector: centring σμ plus the second-order terms of (r + Δr)(s + Δs) = σμ, where the
         # slack's true change is Δs = −Δc − κ with κ ≥ 0 the curvature of c along the step (c is
