@@ -9,7 +9,7 @@ import numpy as np
 
 from .blas_threads import blas_threads
 from .broja import solve_broja
-from .broja.batch import solve_broja_batch
+from .broja.batch import WARM_START_MIN_BATCH, solve_broja_batch, warm_start
 from .limits import check_joint
 from .measures import LN2, NORMALISATION_TOL, _check_unit, as_joint, convert_units
 from .terms import LABELS, TERMS, format_table
@@ -197,6 +197,22 @@ def _entropies(x: np.ndarray) -> np.ndarray:
     return -(x * np.log(t)).sum(axis=1)
 
 
+def _solve_chunk(a: np.ndarray, b: np.ndarray, tol: float):
+    """``solve_broja_batch`` on a chunk, warm-started (``broja.batch.warm_start``) where it has at
+    least ``WARM_START_MIN_BATCH`` problems; the problems the warm run does not certify are run again
+    from their own start before any is handed back."""
+    start = warm_start(a, b, tol) if a.shape[0] >= WARM_START_MIN_BATCH else None
+    if start is None:
+        return solve_broja_batch(a, b, tol)
+    q, f_up, d_low, ok, its = solve_broja_batch(a, b, tol, start=start)
+    if not ok.all():
+        again = np.flatnonzero(~ok)
+        q2, f2, d2, ok2, its2 = solve_broja_batch(a[again], b[again], tol)
+        q[again], f_up[again], d_low[again], ok[again] = q2, f2, d2, ok2
+        its[again] += its2
+    return q, f_up, d_low, ok, its
+
+
 def decompose_batch(
     ps, unit: str = "bits", counts: bool = False, tol: float | None = None
 ) -> list[PIDResult]:
@@ -263,7 +279,7 @@ def decompose_batch(
         hi = min(B, lo + chunk)
         # One BLAS thread, as solve_broja for small systems (the batch's matrices are tiny).
         with blas_threads(1):
-            q, f_up, d_low, ok, its = solve_broja_batch(a[lo:hi], b[lo:hi], solver_tol)
+            q, f_up, d_low, ok, its = _solve_chunk(a[lo:hi], b[lo:hi], solver_tol)
         if swap:
             q = q.transpose(0, 1, 3, 2)
         for i in range(hi - lo):

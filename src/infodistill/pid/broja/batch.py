@@ -280,7 +280,14 @@ def _subset(bt: _Batch, idx: np.ndarray) -> _Batch:
     for name in ("p_yt", "p_ys", "m_yt", "m_ys", "support", "pairs", "n_pairs", "free_mu", "perm", "valid"):
         setattr(sub, name, getattr(bt, name)[idx])
     sub.shape = (idx.size, *bt.shape[1:])
-    _index(sub)
+    # ``_index``'s arrays of the kept problems, their problem offsets moved to the new positions.
+    _, Y, _, S = bt.shape
+    move = np.arange(idx.size) - idx
+    sub.y_i, sub.c_mask = bt.y_i[idx], bt.c_mask[idx]
+    sub.flat = bt.flat[idx] + (move * (Y * S))[:, None]
+    sub.rows = bt.rows[idx] + (move * S)[:, None]
+    sub.rows_y = bt.rows_y[idx] + (move * (S * Y))[:, None]
+    sub.c_flat = bt.c_flat[idx] + (move * (S * Y * Y))[:, None, None]
     return sub
 
 
@@ -344,7 +351,14 @@ STALL_SPAN = 3
 CERTIFY_BELOW = 1e4
 
 
-def solve_broja_batch(p_yt: np.ndarray, p_ys: np.ndarray, tol: float, max_iter: int | None = None):
+def solve_broja_batch(
+    p_yt: np.ndarray,
+    p_ys: np.ndarray,
+    tol: float,
+    max_iter: int | None = None,
+    start: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    stop_at: float | None = None,
+):
     """Solve B problems min f(Q) over Δ_P (``solve_broja``'s) at once.
 
     p_yt (B, Y, T) and p_ys (B, Y, S): the pairwise marginals of each problem (each summing to 1,
@@ -353,6 +367,11 @@ def solve_broja_batch(p_yt: np.ndarray, p_ys: np.ndarray, tol: float, max_iter: 
     f(q) ≤ f_upper, d_lower ≤ min f, both bounds with their rounding errors, and
     f_upper − d_lower ≤ tol. The other problems' entries are whatever was reached (the caller
     solves them again with ``solve_broja``).
+
+    ``start``: the iterate (λ (Y, T), μ (Y, S), r (T, S)) to start every problem from instead of
+    its own Q0 (``warm_start``), strictly feasible for every problem whose support lies in its
+    support (see there). ``stop_at``: (``warm_start``'s) return the iterate (λ, μ, r) of the
+    stack as soon as every Σ r·(−c) is at most this, None if the run ends before.
     """
     max_iter = BATCH_MAX_ITER if max_iter is None else max_iter
     p_yt = np.ascontiguousarray(p_yt, dtype=np.float64)
@@ -373,6 +392,12 @@ def solve_broja_batch(p_yt: np.ndarray, p_ys: np.ndarray, tol: float, max_iter: 
         log_py = np.log(np.where(p_y > 0, p_y, 1.0))
     lam = np.where(bt_all.m_yt, log_yt - log_py[:, :, None] + kappa[:, None, None], 0.0)
     mu = np.where(bt_all.m_ys, np.log(np.where(bt_all.m_ys, p_ys, 1.0)), 0.0)
+    if start is not None:
+        # Off a problem's support the start's entries are dropped; on it c ≤ the start's c < 0.
+        lam0, mu0, r0 = start
+        lam = np.where(bt_all.m_yt, lam0, 0.0)
+        mu = np.where(bt_all.m_ys, mu0, 0.0)
+        r = np.where(bt_all.pairs, r0, 0.0)
     c, pi = bt_all.evaluate(lam, mu)
     # The always-valid bound f ≥ −min(H(Y|T), H(Y|S)) (as ``_solve_path``).
     h_t = _entropy_rows(p_yt.reshape(B, -1)) - _entropy_rows(p_yt.sum(axis=1))
@@ -400,6 +425,8 @@ def solve_broja_batch(p_yt: np.ndarray, p_ys: np.ndarray, tol: float, max_iter: 
             f_best[g] = np.minimum(f_best[g], f)
             d_best[g] = np.maximum(d_best[g], sub.lower_bound(lam[ci], mu[ci], c[ci]))
         done = f_best[live] - d_best[live] <= tol
+        if stop_at is not None and (compl <= stop_at).all():
+            return lam, mu, r
         compl_log[it, live] = compl
         if it >= STALL_AFTER:
             # Σ r·(−c) not halved in the last STALL_SPAN iterations: handed back to ``solve_broja``
@@ -460,4 +487,38 @@ def solve_broja_batch(p_yt: np.ndarray, p_ys: np.ndarray, tol: float, max_iter: 
             if live.size == 0:
                 break
     converged = f_best - d_best <= tol
+    if stop_at is not None:
+        return None
     return q_best, f_best, d_best, converged, iters
+
+
+#: ``warm_start`` hands over the reference problem's iterate once its Σ r·(−c) is at most this.
+#: Measured on 6 × 100 bootstrap resamples of 10×5×5 histograms of 1 000 samples (the bench's):
+#: from 7.7 iterations per resample (cold, from each one's Q0) to 5.9 (handed over at 0.1), 5.5
+#: (0.03), 5.6 (0.01), with 0 of 600 left unconverged at 0.03 (1 at 0.1); a later hand-over starts
+#: the resamples too close to the reference's own boundary.
+WARM_START_COMPL = 0.03
+
+#: ``decompose_batch`` warm-starts batches of at least this many problems (the reference solve
+#: costs a few single-problem iterations).
+WARM_START_MIN_BATCH = 8
+
+
+def warm_start(p_yt: np.ndarray, p_ys: np.ndarray, tol: float):
+    """A common start for a stack of problems: the iterate (λ, μ, r) of the interior-point method on
+    their mean (the pairwise marginals averaged over the stack) once its Σ r·(−c) is at most
+    ``WARM_START_COMPL``, or None if that run ends first.
+
+    It is strictly feasible for every problem of the stack: the mean's support cells are the union
+    of theirs, so on a problem's pair (t, s) c = LSE_y(λ + μ) runs over a subset of the labels of
+    the mean's and is at most the mean's c < 0, and r > 0 on the mean's pairs, which contain the
+    problem's. Bootstrap resamples (or label permutations) of one histogram lie close to their mean,
+    and the method then needs about two iterations fewer than from each one's own Q0. Certificates
+    are unaffected: each problem's bounds come from its own iterates."""
+    m_yt = np.ascontiguousarray(p_yt.mean(axis=0))[None]
+    m_ys = np.ascontiguousarray(p_ys.mean(axis=0))[None]
+    out = solve_broja_batch(m_yt, m_ys, tol, stop_at=WARM_START_COMPL)
+    if out is None:
+        return None
+    lam, mu, r = out
+    return lam[0], mu[0], r[0]
