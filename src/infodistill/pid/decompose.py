@@ -161,24 +161,22 @@ def _result(q, f_up, d_low, info, h_y, mi_t, mi_s, mi_joint, unit) -> PIDResult:
     def snap(x: float) -> float:
         return 0.0 if abs(x) <= gap + 1e-12 else x
 
-    terms = dict(
-        unique_t=snap(min_mi - mi_s),
+    unique_t = snap(min_mi - mi_s)
+    vals = dict(
+        redundancy=snap(mi_t - unique_t),
+        unique_t=unique_t,
         unique_s=snap(min_mi - mi_t),
         synergy=snap(mi_joint - min_mi),
-    )
-    terms["redundancy"] = snap(mi_t - terms["unique_t"])
-    res = PIDResult(
-        **terms,
         mi_t=mi_t,
         mi_s=mi_s,
         mi_joint=mi_joint,
         min_mi=min_mi,
         gap=gap,
-        unit="nats",
-        q=q,
-        solver=info,
     )
-    return res if unit == "nats" else res.to_unit(unit)
+    if unit != "nats":  # the arithmetic of ``PIDResult.to_unit``, without a second result
+        _check_unit(unit)
+        vals = {k: v / LN2 for k, v in vals.items()}
+    return PIDResult(**vals, unit=unit, q=q, solver=info)
 
 
 #: ``decompose_batch`` solves joints in one batch while a joint's largest batched array, the
@@ -298,8 +296,9 @@ def decompose_batch(
                 paths=["plain (batch)"],
                 batch="batch",
             )
-            res = _result(
-                q[i], float(f_up[i]), float(d_low[i]), info, h_y[k], mi_t[k], mi_s[k], mi_joint[k], "nats"
+            out.append(
+                _result(
+                    q[i], float(f_up[i]), float(d_low[i]), info, h_y[k], mi_t[k], mi_s[k], mi_joint[k], unit
+                )
             )
-            out.append(res.to_unit(unit))
     return out
