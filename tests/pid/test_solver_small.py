@@ -111,10 +111,10 @@ def _lse_pairs(v: np.ndarray, which: np.ndarray, starts: np.ndarray, n_pairs: in
 
 
 def test_step_length_keeps_the_slack_rule_and_steps_near_its_limit():
-    """``step_length``'s accepted α (its backtracking estimates the limit from a quadratic fit) keeps
-    −c ≥ 1 % of its value on every pair, with c at α computed here by scipy's logsumexp, and lies
-    within a few percent of the largest α that does (bisection here; the feasible α form an
-    interval, c being convex along the step) or at the linear bounds when those are smaller."""
+    """``step_length``'s accepted α keeps −c ≥ 1 % of its value on every pair, with c at α computed
+    here by scipy's logsumexp, and is within its backtracking factor 0.9 of the largest α that does
+    (bisection here; the feasible α form an interval, c being convex along the step) or at the
+    linear bounds when those are smaller."""
     from infodistill.pid.broja.small import step_length
 
     rng = np.random.default_rng(12)
