@@ -352,15 +352,17 @@ def solve_small(p_yt: np.ndarray, p_ys: np.ndarray, tol: float, path: str = "pla
 def affine_r_step(r: np.ndarray, d_r: np.ndarray) -> float:
     """The predictor's step on the pair masses alone: 0.99 of the largest α ≤ 1 keeping r + αΔr > 0.
 
-    The centring σ = (μ_aff/μ)² of all three routes estimates μ_aff = Σ (r + α_r Δr_aff)(−c(α_c))/m
+    The centring σ = (μ_aff/μ)² of the small and cell routes (and the batch) estimates
+    μ_aff = Σ (r + α_r Δr_aff)(−c(α_c))/m
     with the pair masses moved by this step and the dual by its own (``step_length``'s, which the
     convex c usually limits to 0.2–0.5 on large histograms): separate primal and dual step lengths
     in the estimate, as Mehrotra's LP method takes them; on the plain path only (on the weighted
     path of a skewed fuzz joint, seed 0 index 5940, 30×19×7, it stalled the pair-space run). The
     step actually taken is unchanged (one α for both: separate steps there were measured worse,
     16 → 31 iterations on hist-10x128x128).
-    Measured (2-core Xeon, 2026-12-07): dense 10×128×128 14 → 13 iterations, hist-10x128x128
-    18 → 16, the other bench cases and 10×5×5 histograms unchanged (±1 on a few)."""
+    Measured (2-core Xeon, 2026-12-07): hist-10x128x128 (cell route) 18 → 16 iterations, 10×5×5
+    histograms unchanged (±1 on a few); ``interior_point`` keeps μ_aff at the common step (see
+    there)."""
     lo = float((d_r / r).min())
     return 0.99 * (min(1.0, -1.0 / lo) if lo < 0 else 1.0)
 
