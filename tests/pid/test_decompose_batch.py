@@ -206,3 +206,102 @@ def test_a_singular_newton_matrix_hands_the_batch_back(monkeypatch):
     batch = quiet(decompose_batch, ps, counts=True, tol=TOL_BITS)
     assert [r.solver["batch"] for r in batch] == ["handed back: decompose"] * 3
     check_against(batch, [quiet(decompose, p, counts=True, tol=TOL_BITS) for p in ps])
+
+
+def test_spd_inverse_against_numpy():
+    """The vectorised Cholesky inverse of the label blocks against np.linalg.inv (and A A⁻¹ = I); a
+    matrix that is not positive definite raises LinAlgError (the caller then takes np.linalg.inv)."""
+    rng = np.random.default_rng(3)
+    X = rng.random((40, 10, 13))
+    A = X @ X.transpose(0, 2, 1) + 1e-3 * np.eye(10)
+    inv = batch_module._spd_inverse(A)
+    assert np.allclose(inv, np.linalg.inv(A), rtol=1e-9, atol=1e-9 * np.abs(inv).max())
+    assert np.allclose(A @ inv, np.eye(10), atol=1e-8)
+    bad = A.copy()
+    bad[7] = -np.eye(10)
+    with pytest.raises(np.linalg.LinAlgError):
+        batch_module._spd_inverse(bad)
+
+
+def test_batched_newton_solve_against_the_exact_product():
+    """The batched Schur-complement solve (its gathers of K and of the C blocks on the free μ) against
+    the Newton matrix's exact product ``matvec``, on resamples with unused symbols: the direction
+    it returns reproduces the right-hand side on every used λ and free μ."""
+    ps = resamples(e1_counts(), 6, seed=21).astype(float)
+    ps[2, :, 1, :] = 0.0  # an unused teacher symbol in one resample
+    ps /= ps.sum(axis=(1, 2, 3), keepdims=True)
+    bt = batch_module._Batch(ps.sum(axis=3), ps.sum(axis=2))
+    rng = np.random.default_rng(5)
+    B, Y, T, S = bt.shape
+    lam = np.where(bt.m_yt, rng.normal(size=(B, Y, T)), 0.0)
+    mu = np.where(bt.m_ys, rng.normal(size=(B, Y, S)), 0.0)
+    c, pi = bt.evaluate(lam, mu)
+    r = np.where(bt.pairs, rng.random((B, T, S)) + 0.1, 0.0)
+    s = np.where(bt.pairs, rng.random((B, T, S)) + 0.2, 1.0)
+    W = np.where(bt.pairs, r * (1.0 / s - 1.0), 0.0)
+    system = batch_module._BatchNewton(bt, pi, r, W)
+    g_lam = np.where(bt.m_yt, rng.normal(size=(B, Y, T)), 0.0)
+    g_mu = np.where(bt.free_mu, rng.normal(size=(B, Y, S)), 0.0)
+    d_lam, d_mu = system.solve(g_lam, g_mu, refine=0)
+    h_lam, h_mu = system.matvec(d_lam, d_mu)
+    assert np.abs(np.where(bt.m_yt, h_lam - g_lam, 0.0)).max() <= 1e-8 * np.abs(g_lam).max()
+    assert np.abs(np.where(bt.free_mu, h_mu - g_mu, 0.0)).max() <= 1e-8 * np.abs(g_mu).max()
+    assert not d_mu[~bt.free_mu].any()
+
+
+def test_subset_indices_equal_a_fresh_batch():
+    """``_subset`` moves the gather indices of the kept problems; they equal those of a batch built
+    from those problems alone."""
+    ps = resamples(e1_counts(), 7, seed=8).astype(float)
+    ps /= ps.sum(axis=(1, 2, 3), keepdims=True)
+    p_yt, p_ys = ps.sum(axis=3), ps.sum(axis=2)
+    whole = batch_module._Batch(p_yt, p_ys)
+    keep = np.array([1, 4, 6])
+    sub = batch_module._subset(whole, keep)
+    fresh = batch_module._Batch(p_yt[keep], p_ys[keep])
+    k = fresh.perm.shape[1]  # the whole batch may pad to more free μ; the kept ones come first
+    assert np.array_equal(sub.valid[:, :k], fresh.valid) and not sub.valid[:, k:].any()
+    for name in ("flat", "rows", "rows_y", "y_i"):
+        assert np.array_equal(getattr(sub, name)[:, :k], getattr(fresh, name)), name
+    assert np.array_equal(sub.c_flat[:, :k, :k], fresh.c_flat)
+    assert np.array_equal(sub.c_mask[:, :k, :k], fresh.c_mask)
+
+
+def test_warm_start_is_strictly_feasible_for_every_resample():
+    """``warm_start``'s iterate (from the stack's mean) has c < 0 on every pair and r > 0 on every
+    pair of each problem, including resamples that leave symbols unused; started from it, the batch
+    certifies every resample as decompose does, in fewer iterations than from each one's own Q0."""
+    ps = resamples(e1_counts(), 24, seed=4).astype(float)
+    ps[3, :, 2, :] = 0.0  # an unused teacher symbol
+    ps[5, 1] = 0.0  # an unused label
+    ps /= ps.sum(axis=(1, 2, 3), keepdims=True)
+    p_yt, p_ys = ps.sum(axis=3), ps.sum(axis=2)
+    tol = TOL_BITS * LN2
+    start = batch_module.warm_start(p_yt, p_ys, tol)
+    assert start is not None
+    lam, mu, r = start
+    bt = batch_module._Batch(p_yt, p_ys)
+    c, _ = bt.evaluate(np.where(bt.m_yt, lam, 0.0), np.where(bt.m_ys, mu, 0.0))
+    assert (c[bt.pairs] < 0).all() and (np.broadcast_to(r, bt.pairs.shape)[bt.pairs] > 0).all()
+    warm = batch_module.solve_broja_batch(p_yt, p_ys, tol, start=start)
+    cold = batch_module.solve_broja_batch(p_yt, p_ys, tol)
+    # (the resample without teacher symbol 2 is far from the mean: the warm run hands it back, and
+    # decompose_batch runs it again from its own Q0; the cold run hands back two others)
+    both = warm[3] & cold[3]
+    assert both.sum() >= 20
+    assert warm[4][both].mean() < cold[4][both].mean() - 1
+    for i, p in enumerate(ps):
+        if not both[i]:
+            continue
+        # Each certified interval [d_lower, f_upper] of min f = min I_Q − H(Y) contains decompose's
+        # optimum (H(Y) computed here), and those of the warm and the cold run overlap.
+        p_y = p.sum(axis=(1, 2))
+        h_y = -math.fsum(float(v * math.log(v)) for v in p_y if v > 0)
+        one = quiet(decompose, p, unit="nats", tol=tol)
+        f_one = one.min_mi - h_y
+        for run in (warm, cold):
+            assert run[2][i] - 1e-12 <= f_one <= run[1][i] + one.gap + 1e-12
+        assert warm[2][i] <= cold[1][i] + 1e-12 and cold[2][i] <= warm[1][i] + 1e-12
+    batch = quiet(decompose_batch, ps, tol=TOL_BITS)
+    check_against(batch, [quiet(decompose, p, tol=TOL_BITS) for p in ps])
+    assert sum(r.solver["batch"] == "batch" for r in batch) == len(ps)

@@ -87,7 +87,9 @@ def test_bootstrap_histogram_whose_scaling_underflows_warns_nothing():
 #: matrix, a non-finite active-set solve) or came back uncertified (gap inf or above tol) before
 #: the fixes; all skewed (masses over many orders of magnitude). 7859: the active-set finish's
 #: batched inverse of a label block came out inf without raising (floating-point warnings leaked).
-SWEEP_REGRESSIONS = (17, 44, 182, 190, 235, 240, 268, 1976, 7859)
+#: 5940 and 8011: uncertified (gap 2.6e-4 and 1.6e-6 bits) while the general route's centring
+#: estimate moved the pair masses by their own step on the weighted path (``small.affine_r_step``).
+SWEEP_REGRESSIONS = (17, 44, 182, 190, 235, 240, 268, 1976, 5940, 7859, 8011)
 
 
 @pytest.mark.parametrize("index", SWEEP_REGRESSIONS)

@@ -99,3 +99,56 @@ def test_uncertified_small_run_is_handed_back_to_the_full_method(monkeypatch):
 
     two_steps.calls = []
     assert_handed_back(monkeypatch, p_yt, p_ys, "small", "solve_small", two_steps, TOL)
+
+
+def _lse_pairs(v: np.ndarray, which: np.ndarray, starts: np.ndarray, n_pairs: int, width: int) -> np.ndarray:
+    """log Σ exp of v over each pair's cells, by scipy on a padded (pairs × width) array."""
+    from scipy.special import logsumexp
+
+    pad = np.full((n_pairs, width), -np.inf)
+    pad[which, np.arange(which.size) - starts[which]] = v
+    return logsumexp(pad, axis=1)
+
+
+def test_step_length_keeps_the_slack_rule_and_steps_near_its_limit():
+    """``step_length``'s accepted α keeps −c ≥ 1 % of its value on every pair, with c at α computed
+    here by scipy's logsumexp, and is within its backtracking factor 0.9 of the largest α that does
+    (bisection here; the feasible α form an interval, c being convex along the step) or at the
+    linear bounds when those are smaller."""
+    from infodistill.pid.broja.small import step_length
+
+    rng = np.random.default_rng(12)
+    ratios = []
+    for _ in range(200):
+        sizes = rng.integers(1, 6, size=rng.integers(2, 8))
+        n, width = sizes.size, int(sizes.max())
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        which = np.repeat(np.arange(n), sizes)
+        c = -rng.uniform(0.01, 2.0, n)
+        z0 = rng.normal(size=which.size) * 2
+        z = z0 - _lse_pairs(z0, which, starts, n, width)[which] + c[which]
+        dz = rng.normal(size=which.size) * rng.uniform(0.1, 5.0)
+        dc = np.bincount(which, np.exp(z - c[which]) * dz)
+        r = rng.uniform(0.01, 1.0, n)
+        d_r = rng.uniform(-0.5, 1.0, n) * r
+        alpha, c_new, _ = step_length(r, c, z, dz, 1.0, d_r, dc, which, starts, 1e9)
+        if alpha == 0.0:
+            continue
+        c_alpha = _lse_pairs(z + alpha * dz, which, starts, n, width)
+        assert np.all(c_alpha <= 0.01 * c + 1e-12)
+        assert np.allclose(c_new, c_alpha, atol=1e-12)
+        # the bounds step_length starts from: 0.99 of the ratio test on r and of the linearisation
+        lin = 0.99 * min(1.0, min((-r / d_r)[d_r < 0], default=np.inf))
+        rising = dc > 0
+        lin = min(lin, float(np.min(-0.99 * c[rising] / dc[rising])) if rising.any() else np.inf)
+
+        def ok(a, z=z, dz=dz, which=which, starts=starts, n=n, width=width, c=c):
+            return np.all(_lse_pairs(z + a * dz, which, starts, n, width) <= 0.01 * c)
+
+        lo, hi = (lin, lin) if ok(lin) else (0.0, lin)
+        for _ in range(50):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+        assert alpha <= lo * (1 + 1e-9) + 1e-15
+        ratios.append(alpha / lo)
+    assert len(ratios) > 150 and min(ratios) > 0.5 and np.median(ratios) > 0.9

@@ -9,7 +9,7 @@ import numpy as np
 
 from .blas_threads import blas_threads
 from .broja import solve_broja
-from .broja.batch import solve_broja_batch
+from .broja.batch import WARM_START_MIN_BATCH, solve_broja_batch, warm_start
 from .limits import check_joint
 from .measures import LN2, NORMALISATION_TOL, _check_unit, as_joint, convert_units
 from .terms import LABELS, TERMS, format_table
@@ -161,24 +161,22 @@ def _result(q, f_up, d_low, info, h_y, mi_t, mi_s, mi_joint, unit) -> PIDResult:
     def snap(x: float) -> float:
         return 0.0 if abs(x) <= gap + 1e-12 else x
 
-    terms = dict(
-        unique_t=snap(min_mi - mi_s),
+    unique_t = snap(min_mi - mi_s)
+    vals = dict(
+        redundancy=snap(mi_t - unique_t),
+        unique_t=unique_t,
         unique_s=snap(min_mi - mi_t),
         synergy=snap(mi_joint - min_mi),
-    )
-    terms["redundancy"] = snap(mi_t - terms["unique_t"])
-    res = PIDResult(
-        **terms,
         mi_t=mi_t,
         mi_s=mi_s,
         mi_joint=mi_joint,
         min_mi=min_mi,
         gap=gap,
-        unit="nats",
-        q=q,
-        solver=info,
     )
-    return res if unit == "nats" else res.to_unit(unit)
+    if unit != "nats":  # the arithmetic of ``PIDResult.to_unit``, without a second result
+        _check_unit(unit)
+        vals = {k: v / LN2 for k, v in vals.items()}
+    return PIDResult(**vals, unit=unit, q=q, solver=info)
 
 
 #: ``decompose_batch`` solves joints in one batch while a joint's largest batched array, the
@@ -197,6 +195,22 @@ def _entropies(x: np.ndarray) -> np.ndarray:
     return -(x * np.log(t)).sum(axis=1)
 
 
+def _solve_chunk(a: np.ndarray, b: np.ndarray, tol: float):
+    """``solve_broja_batch`` on a chunk, warm-started (``broja.batch.warm_start``) where it has at
+    least ``WARM_START_MIN_BATCH`` problems; the problems the warm run does not certify are run again
+    from their own start before any is handed back."""
+    start = warm_start(a, b, tol) if a.shape[0] >= WARM_START_MIN_BATCH else None
+    if start is None:
+        return solve_broja_batch(a, b, tol)
+    q, f_up, d_low, ok, its = solve_broja_batch(a, b, tol, start=start)
+    if not ok.all():
+        again = np.flatnonzero(~ok)
+        q2, f2, d2, ok2, its2 = solve_broja_batch(a[again], b[again], tol)
+        q[again], f_up[again], d_low[again], ok[again] = q2, f2, d2, ok2
+        its[again] += its2
+    return q, f_up, d_low, ok, its
+
+
 def decompose_batch(
     ps, unit: str = "bits", counts: bool = False, tol: float | None = None
 ) -> list[PIDResult]:
@@ -207,7 +221,10 @@ def decompose_batch(
 
     Small joints (see ``BATCH_MAX_COUPLING``) are solved together by the batched interior-point
     method (``broja.batch.solve_broja_batch``): the fixed cost of the numpy calls of one iteration is
-    shared by the whole batch. A joint it does not certify within ``tol`` (it hands back the ones
+    shared by the whole batch. A batch of at least ``WARM_START_MIN_BATCH`` joints starts from the
+    iterate of the same method on their mean (``broja.batch.warm_start``; resamples of one histogram
+    lie close to it: ~2 iterations fewer each), and the joints that start does not certify run again
+    from their own start. A joint it does not certify within ``tol`` (it hands back the ones
     whose progress stalls) is decomposed again by ``decompose``, with its restarts and polishes, as
     are all joints of larger shapes. ``result.solver["batch"]`` says which route certified it.
     """
@@ -263,7 +280,7 @@ def decompose_batch(
         hi = min(B, lo + chunk)
         # One BLAS thread, as solve_broja for small systems (the batch's matrices are tiny).
         with blas_threads(1):
-            q, f_up, d_low, ok, its = solve_broja_batch(a[lo:hi], b[lo:hi], solver_tol)
+            q, f_up, d_low, ok, its = _solve_chunk(a[lo:hi], b[lo:hi], solver_tol)
         if swap:
             q = q.transpose(0, 1, 3, 2)
         for i in range(hi - lo):
@@ -282,8 +299,9 @@ def decompose_batch(
                 paths=["plain (batch)"],
                 batch="batch",
             )
-            res = _result(
-                q[i], float(f_up[i]), float(d_low[i]), info, h_y[k], mi_t[k], mi_s[k], mi_joint[k], "nats"
+            out.append(
+                _result(
+                    q[i], float(f_up[i]), float(d_low[i]), info, h_y[k], mi_t[k], mi_s[k], mi_joint[k], unit
+                )
             )
-            out.append(res.to_unit(unit))
     return out
