@@ -173,9 +173,8 @@ def _result(q, f_up, d_low, info, h_y, mi_t, mi_s, mi_joint, unit) -> PIDResult:
         min_mi=min_mi,
         gap=gap,
     )
-    if unit != "nats":  # the arithmetic of ``PIDResult.to_unit``, without a second result
-        _check_unit(unit)
-        vals = {k: v / LN2 for k, v in vals.items()}
+    if unit != "nats":  # as ``PIDResult.to_unit``, without building a second result
+        vals = {k: convert_units(v, "nats", unit) for k, v in vals.items()}
     return PIDResult(**vals, unit=unit, q=q, solver=info)
 
 

@@ -382,17 +382,18 @@ def solve_broja_batch(
     f_best = np.full(B, np.inf)
     d_best = np.full(B, -np.inf)
     iters = np.zeros(B, int)
-    # Start: Q0 = P(y,t) P(y,s) / P(y), the dual chosen so that softmax = Q0(y|t,s), every c ≤ −1.
-    p_y = p_yt.sum(axis=2)
-    inv_py = np.divide(1.0, p_y, out=np.zeros_like(p_y), where=p_y > 0)
-    r = np.einsum("byt,bys->bts", p_yt, p_ys * inv_py[:, :, None])
-    kappa = -1.0 - np.log(r.reshape(B, -1).max(axis=1))
-    with np.errstate(divide="ignore"):
-        log_yt = np.log(np.where(bt_all.m_yt, p_yt, 1.0))
-        log_py = np.log(np.where(p_y > 0, p_y, 1.0))
-    lam = np.where(bt_all.m_yt, log_yt - log_py[:, :, None] + kappa[:, None, None], 0.0)
-    mu = np.where(bt_all.m_ys, np.log(np.where(bt_all.m_ys, p_ys, 1.0)), 0.0)
-    if start is not None:
+    if start is None:
+        # Start: Q0 = P(y,t) P(y,s) / P(y), the dual chosen so that softmax = Q0(y|t,s), every c ≤ −1.
+        p_y = p_yt.sum(axis=2)
+        inv_py = np.divide(1.0, p_y, out=np.zeros_like(p_y), where=p_y > 0)
+        r = np.einsum("byt,bys->bts", p_yt, p_ys * inv_py[:, :, None])
+        kappa = -1.0 - np.log(r.reshape(B, -1).max(axis=1))
+        with np.errstate(divide="ignore"):
+            log_yt = np.log(np.where(bt_all.m_yt, p_yt, 1.0))
+            log_py = np.log(np.where(p_y > 0, p_y, 1.0))
+        lam = np.where(bt_all.m_yt, log_yt - log_py[:, :, None] + kappa[:, None, None], 0.0)
+        mu = np.where(bt_all.m_ys, np.log(np.where(bt_all.m_ys, p_ys, 1.0)), 0.0)
+    else:
         # Off a problem's support the start's entries are dropped; on it c ≤ the start's c < 0.
         lam0, mu0, r0 = start
         lam = np.where(bt_all.m_yt, lam0, 0.0)
