@@ -65,7 +65,7 @@ def collect_stopped(preset, out: Path) -> dict:
 def pair_keys(preset) -> list[str]:
     """The PID tracker's keys of the preset's layer pairs ("student|teacher"), the last one last."""
     pairs = [f"{s}|{t}" for s, t in preset.layer_pairs()]
-    return pairs if getattr(preset, "pid_layers", "all") == "all" else pairs[-1:]
+    return pairs if preset.pid_layers == "all" else pairs[-1:]
 
 
 def _final_pid(log: list[dict], key: str, pair: str | None = None):
@@ -438,7 +438,7 @@ def write_rid_report(preset, out: Path, counts: dict | None = None) -> Path:
         + (
             "measured by the PID; the feature methods distil the pairs the layer map suggests, chosen "
             "per run: `auto_pairs`, see each run's config.json"
-            if getattr(preset, "auto_pairs", False)
+            if preset.auto_pairs
             else "VID, RID, TED distil all of them; `vid-repdistiller` the last"
         )
         + f"); seeds {list(preset.seeds)}; test set: "
@@ -539,7 +539,7 @@ def write_rid_report(preset, out: Path, counts: dict | None = None) -> Path:
         for claim, held, numbers in variant:
             lines.append(f"- {claim}: {word(held)} ({numbers})")
     claims = claims + variant
-    switched = pair_stops(runs) if getattr(preset, "pid_stop", False) else {}
+    switched = pair_stops(runs) if preset.pid_stop else {}
     if switched:
         lines += [
             "",
