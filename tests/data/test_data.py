@@ -146,6 +146,60 @@ def test_fashion_mnist_fake_directory(tmp_path):
     assert (train.split, test.split) == ("train", "test")
 
 
+def test_fashion_mnist_nuisance_adds_fixed_plane_wave_patterns(tmp_path):
+    """Each image gains ``nuisance`` x one pattern: a sum of three plane waves with unit standard
+    deviation, here recomputed pixel by pixel from the same draws (the module computes them as
+    outer products), the same on every load, independent of the image."""
+    import math
+
+    from infodistill.data.nuisance import CYCLES, WAVES, nuisance_fields
+
+    _fake_fashion(tmp_path / "fm")
+    plain, plain_test = load_fashion_mnist(tmp_path / "fm")
+    train, test = load_fashion_mnist(tmp_path / "fm", nuisance=0.5)
+    for seed, (noisy, clean) in enumerate(((train, plain), (test, plain_test))):
+        rng = np.random.default_rng(seed)
+        draws = [
+            (
+                rng.uniform(*CYCLES, len(clean)),
+                rng.uniform(0, math.pi, len(clean)),
+                rng.uniform(0, 2 * math.pi, len(clean)),
+            )
+            for _ in range(WAVES)
+        ]
+        for i in (0, len(clean) - 1):
+            field = np.array(
+                [
+                    [
+                        sum(
+                            math.cos(
+                                2 * math.pi * f[i] * (math.cos(t[i]) * c / 28 + math.sin(t[i]) * r / 28)
+                                + p[i]
+                            )
+                            for f, t, p in draws
+                        )
+                        for c in range(28)
+                    ]
+                    for r in range(28)
+                ]
+            )
+            field /= field.std()
+            torch.testing.assert_close(
+                noisy.x[i, 0] - clean.x[i, 0],
+                torch.tensor(0.5 * field, dtype=torch.float32),
+                atol=2e-6,
+                rtol=0,
+            )
+    fields = nuisance_fields(50, 28, 28, seed=3)
+    assert np.allclose(fields.reshape(50, -1).std(axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(fields, nuisance_fields(50, 28, 28, seed=3))
+    assert not np.array_equal(fields, nuisance_fields(50, 28, 28, seed=4))
+    assert torch.equal(load_fashion_mnist(tmp_path / "fm", nuisance=0.0)[0].x, plain.x)
+    for bad in (-1.0, "1", True, float("nan")):
+        with pytest.raises(DataError, match="nuisance must be a number >= 0"):
+            load_fashion_mnist(tmp_path / "fm", nuisance=bad)
+
+
 def test_fashion_mnist_missing_directory_says_how_to_install(tmp_path):
     with pytest.raises(DataError) as err:
         load_fashion_mnist(tmp_path / "absent")

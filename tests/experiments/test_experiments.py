@@ -133,6 +133,59 @@ def test_premises_are_checked_before_the_claims():
     assert set(CLAIM_PREMISES) <= texts
 
 
+def test_the_claim_runs_give_the_same_premises_and_claims_as_every_run():
+    """``runs="claims"`` leaves out only runs no premise or claim reads: on made-up rows for every
+    teacher x method (random numbers, so any row a claim read would change its numbers), the premises
+    and claims from the claim grid's rows are those from all rows, text and numbers; and leaving
+    out any one row of the claim grid changes them (the grid is no larger than it must be)."""
+    import random
+
+    from infodistill.experiments.rid import CLAIM_RUNS, METHODS, TEACHER_KINDS
+    from infodistill.experiments.rid.report import check_premises
+
+    rng = random.Random(0)
+    seeds = (0, 1, 2)
+
+    def numbers():
+        return [rng.uniform(0.0, 2.0) for _ in seeds]
+
+    full = {
+        (kind, m): _row(
+            seeds, numbers(), redundancy=numbers(), unique_t=numbers(), mi_t=numbers(), mi_s=numbers()
+        )
+        for kind in TEACHER_KINDS
+        for m in METHODS
+    }
+    every = RIDPreset(**{**TINY, "teachers": TEACHER_KINDS, "methods": METHODS})
+    claims_only = RIDPreset(**{**TINY, "teachers": TEACHER_KINDS, "methods": METHODS, "runs": "claims"})
+    assert every.grid() == list(full)
+    grid = claims_only.grid()
+    assert grid == [(k, m) for k in ("trained", "untrained") for m in CLAIM_RUNS[k]]
+
+    def verdicts(rows):
+        return check_premises(rows, teacher_accuracy=0.9), check_claims(rows)
+
+    assert verdicts({k: full[k] for k in grid}) == verdicts(full)
+    for left_out in grid:
+        assert verdicts({k: full[k] for k in grid if k != left_out}) != verdicts(full), left_out
+    with pytest.raises(ValueError, match="runs must be one of all, claims, got 'some'"):
+        RIDPreset(**{**TINY, "runs": "some"})
+
+
+def test_a_claims_preset_runs_only_the_claim_grid_and_checks_every_claim(tmp_path):
+    torch.set_num_threads(1)
+    preset = RIDPreset(**{**TINY, "student_epochs": 1, "pid_boot": 0, "variant": None, "runs": "claims"})
+    report = run_rid(preset, tmp_path, progress=False)
+    ran = sorted(p.name for p in tmp_path.glob("*-s*") if p.is_dir())
+    from infodistill.experiments.rid import CLAIM_RUNS
+
+    assert ran == sorted(f"{k}-{m}-s{s}" for k in CLAIM_RUNS for m in CLAIM_RUNS[k] for s in (0, 1))
+    text = report.read_text()
+    assert "runs: only those the premises and claims read (`runs: claims`" in text
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert len(summary["claims"]) == 7 and len(summary["premises"]) == 2
+
+
 def test_reproduce_cli(tmp_path, capsys):
     torch.set_num_threads(1)
     args = [
@@ -345,6 +398,7 @@ def test_set_reaches_every_preset_field_and_rejects_bad_keys(tmp_path, monkeypat
         ("methods.vid.lamb=1", ["vid has no parameter 'lamb'", "lam"]),
         ("methods.dino.lam=1", ["unknown method 'dino'"]),
         ("pid_k", ["must look like key=value"]),
+        ("runs=some", ["--set runs must be one of all, claims, got 'some'"]),
     ):
         assert main(["reproduce", "rid", "--set", bad]) == 2
         err = capsys.readouterr().err

@@ -11,10 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .array_dataset import ArrayDataset, PathLike, _to_float_images
 from .errors import DataError
 from .idx import read_idx
+from .nuisance import add_nuisance
 
 #: Where the Debian package ``dataset-fashion-mnist`` installs the data.
 DEFAULT_FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
@@ -67,12 +69,23 @@ def _read_idx_split(
     return ArrayDataset(x, labels.astype(np.int64), num_classes, name, classes, split)
 
 
-def load_fashion_mnist(root: PathLike | None = None) -> tuple[ArrayDataset, ArrayDataset]:
+def load_fashion_mnist(
+    root: PathLike | None = None, nuisance: float = 0.0
+) -> tuple[ArrayDataset, ArrayDataset]:
     """Fashion-MNIST as ``(train, test)``: x (N, 1, 28, 28) in [0, 1], 10 classes.
 
     ``root`` (default ``/usr/share/datasets/fashion-mnist``, the Debian package's location) must
     contain the four IDX files of :data:`FASHION_MNIST_FILES`, gzip-compressed (``.gz``) or not.
+
+    ``nuisance`` > 0 adds to every image a fixed random smooth pattern of that standard deviation
+    (in pixel units, [0, 1] being the pixels' range), drawn independently of the image and its
+    label (:func:`~infodistill.data.nuisance.add_nuisance`; seed 0 for the training split, 1 for
+    the test split): task-irrelevant structure, so the pixels then leave [0, 1].
     """
+    if not (isinstance(nuisance, int | float) and not isinstance(nuisance, bool)) or not 0 <= nuisance < 1e6:
+        raise DataError(
+            f"nuisance must be a number >= 0 (the patterns' standard deviation), got {nuisance!r}"
+        )
     root = DEFAULT_FASHION_MNIST_ROOT if root is None else Path(root)
     found: dict[str, Path] = {}
     for key, stem in FASHION_MNIST_FILES.items():
@@ -104,6 +117,9 @@ def load_fashion_mnist(root: PathLike | None = None) -> tuple[ArrayDataset, Arra
         )
         for split in ("train", "test")
     )
+    if nuisance:
+        for seed, split in enumerate((train, test)):
+            split.x = torch.from_numpy(add_nuisance(split.x.numpy(), float(nuisance), seed))
     if train.input_shape != test.input_shape:
         # A model would accept both (adaptive pooling) and silently test on another input size.
         raise DataError(

@@ -3,7 +3,7 @@ and the papers' qualitative claims evaluated on the numbers of the run."""
 
 from __future__ import annotations
 
-from math import sqrt
+from math import isfinite, sqrt
 from pathlib import Path
 from statistics import mean, variance
 
@@ -27,10 +27,9 @@ PID_KEYS = (("redundancy", "Red(Y:T,S)"), ("unique_t", "Uni(Y:T\\S)"), ("mi_t", 
 def collect(preset, out: Path) -> dict:
     """{(teacher, method): {seed: log}} for the runs that exist."""
     runs = {}
-    for kind in preset.teachers:
-        for method in preset.methods:
-            run_dirs = {seed: RunDir(out / run_name(kind, method, seed)) for seed in preset.seeds}
-            runs[(kind, method)] = {seed: run.read_log() for seed, run in run_dirs.items() if run.has_log()}
+    for kind, method in preset.grid():
+        run_dirs = {seed: RunDir(out / run_name(kind, method, seed)) for seed in preset.seeds}
+        runs[(kind, method)] = {seed: run.read_log() for seed, run in run_dirs.items() if run.has_log()}
     return runs
 
 
@@ -53,12 +52,11 @@ def pair_stops(runs: dict) -> dict:
 def collect_stopped(preset, out: Path) -> dict:
     """{(teacher, method): {seed: {"epoch", "error"}}} for the runs that stopped on a non-finite value."""
     stopped = {}
-    for kind in preset.teachers:
-        for method in preset.methods:
-            recs = {s: RunDir(out / run_name(kind, method, s)).read_stop() for s in preset.seeds}
-            recs = {s: {"epoch": r["epoch"], "error": r["error"]} for s, r in recs.items() if r}
-            if recs:
-                stopped[(kind, method)] = recs
+    for kind, method in preset.grid():
+        recs = {s: RunDir(out / run_name(kind, method, s)).read_stop() for s in preset.seeds}
+        recs = {s: {"epoch": r["epoch"], "error": r["error"]} for s, r in recs.items() if r}
+        if recs:
+            stopped[(kind, method)] = recs
     return stopped
 
 
@@ -305,17 +303,20 @@ def _plots(preset, runs: dict, out: Path) -> list[str]:
     from matplotlib.ticker import MaxNLocator
 
     files = []
-    fig, axes = plt.subplots(
-        1, len(preset.teachers), figsize=(4.2 * len(preset.teachers), 3.4), squeeze=False
+    # the teachers with runs (runs="claims" runs none from the noisy teacher)
+    kinds = [k for k in preset.teachers if any(runs.get((k, m)) for m in preset.methods)] or list(
+        preset.teachers
     )
-    for ax, kind in zip(axes[0], preset.teachers, strict=True):
-        for method in preset.methods:
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 3.4), squeeze=False)
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        for k, method in enumerate(preset.methods):
             logs = list(runs.get((kind, method), {}).values())
             if not logs:
                 continue
             n = min(len(log) for log in logs)
             curve = [mean(log[i]["test"]["accuracy"] for log in logs) * 100 for i in range(n)]
-            ax.plot(range(1, n + 1), curve, marker="o", ms=3, label=method)
+            # one colour a method in every panel (a teacher may run fewer methods: runs="claims")
+            ax.plot(range(1, n + 1), curve, marker="o", ms=3, label=method, color=f"C{k}")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(f"{kind} teacher")
         ax.set_xlabel("epoch")
@@ -325,18 +326,18 @@ def _plots(preset, runs: dict, out: Path) -> list[str]:
     files.append(save_figure(fig, out, "accuracy.png"))
 
     for idx, pair in enumerate(pair_keys(preset), start=1):
-        fig, axes = plt.subplots(
-            len(preset.teachers), len(PID_KEYS), figsize=(13, 2.8 * len(preset.teachers)), squeeze=False
-        )
-        for i, kind in enumerate(preset.teachers):
+        fig, axes = plt.subplots(len(kinds), len(PID_KEYS), figsize=(13, 2.8 * len(kinds)), squeeze=False)
+        for i, kind in enumerate(kinds):
             for j, (key, label) in enumerate(PID_KEYS):
                 ax = axes[i][j]
-                for method in preset.methods:
+                for k, method in enumerate(preset.methods):
                     curve = pid_curve(runs.get((kind, method), {}).values(), pair, key)
                     if not curve:
                         continue
                     epochs = [c[0] for c in curve]
-                    (line,) = ax.plot(epochs, [c[1] for c in curve], marker="o", ms=3, label=method)
+                    (line,) = ax.plot(
+                        epochs, [c[1] for c in curve], marker="o", ms=3, label=method, color=f"C{k}"
+                    )
                     if all(c[2] is not None for c in curve):
                         ax.fill_between(
                             epochs,
@@ -347,7 +348,8 @@ def _plots(preset, runs: dict, out: Path) -> list[str]:
                         )
                 ax.ticklabel_format(axis="y", useOffset=False)
                 lo, hi = ax.dataLim.intervaly
-                if hi - lo < 1e-3:  # a constant term (I(Y;T) of a fixed teacher): a readable band around it
+                # a constant term (I(Y;T) of a fixed teacher): a readable band around it
+                if isfinite(lo) and isfinite(hi) and hi - lo < 1e-3:
                     ax.set_ylim(lo - 0.05, hi + 0.05)
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
                 ax.set_title(f"{label}, {kind} teacher, {pair}", fontsize=9)
@@ -441,7 +443,14 @@ def write_rid_report(preset, out: Path, counts: dict | None = None) -> Path:
             if preset.auto_pairs
             else "VID, RID, TED distil all of them; `vid-repdistiller` the last"
         )
-        + f"); seeds {list(preset.seeds)}; test set: "
+        + f"); seeds {list(preset.seeds)}; "
+        + (
+            "runs: only those the premises and claims read (`runs: claims`; the variants, and KD and "
+            "TED from the untrained teacher, are not run); "
+            if preset.runs == "claims"
+            else ""
+        )
+        + "test set: "
         f"{counts['test']} examples. {pid_caption(preset, counts['pid_samples'])}.",
         "",
         "## Test accuracy (%), mean ± std over the seeds that finished",

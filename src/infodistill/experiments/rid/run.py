@@ -26,6 +26,7 @@ from ..common import (
     run_unfinished,
 )
 from .presets import (
+    CLAIM_RUNS,
     LAST_PAIR_ONLY,
     LOGIT_METHODS,
     METHODS,
@@ -48,6 +49,7 @@ from .presets import (
 from .report import write_rid_report
 
 __all__ = [
+    "CLAIM_RUNS",
     "LAST_PAIR_ONLY",
     "LOGIT_METHODS",
     "METHODS",
@@ -99,7 +101,7 @@ def run_rid(preset: RIDPreset, out_dir: str | Path, progress: bool = True) -> Pa
     t_cfg = teacher_config(preset, teacher_dir)
     grid = [
         distill_config(preset, teacher_dir, kind, method, seed, out / run_name(kind, method, seed))
-        for kind, method, seed in itertools.product(preset.teachers, preset.methods, preset.seeds)
+        for (kind, method), seed in itertools.product(preset.grid(), preset.seeds)
     ]
     check_models_fit({"teacher model": t_cfg.model, "student model": grid[0].student}, train, preset.name)
     counts = data_counts(preset, len(train), len(test))
