@@ -18,6 +18,7 @@ def add_commands(sub) -> None:
             "Train the teacher, run every (teacher, method, seed) distillation, and write\n"
             "report.md with the accuracy table, the PID trajectories and plots.",
             "quick (minutes on 2 CPU cores; quick-mnist1d the default with --data mnist1d),\n"
+            "quick-nuisance (Fashion-MNIST with task-irrelevant patterns: the untrained teacher's premise),\n"
             "standard, standard-mnist1d, paper, rid-ablation, or cifar10 (the default with --data cifar10)",
         ),
         (
