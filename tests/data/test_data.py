@@ -198,6 +198,15 @@ def test_fashion_mnist_nuisance_adds_fixed_plane_wave_patterns(tmp_path):
     for bad in (-1.0, "1", True, float("nan")):
         with pytest.raises(DataError, match="nuisance must be a number >= 0"):
             load_fashion_mnist(tmp_path / "fm", nuisance=bad)
+    # an option another data set does not take: a DataError naming that set's options
+    with pytest.raises(
+        DataError, match="dataset 'digits' has no option 'nuisance'; its options: seed, test_size"
+    ):
+        load_dataset("digits", nuisance=1.0)
+    with pytest.raises(
+        DataError, match="dataset 'fashion-mnist' has no option 'noise'; its options: nuisance"
+    ):
+        load_dataset("fashion-mnist", tmp_path / "fm", noise=1.0)
 
 
 def test_fashion_mnist_missing_directory_says_how_to_install(tmp_path):

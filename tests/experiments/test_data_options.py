@@ -179,6 +179,16 @@ def test_a_preset_whose_models_do_not_fit_the_data_is_refused_before_training(
     assert not out.exists()
 
 
+def test_a_presets_data_options_on_another_data_set_are_refused_in_one_line(tmp_path, capsys, no_training):
+    # quick-nuisance's data option is Fashion-MNIST's: with --data digits the loader names the
+    # option and the digits' own options, before anything is trained or written.
+    out = tmp_path / "out"
+    argv = ["reproduce", "rid", "--preset", "quick-nuisance", "--data", "digits", "--out", out, "--quiet"]
+    err = _one_line_error(capsys, argv)
+    assert "dataset 'digits' has no option 'nuisance'; its options: seed, test_size" in err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("data", ["cifar10", "cifar100", "image-folder"])
 def test_a_path_based_data_set_without_data_dir_is_refused(data, tmp_path, capsys, no_training):
     out = tmp_path / "out"

@@ -4,6 +4,7 @@ few aliases), each mapped to its loader and to whether it takes, needs or refuse
 
 from __future__ import annotations
 
+import inspect
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -57,6 +58,34 @@ _LOADERS: dict[str, Callable[..., tuple[ArrayDataset, ArrayDataset]]] = {
 #: Names accepted by :func:`load_dataset`.
 DATASET_NAMES = tuple(sorted(_LOADERS))
 
+#: The function behind each name, whose keyword arguments are that data set's options (``root``
+#: and ``num_classes`` are the registry's); a name whose function takes ``**kwargs`` checks them
+#: itself (MNIST-1D's generator arguments).
+_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "fashion-mnist": load_fashion_mnist,
+    "mnist1d": load_mnist1d,
+    "digits": load_digits_dataset,
+    "sparse-parity": load_sparse_parity,
+    "cifar10": load_cifar,
+    "cifar100": load_cifar,
+    "image-folder": load_image_folder,
+}
+
+
+def _check_options(key: str, kw: dict) -> None:
+    """A one-line DataError for an option the data set does not take (a preset's or config's
+    ``data.kwargs`` meant for another data set), instead of the loader's TypeError."""
+    params = inspect.signature(_FUNCTIONS[key]).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [n for n in params if n not in ("root", "num_classes")]
+    for name in kw:
+        if name not in valid:
+            raise DataError(
+                f"dataset {key!r} has no option {name!r}; its options: {', '.join(valid) or 'none'}"
+            )
+
+
 _ALIASES = {
     "fashion_mnist": "fashion-mnist",
     "fashionmnist": "fashion-mnist",
@@ -80,6 +109,7 @@ def load_dataset(name: str, root: PathLike | None = None, **kw: Any) -> tuple[Ar
     key = _ALIASES.get(key, key)
     if key not in _LOADERS:
         raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
+    _check_options(key, kw)
     if key == "image-folder":  # read per item: nothing to keep
         return _LOADERS[key](root, **kw)
     memo = (key, None if root is None else str(Path(root).resolve()), repr(sorted(kw.items())), _files(root))
