@@ -327,7 +327,10 @@ def test_data_kwargs_reach_a_built_in_loader(tmp_path):
     train, test = prepare_data(DataConfig(name="image-folder", root=str(tmp_path), kwargs={"size": 12}), 0)
     assert isinstance(train, ItemDataset) and train.input_shape == (3, 12, 12)
     assert first_examples(train, len(train))[0].shape == (len(train), 3, 12, 12)
-    with pytest.raises(ConfigError, match=r"data.kwargs \{'colour': 1\} are not all options .*image-folder"):
+    with pytest.raises(
+        ConfigError,
+        match=r"data.kwargs \{'colour': 1\}: dataset 'image-folder' has no option 'colour'; its options: si",
+    ):
         prepare_data(DataConfig(name="image-folder", root=str(tmp_path), kwargs={"colour": 1}), 0)
 
 

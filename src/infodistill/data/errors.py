@@ -1,4 +1,5 @@
-"""The one exception type raised by :mod:`infodistill.data` for unusable data."""
+"""The exception type raised by :mod:`infodistill.data` for unusable data, and its case for an
+option a data set does not take."""
 
 from ..errors import InfodistillError
 
@@ -10,3 +11,9 @@ class DataError(InfodistillError, ValueError):
     where the data is missing, how to obtain it. Subclassing :class:`ValueError` lets callers that
     only know about built-in exceptions still catch it.
     """
+
+
+class DataOptionError(DataError):
+    """An option (keyword argument) that the named data set's loader does not take; the message
+    names the data set's options. A caller that reads the options from a config key (``data.kwargs``)
+    can name that key in its own message."""

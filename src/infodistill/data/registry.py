@@ -13,7 +13,7 @@ from typing import Any
 from .array_dataset import ArrayDataset, PathLike
 from .cifar import _CIFAR_LAYOUT, load_cifar
 from .digits import load_digits_dataset
-from .errors import DataError
+from .errors import DataError, DataOptionError
 from .fashion_mnist import load_fashion_mnist
 from .image_folder import _IMAGE_FOLDER_LAYOUT, load_image_folder
 from .mnist1d import load_mnist1d
@@ -81,7 +81,7 @@ def _check_options(key: str, kw: dict) -> None:
     valid = [n for n in params if n not in ("root", "num_classes")]
     for name in kw:
         if name not in valid:
-            raise DataError(
+            raise DataOptionError(
                 f"dataset {key!r} has no option {name!r}; its options: {', '.join(valid) or 'none'}"
             )
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..data import RandomCropPad, RandomHFlip, load_dataset, mixup
+from ..data.errors import DataOptionError
 from ..data.factory import load_data_factory
 from ..data.loader import auto_eval_batch, first_examples, in_memory, sample_shape
 from ..data.transforms import symmetric_inputs
@@ -54,14 +55,8 @@ def prepare_data(cfg: DataConfig, seed: int):
         try:
             # data.kwargs are the loader's options, e.g. {size: 224} for an image folder of mixed sizes
             train, test = load_dataset(cfg.name, cfg.root, **cfg.kwargs)
-        except TypeError as exc:
-            if "unexpected keyword" not in str(exc):
-                raise
-            raise ConfigError(
-                f"data.kwargs {cfg.kwargs} are not all options of the data set {cfg.name!r} "
-                f"({str(exc).split('() ')[-1]}); image-folder takes size and test_size, digits seed and "
-                "test_size, cifar100 coarse"
-            ) from None
+        except DataOptionError as exc:  # the registry checks them against the loader's signature
+            raise ConfigError(f"data.kwargs {cfg.kwargs}: {exc}") from None
     if cfg.train_subset is not None and cfg.train_subset < len(train):
         subset_seed = seed if cfg.subset_seed is None else cfg.subset_seed
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(subset_seed))
