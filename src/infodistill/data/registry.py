@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,70 +21,60 @@ from .mnist1d import load_mnist1d
 from .sparse_parity import load_sparse_parity
 
 
-def _no_root(loader: Callable[..., tuple[ArrayDataset, ArrayDataset]], name: str) -> Callable[..., Any]:
-    def call(root: PathLike | None, **kw: Any) -> tuple[ArrayDataset, ArrayDataset]:
-        if root is not None:
-            raise DataError(f"dataset {name!r} is generated or bundled and takes no root (got {root})")
-        return loader(**kw)
+@dataclass(frozen=True)
+class _Source:
+    """One data set: its loader function, whose keyword arguments are the data set's options (a
+    function that takes ``**kwargs`` checks them itself: MNIST-1D's generator arguments), whether it
+    takes, needs or refuses a ``root`` (and the layout a needed root has), the arguments the name
+    fixes, and the defaults a user may override."""
 
-    return call
-
-
-def _needs_root(
-    loader: Callable[..., tuple[ArrayDataset, ArrayDataset]], name: str, layout: str
-) -> Callable[..., Any]:
-    def call(root: PathLike | None, **kw: Any) -> tuple[ArrayDataset, ArrayDataset]:
-        if root is None:
-            raise DataError(f"dataset {name!r} needs root=<directory>; expected {layout}")
-        return loader(root, **kw)
-
-    return call
+    function: Callable[..., tuple[ArrayDataset, ArrayDataset]]
+    root: str  # "optional", "required" or "refused"
+    layout: str = ""
+    fixed: dict = field(default_factory=dict)
+    defaults: dict = field(default_factory=dict)
 
 
-_LOADERS: dict[str, Callable[..., tuple[ArrayDataset, ArrayDataset]]] = {
-    "fashion-mnist": lambda root, **kw: load_fashion_mnist(root, **kw),
-    "mnist1d": _no_root(load_mnist1d, "mnist1d"),
-    "digits": _no_root(load_digits_dataset, "digits"),
-    "sparse-parity": _no_root(load_sparse_parity, "sparse-parity"),
-    "cifar10": _needs_root(lambda r, **kw: load_cifar(r, num_classes=10, **kw), "cifar10", _CIFAR_LAYOUT[10]),
-    "cifar100": _needs_root(
-        lambda r, **kw: load_cifar(r, num_classes=100, **kw), "cifar100", _CIFAR_LAYOUT[100]
-    ),
+_SOURCES: dict[str, _Source] = {
+    "fashion-mnist": _Source(load_fashion_mnist, "optional"),
+    "mnist1d": _Source(load_mnist1d, "refused"),
+    "digits": _Source(load_digits_dataset, "refused"),
+    "sparse-parity": _Source(load_sparse_parity, "refused"),
+    "cifar10": _Source(load_cifar, "required", _CIFAR_LAYOUT[10], fixed={"num_classes": 10}),
+    "cifar100": _Source(load_cifar, "required", _CIFAR_LAYOUT[100], fixed={"num_classes": 100}),
     # Decoded per item when read (data/loader.py): an image folder can be larger than memory.
-    "image-folder": _needs_root(
-        lambda r, **kw: load_image_folder(r, **{"lazy": True, **kw}), "image-folder", _IMAGE_FOLDER_LAYOUT
-    ),
+    "image-folder": _Source(load_image_folder, "required", _IMAGE_FOLDER_LAYOUT, defaults={"lazy": True}),
 }
 
 #: Names accepted by :func:`load_dataset`.
-DATASET_NAMES = tuple(sorted(_LOADERS))
-
-#: The function behind each name, whose keyword arguments are that data set's options (``root``
-#: and ``num_classes`` are the registry's); a name whose function takes ``**kwargs`` checks them
-#: itself (MNIST-1D's generator arguments).
-_FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "fashion-mnist": load_fashion_mnist,
-    "mnist1d": load_mnist1d,
-    "digits": load_digits_dataset,
-    "sparse-parity": load_sparse_parity,
-    "cifar10": load_cifar,
-    "cifar100": load_cifar,
-    "image-folder": load_image_folder,
-}
+DATASET_NAMES = tuple(sorted(_SOURCES))
 
 
 def _check_options(key: str, kw: dict) -> None:
     """A one-line DataError for an option the data set does not take (a preset's or config's
     ``data.kwargs`` meant for another data set), instead of the loader's TypeError."""
-    params = inspect.signature(_FUNCTIONS[key]).parameters
+    source = _SOURCES[key]
+    params = inspect.signature(source.function).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
-    valid = [n for n in params if n not in ("root", "num_classes")]
+    valid = [n for n in params if n != "root" and n not in source.fixed]
     for name in kw:
         if name not in valid:
             raise DataOptionError(
                 f"dataset {key!r} has no option {name!r}; its options: {', '.join(valid) or 'none'}"
             )
+
+
+def _load(key: str, root: PathLike | None, kw: dict) -> tuple[ArrayDataset, ArrayDataset]:
+    source = _SOURCES[key]
+    kw = {**source.defaults, **kw, **source.fixed}
+    if source.root == "refused":
+        if root is not None:
+            raise DataError(f"dataset {key!r} is generated or bundled and takes no root (got {root})")
+        return source.function(**kw)
+    if source.root == "required" and root is None:
+        raise DataError(f"dataset {key!r} needs root=<directory>; expected {source.layout}")
+    return source.function(root, **kw)
 
 
 _ALIASES = {
@@ -107,14 +98,14 @@ def load_dataset(name: str, root: PathLike | None = None, **kw: Any) -> tuple[Ar
     """
     key = name.strip().lower()
     key = _ALIASES.get(key, key)
-    if key not in _LOADERS:
+    if key not in _SOURCES:
         raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
     _check_options(key, kw)
     if key == "image-folder":  # read per item: nothing to keep
-        return _LOADERS[key](root, **kw)
+        return _load(key, root, kw)
     memo = (key, None if root is None else str(Path(root).resolve()), repr(sorted(kw.items())), _files(root))
     if memo not in _LOADED:
-        _LOADED[memo] = _LOADERS[key](root, **kw)
+        _LOADED[memo] = _load(key, root, kw)
         while len(_LOADED) > _KEEP:
             _LOADED.popitem(last=False)
     _LOADED.move_to_end(memo)
