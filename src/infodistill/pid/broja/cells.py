@@ -35,7 +35,7 @@ from scipy.linalg import lapack
 from .certificates import EPS, sum_error_factor
 from .newton import compressed
 from .problem import DENSE_MAX_Y, _Problem, is_sparse
-from .small import affine_r_step, step_length
+from .small import step_length
 
 #: The cell route is taken when the support fills at most this fraction of the Y·T·S grid (and the
 #: general route would take the compressed dense SYRK route: few labels, not pair space, not the
@@ -416,8 +416,10 @@ def solve_cells(prob: _Problem, tol: float, path: str = "plain", max_iter: int =
                     single = False
                     continue
                 break
-            a_aff, c_aff, _ = step_length(r, c, z, dz_a, big, dr_a, dc_a, which, starts, MAX_MOVE)
-            a_r = max(a_aff, affine_r_step(r, dr_a))  # (see ``small.affine_r_step``)
+            a_aff, c_aff, a_r = step_length(
+                r, c, z, dz_a, big, dr_a, dc_a, which, starts, MAX_MOVE, affine=True
+            )
+            a_r = max(a_aff, a_r)  # (see ``small.affine_r_step``)
             mu_aff = float((r + a_r * dr_a) @ -c_aff) / n_pairs
             sigma = min(1.0, (mu_aff / gap_mu) ** 2) if gap_mu > 0 else 0.0
             if a_aff > 0:
