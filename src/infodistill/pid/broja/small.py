@@ -398,13 +398,14 @@ def step_length(r, c, z, dz, big, d_r, dc, which, starts, max_move, affine: bool
     lo = float((dc / c).min())
     if lo < 0.0:
         alpha = min(alpha, -0.99 / lo)
-    limit = 0.01 * c
+    # c + log(tot) ≤ 0.01 c, tested as tot ≤ exp(−0.99 c): the log is taken at the accepted α only.
+    limit = np.exp(-0.99 * c)
     base = z - c[which]
     while alpha > 1e-12:
         e = np.exp(base + alpha * dz)
         tot = np.add.reduceat(e, starts)
-        c_new = c + np.log(tot)
-        if (c_new <= limit).all():
+        if (tot <= limit).all():
+            c_new = c + np.log(tot)
             if affine:
                 return alpha, c_new, affine_r_step(lo_r)
             pi = e / tot[which]
