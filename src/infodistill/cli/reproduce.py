@@ -19,7 +19,8 @@ def add_commands(sub) -> None:
             "report.md with the accuracy table, the PID trajectories and plots.",
             "quick (minutes on 2 CPU cores; quick-mnist1d the default with --data mnist1d),\n"
             "quick-nuisance (Fashion-MNIST with task-irrelevant patterns: the untrained teacher's premise),\n"
-            "standard, standard-mnist1d, paper, rid-ablation, or cifar10 (the default with --data cifar10)",
+            "standard, standard-mnist1d, standard-nuisance (its student with room), paper, rid-ablation,\n"
+            "or cifar10 (the default with --data cifar10)",
         ),
         (
             "fidelity",
