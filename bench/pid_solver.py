@@ -18,10 +18,11 @@ samples each (the median per joint is reported) and ``boot-YxTxS`` times ``decom
 ``--boot-n`` bootstrap resamples of one such histogram (the median over ``--repeats`` runs of the
 time per resample; what ``estimate``'s bootstrap does), with ``decompose`` one by one on the same
 resamples alongside (``one by one`` in the note). Inputs are seeded and deterministic. For each
-other case it times ``decompose`` after one untimed warm-up call (best of ``--repeats`` runs where
-the joint has at most ``--repeat-max-cells`` cells) and, in the same run, the cvxpy + Clarabel reference on the same p
-(skipped, with a note, when its problem would have more than ``--reference-max-cells`` variables:
-that is where it takes more than about a minute). ``--baseline PATH`` loads another version of the
+other case it times ``decompose`` after one untimed warm-up call (best of ``--repeats`` runs
+where the joint has at most ``--repeat-max-cells`` cells) and, in the same run, the cvxpy +
+Clarabel reference on the same p, its first solve (skipped, with a note, when its problem would
+have more than ``--reference-max-cells`` variables: that is where it takes more than about a
+minute). ``--baseline PATH`` loads another version of the
 solver (a trusted file or package of this repository's history: it is executed; ``broja.py`` until
 the solver became the package ``broja/``) and times ``decompose`` with it too, alternating with the
 current solver, so that a speed-up is measured in the same run under the same load. Times are

@@ -177,8 +177,9 @@ def solve_small(p_yt: np.ndarray, p_ys: np.ndarray, tol: float, path: str = "pla
     starts, which, n_pairs = sp.starts, sp.which, sp.n_pairs
     cl, cm, ytc, ysc = sp.cl, sp.cm, sp.ytc, sp.ysc
     h_index, J = sp.h_index, sp.J
-    # V (pairs × slots): its nonzeros are at the same places every iteration, and no two cells share
-    # one (a pair's cells have distinct labels), so they are overwritten in place.
+    # V (pairs × unknowns, contiguous; the pinned μ's entries go to one extra element past its end):
+    # its nonzeros are at the same places every iteration, and no two cells share one (a pair's cells
+    # have distinct labels), so they are overwritten in place.
     v_flat = np.zeros(n_pairs * n_x + 1)
     v_lam, v_mu = sp.v_index[: cl.size], sp.v_index[cl.size :]
     V = v_flat[:-1].reshape(n_pairs, n_x)
