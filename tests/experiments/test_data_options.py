@@ -110,7 +110,9 @@ def test_every_experiment_runs_on_every_built_in_data_set(experiment, data, data
     one_d = len(full_train.input_shape) == 2  # 1-D signals (MNIST-1D, the sparse parity): cnn1d
     out = tmp_path / "out"
     if experiment == "rid":
-        preset = replace(rid.PRESETS["quick"], data=data, data_root=str(root) if root else None, **E1_TINY)
+        preset = replace(
+            rid.PRESETS["quick"], data=data, data_kwargs={}, data_root=str(root) if root else None, **E1_TINY
+        )
         report = rid.run_rid(preset, out, progress=False)
         expected = {
             "teacher_train": min(200, len(full_train)),
@@ -179,11 +181,32 @@ def test_a_preset_whose_models_do_not_fit_the_data_is_refused_before_training(
     assert not out.exists()
 
 
-def test_a_presets_data_options_on_another_data_set_are_refused_in_one_line(tmp_path, capsys, no_training):
-    # quick-nuisance's data option is Fashion-MNIST's: with --data digits the loader names the
-    # option and the digits' own options, before anything is trained or written.
+def test_another_data_set_starts_its_options_afresh_and_a_wrong_option_is_refused_in_one_line(
+    tmp_path, capsys, no_training
+):
+    # quick's patterns are an option of Fashion-MNIST's loader: --data digits (or --set data=digits)
+    # leaves them behind, and options set after it are the new data set's own.
+    from infodistill.experiments.common import apply_settings
+
+    quick = rid.PRESETS["quick"]
+    assert quick.data_kwargs == {"nuisance": 1.5}
+    assert apply_settings(quick, {"data": "digits"}).data_kwargs == {}
+    assert apply_settings(quick, {"data": "fashion-mnist"}).data_kwargs == {"nuisance": 1.5}
+    moved = apply_settings(quick, [("data", "digits"), ("data_kwargs.test_size", 0.5)])
+    assert moved.data_kwargs == {"test_size": 0.5} and quick.data_kwargs == {"nuisance": 1.5}
+    # An option the new data set does not have is named with the set's own, before anything runs.
     out = tmp_path / "out"
-    argv = ["reproduce", "rid", "--preset", "quick-nuisance", "--data", "digits", "--out", out, "--quiet"]
+    argv = [
+        "reproduce",
+        "rid",
+        "--data",
+        "digits",
+        "--set",
+        "data_kwargs.nuisance=1.5",
+        "--out",
+        out,
+        "--quiet",
+    ]
     err = _one_line_error(capsys, argv)
     assert "dataset 'digits' has no option 'nuisance'; its options: seed, test_size" in err
     assert not out.exists()

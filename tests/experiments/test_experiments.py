@@ -247,14 +247,16 @@ def test_variant_claims_use_the_paired_standard_error():
 
 def test_the_papers_data_set_selects_the_papers_setting(tmp_path, monkeypatch, capsys):
     """`--data cifar10` without `--preset` runs [PID-KD]'s WRN-40-2 -> WRN-16-1 setting (and
-    `--data cifar100` [FID]'s); an explicit `--preset` still wins, and other data keep `quick`."""
+    `--data cifar100` [FID]'s); an explicit `--preset` still wins, and other data keep `quick`,
+    without its Fashion-MNIST patterns (an option of that data set's loader)."""
     import infodistill.experiments.fidelity as e2
     import infodistill.experiments.rid as e1
 
-    seen = []
+    seen, kwargs = [], []
 
     def fake(preset, out, progress=True):
         seen.append((preset.name, preset.data, preset.data_root, str(out)))
+        kwargs.append(getattr(preset, "data_kwargs", None))
         return tmp_path / "report.md"
 
     monkeypatch.setattr(e1, "run_rid", fake)
@@ -264,12 +266,15 @@ def test_the_papers_data_set_selects_the_papers_setting(tmp_path, monkeypatch, c
     assert main(["reproduce", "fidelity", "--data", "cifar100", "--data-dir", d, "--quiet"]) == 0
     assert main(["reproduce", "rid", "--preset", "quick", "--data", "cifar10", "--data-dir", d]) == 0
     assert main(["reproduce", "rid", "--data", "digits", "--quiet"]) == 0
+    assert main(["reproduce", "rid", "--data", "fashion-mnist", "--quiet"]) == 0
     assert seen == [
         ("cifar10", "cifar10", d, "runs/reproduce-rid-cifar10"),
         ("cifar100", "cifar100", d, "runs/reproduce-fidelity-cifar100"),
         ("quick", "cifar10", d, "runs/reproduce-rid-quick"),
         ("quick", "digits", None, "runs/reproduce-rid-quick"),
+        ("quick", "fashion-mnist", None, "runs/reproduce-rid-quick"),
     ]
+    assert kwargs == [{}, None, {}, {}, {"nuisance": 1.5}]
     rid_cifar = e1.PRESETS["cifar10"]
     assert (rid_cifar.teacher_model["name"], rid_cifar.student_model["name"]) == ("wrn-40-2", "wrn-16-1")
 
@@ -456,8 +461,8 @@ def test_run_configs_are_typed_configs_of_the_preset():
 def test_the_teacher_trains_at_least_its_step_budget_on_any_data_set():
     from infodistill.experiments.rid import PRESETS, teacher_budget
 
-    # tuned presets keep their epochs: 20000/64 -> 313 steps an epoch (2 epochs: 626), 4000/64 -> 63 (10: 630)
-    assert teacher_budget(PRESETS["quick"], 60000).teacher_epochs == 2
+    # tuned presets keep their epochs: 20000/64 -> 313 steps an epoch (6: 1878), 4000/64 -> 63 (10: 630)
+    assert teacher_budget(PRESETS["quick"], 60000).teacher_epochs == 6
     assert teacher_budget(PRESETS["quick-mnist1d"], 4000).teacher_epochs == 10
     # a data set of 1437 training examples: 23 steps an epoch, ceil(300 / 23) = 14 epochs
     assert teacher_budget(PRESETS["quick"], 1437).teacher_epochs == 14

@@ -17,10 +17,10 @@ def add_commands(sub) -> None:
             "E1 [PID-KD]: trained/untrained/noisy teacher x {baseline, VID, RID, TED}",
             "Train the teacher, run every (teacher, method, seed) distillation, and write\n"
             "report.md with the accuracy table, the PID trajectories and plots.",
-            "quick (minutes on 2 CPU cores; quick-mnist1d the default with --data mnist1d),\n"
-            "quick-nuisance (Fashion-MNIST with task-irrelevant patterns: the untrained teacher's premise),\n"
-            "standard, standard-mnist1d, standard-nuisance (its student with room), paper, rid-ablation,\n"
-            "or cifar10 (the default with --data cifar10)",
+            "quick (minutes on 2 CPU cores: Fashion-MNIST with task-irrelevant patterns, where the\n"
+            "untrained teacher's premise holds; quick-mnist1d the default with --data mnist1d),\n"
+            "standard (plain Fashion-MNIST), standard-nuisance (quick's data, a student with room),\n"
+            "standard-mnist1d, paper, rid-ablation, or cifar10 (the default with --data cifar10)",
         ),
         (
             "fidelity",
@@ -88,7 +88,6 @@ def parse_settings(items: list[str]) -> list[tuple[str, object]]:
 def _reproduce(experiment: str):
     def run(args, parser) -> int:
         require_torch()
-        import dataclasses
 
         from ..experiments.common import apply_settings
 
@@ -133,7 +132,8 @@ def _reproduce(experiment: str):
             "teacher_epochs": args.teacher_epochs,
             "seeds": tuple(args.seeds) if args.seeds else None,
         }
-        preset = dataclasses.replace(preset, **{k: v for k, v in changes.items() if v is not None})
+        # the flags as settings (another --data starts the data set's options afresh), then --set
+        preset = apply_settings(preset, [(k, v) for k, v in changes.items() if v is not None])
         try:  # after the flags: --set is the most specific
             preset = apply_settings(preset, parse_settings(args.set), check_method)
         except ValueError as exc:  # the library's message starts with the setting's key

@@ -177,7 +177,11 @@ def apply_settings(preset, settings, check_method=None):
     ``student_model.kwargs.width``); ``methods.X.Y`` is read as ``method_params.X.Y``. The value
     must fit the field's type (an int for a float field is taken). ``check_method(method, param,
     key)``, if given, vets keys under ``method_params``. Bad keys or types raise ValueError starting
-    with the key (``infodistill reproduce --set KEY=YAML`` parses its values and prefixes "--set")."""
+    with the key (``infodistill reproduce --set KEY=YAML`` parses its values and prefixes "--set").
+
+    A ``data`` that names another data set than the preset's starts its ``data_kwargs`` afresh (a
+    loader's options belong to its data set: ``quick``'s Fashion-MNIST patterns mean nothing to the
+    digits); ``data_kwargs`` settings after it give the new set's own."""
     hints = typing.get_type_hints(type(preset))
     names = [f.name for f in dataclasses.fields(preset)]
     changes: dict = {}
@@ -190,6 +194,8 @@ def apply_settings(preset, settings, check_method=None):
             raise ValueError(f"{key}: unknown setting {top!r}; valid settings: {', '.join(names)}")
         if len(parts) == 1:
             changes[top] = _coerce_setting(value, hints[top], top)
+            if top == "data" and "data_kwargs" in names and changes[top] != preset.data:
+                changes["data_kwargs"] = {}
             continue
         current = changes.get(top, getattr(preset, top))
         if not isinstance(current, dict):
