@@ -130,7 +130,8 @@ def test_every_experiment_runs_on_every_built_in_data_set(experiment, data, data
         text = report.read_text()
         assert f"trained on {expected['teacher_train']} examples" in text
         assert f"trained on {expected['student_train']} labelled examples" in text
-        assert f"test set: {expected['test']} examples. PID (bits) on {expected['pid_samples']} test" in text
+        pid = f"PID (bits) of the last pair (`pid_layers: last`) on {expected['pid_samples']} test"
+        assert f"test set: {expected['test']} examples. {pid}" in text
         models = (used["teacher_model"]["name"], used["student_model"]["name"])
     else:
         preset = replace(

@@ -174,7 +174,18 @@ def test_the_claim_runs_give_the_same_premises_and_claims_as_every_run():
 
 def test_a_claims_preset_runs_only_the_claim_grid_and_checks_every_claim(tmp_path):
     torch.set_num_threads(1)
-    preset = RIDPreset(**{**TINY, "student_epochs": 1, "pid_boot": 0, "variant": None, "runs": "claims"})
+    # As `quick` runs: the claim runs, the PID of the last pair, the data set's loader options.
+    preset = RIDPreset(
+        **{
+            **TINY,
+            "student_epochs": 1,
+            "pid_boot": 0,
+            "variant": None,
+            "runs": "claims",
+            "pid_layers": "last",
+        },
+        data_kwargs={"test_size": 0.25},
+    )
     report = run_rid(preset, tmp_path, progress=False)
     ran = sorted(p.name for p in tmp_path.glob("*-s*") if p.is_dir())
     from infodistill.experiments.rid import CLAIM_RUNS
@@ -182,8 +193,14 @@ def test_a_claims_preset_runs_only_the_claim_grid_and_checks_every_claim(tmp_pat
     assert ran == sorted(f"{k}-{m}-s{s}" for k in CLAIM_RUNS for m in CLAIM_RUNS[k] for s in (0, 1))
     text = report.read_text()
     assert "runs: only those the premises and claims read (`runs: claims`" in text
+    assert "Data `digits` with the loader's options `test_size: 0.25`;" in text
+    assert "PID (bits) of the last pair (`pid_layers: last`)" in text
+    # one measured pair: its terms are in the accuracy table, with no per-pair section or plots
+    assert "every layer pair" not in text and "| trained | vid | stage3|stage3 |" not in text
+    assert not (tmp_path / "pid-layer1.png").exists() and (tmp_path / "pid.png").exists()
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert len(summary["claims"]) == 7 and len(summary["premises"]) == 2
+    assert all(set(r["pid"]) == {"stage3|stage3"} for r in summary["rows"].values())
 
 
 def test_reproduce_cli(tmp_path, capsys):

@@ -387,8 +387,9 @@ def pid_caption(preset, n_samples: int | None = None) -> str:
         if preset.pid_boot
         else "no bootstrap"
     )
+    which = " of the last pair (`pid_layers: last`)" if preset.pid_layers == "last" else ""
     return (
-        f"PID (bits) on {n_samples or preset.pid_samples} test examples: flatten, L2-normalise, "
+        f"PID (bits){which} on {n_samples or preset.pid_samples} test examples: flatten, L2-normalise, "
         f"PCA {preset.pid_pca}, k-means k = {preset.pid_k}; {band}"
     )
 
@@ -430,7 +431,15 @@ def write_rid_report(preset, out: Path, counts: dict | None = None) -> Path:
     lines = [
         f"# E1 [PID-KD]: distillation from trained, untrained and noisy teachers (preset `{preset.name}`)",
         "",
-        f"Data `{preset.data}`; teacher `{preset.teacher_model}` trained on "
+        f"Data `{preset.data}`"
+        + (
+            " with the loader's options `"
+            + ", ".join(f"{k}: {v}" for k, v in preset.data_kwargs.items())
+            + "`"
+            if preset.data_kwargs
+            else ""
+        )
+        + f"; teacher `{preset.teacher_model}` trained on "
         f"{counts['teacher_train']} examples for {preset.teacher_epochs} epochs "
         f"(test accuracy {100 * teacher_log[-1]['test']['accuracy']:.2f} %; "
         f"{teacher_convergence(teacher_log)}); "
@@ -471,20 +480,21 @@ def write_rid_report(preset, out: Path, counts: dict | None = None) -> Path:
             + " | ".join(pid_cells)
             + f" | {_stopped_cell(r)} |"
         )
-    lines += [
-        "",
-        "## PID at the last epoch, every layer pair (bits)",
-        "",
-        "| teacher | method | pair | Red | Uni(Y:T\\S) | I(Y;T) | I(Y;S) |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for (kind, method), r in rows.items():
-        for pair in pairs:
-            lines.append(
-                f"| {kind} | {method} | {pair} | "
-                + " | ".join(_pid_cell(r, pair, k) for k, _ in PID_KEYS)
-                + " |"
-            )
+    if len(pairs) > 1:  # (one measured pair: the table above has it)
+        lines += [
+            "",
+            "## PID at the last epoch, every layer pair (bits)",
+            "",
+            "| teacher | method | pair | Red | Uni(Y:T\\S) | I(Y;T) | I(Y;S) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for (kind, method), r in rows.items():
+            for pair in pairs:
+                lines.append(
+                    f"| {kind} | {method} | {pair} | "
+                    + " | ".join(_pid_cell(r, pair, k) for k, _ in PID_KEYS)
+                    + " |"
+                )
     lines += [
         "",
         "## The paper's qualitative claims, checked on this run",
