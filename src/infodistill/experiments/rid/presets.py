@@ -175,6 +175,19 @@ class RIDPreset:
         return stage_pairs(self.student_model["name"], self.teacher_model["name"])
 
 
+#: The data and teacher that two presets share (each preset takes its own copy): Fashion-MNIST with
+#: task-irrelevant patterns and its 6-epoch teacher (``quick``, ``standard-nuisance``), and MNIST-1D
+#: with the three-conv teacher (``quick-mnist1d``, ``standard-mnist1d``); the presets' comments say
+#: how each was chosen.
+NUISANCE_REGIME = {"data_kwargs": {"nuisance": 1.5}, "teacher_epochs": 6}
+MNIST1D_REGIME = {
+    "data": "mnist1d",
+    "teacher_model": {"name": "cnn1d", "kwargs": {"width": 32, "convs_per_stage": 3}},
+    "teacher_train_subset": None,
+    "teacher_epochs": 10,
+    "test_subset": None,
+}
+
 PRESETS = {
     # Fashion-MNIST with task-irrelevant structure (data/nuisance.py: a fixed random plane-wave
     # pattern of standard deviation 1.5 pixel units on every image), chosen by measurement
@@ -189,8 +202,7 @@ PRESETS = {
     # ~40 s more; the runs distil all three pairs either way).
     "quick": RIDPreset(
         name="quick",
-        data_kwargs={"nuisance": 1.5},
-        teacher_epochs=6,
+        **deepcopy(NUISANCE_REGIME),
         teachers=("trained", "untrained"),
         pid_every=6,
         pid_layers="last",
@@ -212,8 +224,7 @@ PRESETS = {
     # (measured, seed 0: the baseline flat at 45 % from epoch 13, KD +26 pt, RID +22 pt by epoch 20).
     "standard-nuisance": RIDPreset(
         name="standard-nuisance",
-        data_kwargs={"nuisance": 1.5},
-        teacher_epochs=6,
+        **deepcopy(NUISANCE_REGIME),
         student_model={"name": "cnn-small", "kwargs": {"width": 8, "convs_per_stage": 2}},
         student_train_subset=1000,
         student_epochs=20,
@@ -228,14 +239,10 @@ PRESETS = {
     # premise: under 10 %; one conv a stage: 27 %), and trained it reaches ~98 %.
     "quick-mnist1d": RIDPreset(
         name="quick-mnist1d",
-        data="mnist1d",
-        teacher_model={"name": "cnn1d", "kwargs": {"width": 32, "convs_per_stage": 3}},
-        teacher_train_subset=None,
-        teacher_epochs=10,
+        **deepcopy(MNIST1D_REGIME),
         student_model={"name": "cnn1d", "kwargs": {"width": 8}},
         student_train_subset=500,
         student_epochs=12,
-        test_subset=None,
         teachers=("trained", "untrained"),
         pid_every=4,
     ),
@@ -243,15 +250,11 @@ PRESETS = {
     # convergence (the baseline's accuracy moves < 1 pt over its last quarter; measured: +0.6)
     "standard-mnist1d": RIDPreset(
         name="standard-mnist1d",
-        data="mnist1d",
-        teacher_model={"name": "cnn1d", "kwargs": {"width": 32, "convs_per_stage": 3}},
-        teacher_train_subset=None,
-        teacher_epochs=10,
+        **deepcopy(MNIST1D_REGIME),
         student_model={"name": "cnn1d", "kwargs": {"width": 8, "convs_per_stage": 2}},
         student_train_subset=1000,
         student_epochs=30,
         pid_every=5,
-        test_subset=None,
         teachers=("trained", "untrained"),
         seeds=(0, 1, 2, 3, 4),
     ),
