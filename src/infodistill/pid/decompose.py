@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from dataclasses import dataclass, field
 
@@ -72,7 +73,7 @@ def _entropy_list(*arrays: np.ndarray) -> list[float]:
     pos = flat > 0
     terms = np.zeros_like(flat)
     terms[pos] = flat[pos] * np.log(flat[pos])
-    starts = np.cumsum([0] + [a.size for a in arrays[:-1]])
+    starts = list(itertools.accumulate((a.size for a in arrays[:-1]), initial=0))
     return (-np.add.reduceat(terms, starts)).tolist()
 
 
@@ -173,8 +174,8 @@ def _result(q, f_up, d_low, info, h_y, mi_t, mi_s, mi_joint, unit) -> PIDResult:
         min_mi=min_mi,
         gap=gap,
     )
-    if unit != "nats":  # as ``PIDResult.to_unit``, without building a second result
-        vals = {k: convert_units(v, "nats", unit) for k, v in vals.items()}
+    if unit != "nats":  # as ``PIDResult.to_unit`` (``convert_units``), without a second result
+        vals = {k: v / LN2 for k, v in vals.items()}
     return PIDResult(**vals, unit=unit, q=q, solver=info)
 
 

@@ -53,12 +53,15 @@ def as_joint(p, ndim: int | None = None, counts: bool = False, name: str = "p") 
         raise ValueError(f"{name} must be a {ndim}-D array p[y, t, s], got shape {arr.shape}")
     if arr.size == 0:
         raise ValueError(f"{name} is empty (shape {arr.shape}): every axis needs at least one symbol")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or infinite entries")
-    if np.any(arr < 0):
-        raise ValueError(f"{name} has negative entries (min {arr.min():.3g}); probabilities must be >= 0")
-    with np.errstate(over="ignore"):
-        total = float(arr.sum())
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = float(np.add.reduce(arr, axis=None))
+    # A finite total and a non-negative minimum leave no NaN, infinite or negative entry (a NaN
+    # makes the minimum NaN); otherwise the entries are looked at one check at a time.
+    if not (np.isfinite(total) and np.minimum.reduce(arr, axis=None) >= 0):
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} contains NaN or infinite entries")
+        if np.any(arr < 0):
+            raise ValueError(f"{name} has negative entries (min {arr.min():.3g}); probabilities must be >= 0")
     if counts:
         if total <= 0:
             raise ValueError(f"{name} is a count histogram with total 0: there is nothing to normalise")
