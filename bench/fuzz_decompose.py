@@ -6,6 +6,7 @@ Usage::
     python bench/fuzz_decompose.py --n 1 --seed 0 --start 4711   # replay joint 4711 of seed 0
     python bench/fuzz_decompose.py --n 500 --symmetry-every 5 --json out.json
     python bench/fuzz_decompose.py --sparse --n 300 --seed 0      # the cell route's sparse joints
+    python bench/fuzz_decompose.py --many-labels --n 200 --seed 0 # 17-100 labels
 
 Joint ``i`` of seed ``s`` is drawn from ``numpy.random.default_rng([s, i])`` alone, so any failure
 is replayed by its (seed, index). The generator covers every axis size 1..32 (often one or two tiny
@@ -99,6 +100,21 @@ def make_sparse_joint(seed: int, index: int) -> tuple[np.ndarray, str, bool]:
     symbols). Drawn from ``default_rng([seed, index, 1])``, a stream of its own."""
     rng = np.random.default_rng([seed, index, 1])
     shape = (int(rng.integers(2, 17)), int(rng.integers(16, 129)), int(rng.integers(16, 129)))
+    return _clustered_joint(rng, shape)
+
+
+def make_many_label_joint(seed: int, index: int) -> tuple[np.ndarray, str, bool]:
+    """Joint number ``index`` of the many-label sweep ``seed`` (``--many-labels``): the kinds of the
+    sparse sweep with 17–100 labels and T, S 8–96 (histograms of 100-class data, or of 20 classes and
+    many clusters), where the cell route, pair space and the sparse Schur complement compete. Drawn
+    from ``default_rng([seed, index, 2])``."""
+    rng = np.random.default_rng([seed, index, 2])
+    shape = (int(rng.integers(17, 101)), int(rng.integers(8, 97)), int(rng.integers(8, 97)))
+    return _clustered_joint(rng, shape)
+
+
+def _clustered_joint(rng: np.random.Generator, shape) -> tuple[np.ndarray, str, bool]:
+    """A "hist", "hist-skewed" or "masked" joint of ``shape`` (``make_sparse_joint``)."""
     Y, T, S = shape
     kind = ("hist", "hist-skewed", "masked")[rng.integers(3)]
     if kind == "masked":
@@ -223,11 +239,17 @@ def check(p: np.ndarray, counts: bool, symmetry: bool) -> tuple[list[str], float
 
 
 def sweep(
-    n: int, seed: int = 0, start: int = 0, symmetry_every: int = 10, out=sys.stdout, sparse: bool = False
+    n: int,
+    seed: int = 0,
+    start: int = 0,
+    symmetry_every: int = 10,
+    out=sys.stdout,
+    sparse: bool = False,
+    many_labels: bool = False,
 ) -> dict:
-    """Run joints start..start+n-1 of ``seed`` (of the sparse sweep with ``sparse``); returns the
-    summary (and prints failures)."""
-    make = make_sparse_joint if sparse else make_joint
+    """Run joints start..start+n-1 of ``seed`` (of the sparse sweep with ``sparse``, of the
+    many-label sweep with ``many_labels``); returns the summary (and prints failures)."""
+    make = make_many_label_joint if many_labels else make_sparse_joint if sparse else make_joint
     failures, uncertified = [], []
     certified = 0
     max_gap, worst = 0.0, (0.0, None)
@@ -279,16 +301,23 @@ def main(argv=None) -> int:
     ap.add_argument("--start", type=int, default=0, help="first joint index (to replay one: --n 1)")
     ap.add_argument("--symmetry-every", type=int, default=10, help="check T<->S symmetry on every k-th joint")
     ap.add_argument("--json", help="also write the summary as JSON here")
-    ap.add_argument(
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument(
         "--sparse", action="store_true", help="the sparse sweep (make_sparse_joint: the cell route's joints)"
+    )
+    which.add_argument(
+        "--many-labels", action="store_true", help="the many-label sweep (make_many_label_joint)"
     )
     args = ap.parse_args(argv)
     machine = benchkit.machine_info(torch=False)
     print(benchkit.machine_line(machine), flush=True)
-    s = sweep(args.n, args.seed, args.start, args.symmetry_every, sparse=args.sparse)
+    s = sweep(
+        args.n, args.seed, args.start, args.symmetry_every, sparse=args.sparse, many_labels=args.many_labels
+    )
     s["machine"] = machine
+    sweep_name = "sparse " if args.sparse else "many-label " if args.many_labels else ""
     print(
-        f"{s['n']} {'sparse ' if args.sparse else ''}joints (seed {s['seed']}, from {s['start']}): "
+        f"{s['n']} {sweep_name}joints (seed {s['seed']}, from {s['start']}): "
         f"{s['certified']} certified, "
         f"{s['uncertified']} uncertified (with a warning), {s['failures']} failed; "
         f"max gap {s['max_gap_bits']:.3g} bits; slowest {s['worst_seconds']:.2f} s "

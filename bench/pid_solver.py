@@ -70,6 +70,8 @@ DEFAULT_CASES = (
     "100x32x32",
     "hist-10x32x32",
     "hist-10x128x128",
+    "hist-20x64x64",
+    "hist-50x128x128",
     "small-10x5x5",
     "boot-10x5x5",
 )
@@ -502,7 +504,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK_CASES)}; one repeat")
     ap.add_argument(
-        "--sizes", nargs="+", metavar="CASE", help="cases: YxTxS (dense) or hist-YxTxS; default: all six"
+        "--sizes",
+        nargs="+",
+        metavar="CASE",
+        help=f"YxTxS (dense), hist-YxTxS, small-YxTxS or boot-YxTxS; default: {' '.join(DEFAULT_CASES)}",
     )
     ap.add_argument("--repeats", type=int, default=3, help="repeats of decompose on small cases (best kept)")
     ap.add_argument(

@@ -45,6 +45,9 @@ JOINTS = {
     "hist-8x40x40": clustered((8, 40, 40), 1, n=2000),
     "hist-12x50x30": clustered((12, 50, 30), 2, n=5000, home=0.97),
     "hist-6x60x50-skewed": None,  # built below: masses over 5 orders (the weighted path)
+    # More labels than DENSE_MAX_Y on a sparse support: the general route takes the sparse Schur
+    # complement there.
+    "hist-30x40x40": clustered((30, 40, 40), 4),
 }
 
 
@@ -74,8 +77,10 @@ def test_cell_route_is_taken_and_matches_the_general_route(name):
     np.testing.assert_allclose(q.sum(axis=1), p_ys, rtol=0, atol=1e-15)
     assert q.min() >= 0 and np.all(q[~((p_yt > 0)[:, :, None] & (p_ys > 0)[:, None, :])] == 0)
     assert objective(q) <= f <= objective(q) + 1e-12
-    # The general route (independent code: the Schur complement assembled on the Y·T·S grid).
-    q2, f2, d2, info2 = _solve_broja(_Problem(p_yt, p_ys), TOL, 100)
+    # The general route (independent code: the Schur complement assembled on the Y·T·S grid), under
+    # decompose's floating-point settings (an overflowing equilibration is rejected by the step rule).
+    with np.errstate(over="ignore"):
+        q2, f2, d2, info2 = _solve_broja(_Problem(p_yt, p_ys), TOL, 100)
     assert info2["converged"] and info2["newton"] != "cells"
     assert abs(f - f2) <= (f - d) + (f2 - d2) + 1e-12
     assert d <= f2 + 1e-12 and d2 <= f + 1e-12
@@ -150,3 +155,57 @@ def test_uncertified_cell_run_is_handed_back_to_the_full_method(monkeypatch):
 
     two_steps.calls = []
     assert_handed_back(monkeypatch, p_yt, p_ys, "cells", "solve_cells", two_steps, TOL)
+
+
+def test_many_labels_on_few_pairs_take_pair_space_even_on_a_sparse_support(monkeypatch):
+    """A sparse 100×20×20 histogram: pair space's modelled work is below the cells' (many labels on
+    400 pairs), so neither the cell route nor the sparse Schur complement is taken; the optimum is
+    the sparse route's within the two certified gaps."""
+    from fast_routes import TERMS
+    from infodistill.pid import decompose
+    from infodistill.pid.broja import problem as problem_mod
+    from infodistill.pid.broja.problem import cells_work, is_sparse, pair_space_work
+
+    p = clustered((100, 20, 20), 5, n=6000)
+    prob = _Problem(*marginals(p))
+    assert is_sparse(prob) and not cells_route(prob) and prob.pair_space
+    assert pair_space_work(prob) < 0.7 * cells_work(prob)
+    fast = decompose(p, tol=TOL)
+    assert fast.solver["newton"] == "pair" and fast.solver["converged"]
+    monkeypatch.setattr(problem_mod, "_pair_space", lambda prob: False)
+    slow = decompose(p, tol=TOL)
+    assert slow.solver["newton"] == "sparse" and slow.solver["converged"]
+    for k in TERMS:
+        assert abs(getattr(fast, k) - getattr(slow, k)) <= fast.gap + slow.gap + 1e-12
+
+
+def test_schur_complement_not_positive_definite_is_factorised_by_pivoted_lu(monkeypatch):
+    """Where potrf reports the Schur complement not positive definite (late iterations on joints with
+    many labels), a float64 ``_Schur`` factorises it by pivoted LU and its solves still match the
+    dense Newton matrix; a float32 one raises, so that the caller redoes the step in float64."""
+    p_yt, p_ys = marginals(JOINTS["hist-30x40x40"])
+    cs = _Cells(_Problem(p_yt, p_ys))
+    rng = np.random.default_rng(8)
+    z = rng.normal(size=cs.y.size)
+    e = np.exp(z)
+    pi = e / np.add.reduceat(e, cs.starts)[cs.which]
+    r = rng.uniform(0.1, 1.0, cs.n_pairs)
+    W = r / rng.uniform(0.05, 0.9, cs.n_pairs) - r
+    q = r[cs.which] * pi
+    real = cells_mod.lapack.get_lapack_funcs
+
+    def failing_potrf(names, arrays):
+        funcs = real(names, arrays)
+        if names == ("potrf",):
+            return (lambda a, **kw: (a, 1),)
+        return funcs
+
+    monkeypatch.setattr(cells_mod.lapack, "get_lapack_funcs", failing_potrf)
+    with pytest.raises(np.linalg.LinAlgError):
+        _Schur(cs, pi, q, W, True)
+    system = _Schur(cs, pi, q, W, False)
+    assert system.lu is not None
+    H = dense_newton_matrix(cs, pi, q, W)
+    g = rng.normal(size=cs.n_x)
+    x_ref = np.linalg.solve(H, g)
+    assert np.linalg.norm(system.solve_once(g) - x_ref) <= 1e-7 * np.linalg.norm(x_ref)

@@ -1,6 +1,9 @@
 """``solve_cells``: the interior-point method of ``interior_point`` on the support cells, with the
 Schur complement in μ, for joints whose support fills little of the Y·T·S grid (histograms of
-clustered representations: ~11 % of the grid on hist-10x128x128).
+clustered representations: ~11 % of the grid on hist-10x128x128), with any number of labels
+(``cells_route``): where the general route would assemble the Schur complement from its structured
+sums (more than ``DENSE_MAX_Y`` labels) or as a sparse matrix, the dense Schur complement on the
+free μ alone is the smaller one.
 
 The general route holds π on the full grid: its right-hand sides, the exact products of the
 refinement, the label blocks and the trial steps' log-sum-exp are einsums and masks over all Y·T·S
@@ -16,7 +19,9 @@ route's compressed SYRK route does (``_NewtonSystem._factor_syrk``), assembled f
 * A_t = L_t L_tᵀ (batched), R = L⁻¹B on the used λ rows, and the Schur complement C − RᵀR is one
   SYRK of R with the equilibration folded into its columns, factorised by Cholesky (LAPACK potrf),
   in float32 while the refined solves stay accurate (from ``SINGLE_MIN_N`` free μ, as the general
-  route) and in float64 after;
+  route) and in float64 after; where the float64 matrix is not numerically positive definite (the
+  cancellation in C − RᵀR, late on joints with many labels), by pivoted LU, its solves refined one
+  step more;
 * a solve is dμ = S⁻¹(g_μ − Rᵀ L⁻¹ g_λ), dλ = L⁻ᵀ(L⁻¹ g_λ − R dμ), refined against the exact
   product H·x = Jᵀ(q ∘ Jx) + Vᵀ(W ∘ Vx) on the cells (two bincounts and one reduceat).
 
@@ -32,15 +37,36 @@ import numpy as np
 from scipy import linalg
 from scipy.linalg import lapack
 
+from ..limits import memory_budget
 from .certificates import EPS, sum_error_factor
-from .newton import compressed
-from .problem import DENSE_MAX_Y, _Problem, is_sparse
+from .problem import (
+    DENSE_MAX_Y,
+    PAIR_SPACE_ADVANTAGE,
+    _Problem,
+    cells_work,
+    coupling_nnz,
+    pair_space_work,
+)
 from .small import step_length
 
-#: The cell route is taken when the support fills at most this fraction of the Y·T·S grid (and the
-#: general route would take the compressed dense SYRK route: few labels, not pair space, not the
-#: sparse Schur complement). Denser supports gain little from gathers over broadcasts.
-CELLS_MAX_FILL = 0.3
+#: The cell route is taken when the support fills at most this fraction of the Y·T·S grid, for
+#: at most ``DENSE_MAX_Y`` labels: measured (2-core Xeon, 2026-12-07; joints whose labels each use a
+#: random part of the T and S symbols) against the general route's Schur complement, the cells were
+#: as fast or faster up to a fill of 0.53 (10×32×32 at 0.53: 29 against 40 ms; 16×16×16: 16 against
+#: 24 ms) and slower above 0.6 on larger systems (10×64×64 at 0.63: 204 against 170 ms). Denser
+#: supports gain little from gathers over broadcasts.
+CELLS_MAX_FILL = 0.5
+#: ... and for more labels, where the general route's dense Schur complement is assembled from the
+#: structured sums (slower kernels): 20×24×24 at fills 0.22 / 0.47 / 0.61 / 0.81: 27 / 43 / 56 /
+#: 100 ms on the cells against 136 / 100 / 149 / 99 ms.
+CELLS_MAX_FILL_MANY_LABELS = 0.8
+
+#: The cell route's dense Schur complement is factorised up to this many free μ (~1 s a float32
+#: factorisation on 2 cores above it); larger sparse supports take the sparse Schur complement,
+#: whose factorisation grows with its fill rather than with the cube of its size (not measured at
+#: that size: the largest joint measured, a 200×64×64 histogram with 1 348 free μ, took 3.2 s on
+#: the cells against 10.4 s in the sparse route).
+CELLS_MAX_MU = 4000
 
 #: R = L⁻¹B is formed by a dense batched product when its multiply-adds are below this multiple of
 #: the scatter's terms (see ``_Cells``).
@@ -73,15 +99,40 @@ SINGLE_MAX_REFINE = 3
 CORRECTOR_REFINE = 0
 
 
+def cells_bytes(prob: _Problem) -> float:
+    """The memory of the cell route's arrays, counted on the code: R and its scaled float64 and
+    float32 copies (used λ × free μ), the Schur complement in both precisions and a pivoted-LU copy,
+    B's dense buffer (T·Y × free μ), the pair blocks' entries and the per-cell vectors."""
+    rows, cols, _ = prob.schur_index()
+    n_lam, n_mu = rows.size, cols.size
+    Y, T = prob.p_yt.shape
+    n_cells = prob.support_cells()[0].size
+    return 8.0 * (2.5 * n_lam * n_mu + 3.5 * n_mu**2 + T * Y * n_mu + 12 * coupling_nnz(prob) + 30 * n_cells)
+
+
 def cells_route(prob: _Problem) -> bool:
-    """Whether ``solve_cells`` is tried first for this problem (see ``CELLS_MAX_FILL``)."""
+    """Whether ``solve_cells`` is tried first for this problem: its support fills at most
+    ``CELLS_MAX_FILL`` of the grid (``CELLS_MAX_FILL_MANY_LABELS`` above ``DENSE_MAX_Y`` labels), the
+    pair-space system is not the cheaper one (``problem.pair_space_work`` against
+    ``problem.cells_work``, as the general route weighs pair space against its Schur complement:
+    a 100×10×10 histogram, 100 pairs, 58 ms in pair space against 676 ms on the cells), and the dense
+    Schur complement on its free μ has at most ``CELLS_MAX_MU`` of them and fits the memory budget.
+
+    Sparse supports with many labels come here too: a 50×128×128 histogram of 10 000 samples took
+    0.45 s on the cells against 4.6 s in the sparse Schur complement, 30×1024×1024 2.3 s against
+    194 s (which ended uncertified)."""
     Y = prob.p_yt.shape[0]
-    if Y > DENSE_MAX_Y or prob.n_pairs == 0:
+    if prob.n_pairs == 0:
         return False
-    y = prob.support_cells()[0]
-    if y.size > CELLS_MAX_FILL * prob.support.size:
+    rows, cols, _ = prob.schur_index()
+    if rows.size == 0 or cols.size == 0 or cols.size > CELLS_MAX_MU:
         return False
-    return not prob.pair_space and not is_sparse(prob) and compressed(prob)
+    fill = prob.support_cells()[0].size / prob.support.size
+    if fill > (CELLS_MAX_FILL if Y <= DENSE_MAX_Y else CELLS_MAX_FILL_MANY_LABELS):
+        return False
+    if pair_space_work(prob) < PAIR_SPACE_ADVANTAGE * cells_work(prob):
+        return False
+    return cells_bytes(prob) <= memory_budget()
 
 
 class _Cells:
@@ -217,19 +268,37 @@ class _Schur:
         dtype = np.float32 if single else np.float64
         Rs = np.multiply(R, scale, out=cs.buf_rs[dtype], casting="unsafe")
         (syrk,) = linalg.get_blas_funcs(("syrk",), (Rs,))
-        low = cs.buf_low[dtype]
-        low = syrk(1.0, Rs.T, trans=0, lower=1, beta=0.0, c=low, overwrite_c=1)  # (RD)ᵀ(RD), lower
-        np.negative(low, out=low)
-        flat = low.T.reshape(-1)  # C-ordered view of the same memory
-        flat[cs.c_pos_tri] += c_vals[cs.c_tri] * scale[cs.c_i] * scale[cs.c_j]
+
+        def assemble():
+            """C − RᵀR, equilibrated, in the lower triangle of the buffer (Fortran order)."""
+            low = syrk(1.0, Rs.T, trans=0, lower=1, beta=0.0, c=cs.buf_low[dtype], overwrite_c=1)
+            np.negative(low, out=low)
+            flat = low.T.reshape(-1)  # C-ordered view of the same memory
+            flat[cs.c_pos_tri] += c_vals[cs.c_tri] * scale[cs.c_i] * scale[cs.c_j]
+            return low
+
+        low = assemble()
         (potrf,) = lapack.get_lapack_funcs(("potrf",), (low,))
         fac, info = potrf(low, lower=1, clean=0, overwrite_a=1)
+        self.scale = scale
+        self.lu = None
         if info != 0:
-            raise np.linalg.LinAlgError("Schur complement not positive definite")
+            if single:
+                raise np.linalg.LinAlgError("Schur complement not positive definite in float32")
+            # Not numerically positive definite (late in the iteration, the cancellation in C − RᵀR
+            # on joints with many labels, e.g. 64×128×128 histograms): pivoted LU of the same matrix,
+            # assembled again (potrf overwrote part of its triangle), as ``_Factor`` does.
+            low = assemble()
+            full = np.tril(low) + np.tril(low, -1).T
+            (getrf,) = lapack.get_lapack_funcs(("getrf",), (full,))
+            lu, piv, info = getrf(full, overwrite_a=1)
+            if info != 0:
+                raise np.linalg.LinAlgError("Schur complement singular")
+            self.lu = (lu, piv)
+            (self.getrs,) = lapack.get_lapack_funcs(("getrs",), (lu,))
+            return
         self.fac = fac
         (self.potrs,) = lapack.get_lapack_funcs(("potrs",), (fac,))
-        self.scale = scale
-        self.scale_f = scale.astype(fac.dtype)
 
     def solve_once(self, g: np.ndarray) -> np.ndarray:
         """An approximate solve H x = g (g over the unknowns λ, free μ)."""
@@ -240,7 +309,10 @@ class _Schur:
         gl[cs.rows] = g[:n_lam]
         u = np.matmul(self.L_inv, gl.reshape(T, Y, 1)).reshape(-1)
         rhs = g[n_lam:] - self.R.T @ u[cs.rows]
-        d_mu = self.potrs(self.fac, (rhs * self.scale).astype(self.fac.dtype), lower=1)[0]
+        if self.lu is None:
+            d_mu = self.potrs(self.fac, (rhs * self.scale).astype(self.fac.dtype), lower=1)[0]
+        else:
+            d_mu = self.getrs(*self.lu, rhs * self.scale)[0]
         d_mu = d_mu.astype(np.float64) * self.scale
         u[cs.rows] -= self.R @ d_mu
         d_lam = np.matmul(self.L_inv.transpose(0, 2, 1), u.reshape(T, Y, 1)).reshape(-1)
@@ -263,7 +335,7 @@ def _refined_solve(system: _Schur, g: np.ndarray, refine: int, check: bool):
     more in float32); a checked float32 solve goes on, up to ``SINGLE_MAX_REFINE`` steps, until its
     relative residual is below ``SINGLE_MAX_RESIDUAL``. Returns (x, whether that held)."""
     dx = system.solve_once(g)
-    steps = refine + system.single
+    steps = refine + system.single + (system.lu is not None)  # one more for a pivoted LU
     limit = (SINGLE_MAX_RESIDUAL if system.single else np.inf) * float(np.sqrt(g @ g))
     most = SINGLE_MAX_REFINE if system.single else steps
     k = 0
