@@ -105,19 +105,22 @@ def dense_newton_matrix(cs: _Cells, pi, q, W):
     return J.T @ (q[:, None] * J) + V.T @ (W[:, None] * V)
 
 
+def newton_state(cs: _Cells, rng):
+    """A state whose Newton matrix is positive definite: π a softmax on each pair, r > 0, slack s in
+    (0, 1), so W = r/s − r > 0; returns (π, q = r·π, W)."""
+    e = np.exp(rng.normal(size=cs.y.size))
+    pi = e / np.add.reduceat(e, cs.starts)[cs.which]
+    r = rng.uniform(0.1, 1.0, cs.n_pairs)
+    W = r / rng.uniform(0.05, 0.9, cs.n_pairs) - r
+    return pi, r[cs.which] * pi, W
+
+
 @pytest.mark.parametrize("single", [False, True])
 def test_schur_solve_matches_the_dense_newton_matrix(single):
     p_yt, p_ys = marginals(JOINTS["hist-10x60x50"])
     cs = _Cells(_Problem(p_yt, p_ys))
     rng = np.random.default_rng(7)
-    # A positive definite Newton matrix: π a softmax on each pair, r > 0, slack s in (0, 1), W > 0.
-    z = rng.normal(size=cs.y.size)
-    e = np.exp(z)
-    pi = e / np.add.reduceat(e, cs.starts)[cs.which]
-    r = rng.uniform(0.1, 1.0, cs.n_pairs)
-    s = rng.uniform(0.05, 0.9, cs.n_pairs)
-    W = r / s - r
-    q = r[cs.which] * pi
+    pi, q, W = newton_state(cs, rng)
     H = dense_newton_matrix(cs, pi, q, W)
     system = _Schur(cs, pi, q, W, single)
     g = rng.normal(size=cs.n_x)
@@ -186,12 +189,7 @@ def test_schur_complement_not_positive_definite_is_factorised_by_pivoted_lu(monk
     p_yt, p_ys = marginals(JOINTS["hist-30x40x40"])
     cs = _Cells(_Problem(p_yt, p_ys))
     rng = np.random.default_rng(8)
-    z = rng.normal(size=cs.y.size)
-    e = np.exp(z)
-    pi = e / np.add.reduceat(e, cs.starts)[cs.which]
-    r = rng.uniform(0.1, 1.0, cs.n_pairs)
-    W = r / rng.uniform(0.05, 0.9, cs.n_pairs) - r
-    q = r[cs.which] * pi
+    pi, q, W = newton_state(cs, rng)
     real = cells_mod.lapack.get_lapack_funcs
 
     def failing_potrf(names, arrays):
