@@ -238,18 +238,21 @@ def check(p: np.ndarray, counts: bool, symmetry: bool) -> tuple[list[str], float
     return problems, gap, seconds
 
 
+#: The sweeps, by name: each draws joint ``index`` of a seed from its own generator.
+SWEEPS = {"main": make_joint, "sparse": make_sparse_joint, "many-label": make_many_label_joint}
+
+
 def sweep(
     n: int,
     seed: int = 0,
     start: int = 0,
     symmetry_every: int = 10,
     out=sys.stdout,
-    sparse: bool = False,
-    many_labels: bool = False,
+    joints: str = "main",
 ) -> dict:
-    """Run joints start..start+n-1 of ``seed`` (of the sparse sweep with ``sparse``, of the
-    many-label sweep with ``many_labels``); returns the summary (and prints failures)."""
-    make = make_many_label_joint if many_labels else make_sparse_joint if sparse else make_joint
+    """Run joints start..start+n-1 of ``seed`` of the sweep named ``joints`` (``SWEEPS``); returns the
+    summary (and prints failures)."""
+    make = SWEEPS[joints]
     failures, uncertified = [], []
     certified = 0
     max_gap, worst = 0.0, (0.0, None)
@@ -303,19 +306,26 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="also write the summary as JSON here")
     which = ap.add_mutually_exclusive_group()
     which.add_argument(
-        "--sparse", action="store_true", help="the sparse sweep (make_sparse_joint: the cell route's joints)"
+        "--sparse",
+        dest="joints",
+        action="store_const",
+        const="sparse",
+        default="main",
+        help="the sparse sweep (make_sparse_joint: the cell route's joints)",
     )
     which.add_argument(
-        "--many-labels", action="store_true", help="the many-label sweep (make_many_label_joint)"
+        "--many-labels",
+        dest="joints",
+        action="store_const",
+        const="many-label",
+        help="the many-label sweep (make_many_label_joint)",
     )
     args = ap.parse_args(argv)
     machine = benchkit.machine_info(torch=False)
     print(benchkit.machine_line(machine), flush=True)
-    s = sweep(
-        args.n, args.seed, args.start, args.symmetry_every, sparse=args.sparse, many_labels=args.many_labels
-    )
+    s = sweep(args.n, args.seed, args.start, args.symmetry_every, joints=args.joints)
     s["machine"] = machine
-    sweep_name = "sparse " if args.sparse else "many-label " if args.many_labels else ""
+    sweep_name = "" if args.joints == "main" else args.joints + " "
     print(
         f"{s['n']} {sweep_name}joints (seed {s['seed']}, from {s['start']}): "
         f"{s['certified']} certified, "

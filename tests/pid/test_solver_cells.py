@@ -6,6 +6,7 @@ not certify."""
 
 import numpy as np
 import pytest
+from scipy.linalg import lapack
 
 from fast_routes import assert_decompose_agrees_without, assert_handed_back, assert_matches_reference
 from infodistill.pid.broja import _Problem, objective, solve_broja
@@ -190,7 +191,7 @@ def test_schur_complement_not_positive_definite_is_factorised_by_pivoted_lu(monk
     cs = _Cells(_Problem(p_yt, p_ys))
     rng = np.random.default_rng(8)
     pi, q, W = newton_state(cs, rng)
-    real = cells_mod.lapack.get_lapack_funcs
+    real = lapack.get_lapack_funcs
 
     def failing_potrf(names, arrays):
         funcs = real(names, arrays)
@@ -198,12 +199,60 @@ def test_schur_complement_not_positive_definite_is_factorised_by_pivoted_lu(monk
             return (lambda a, **kw: (a, 1),)
         return funcs
 
-    monkeypatch.setattr(cells_mod.lapack, "get_lapack_funcs", failing_potrf)
+    monkeypatch.setattr(lapack, "get_lapack_funcs", failing_potrf)
     with pytest.raises(np.linalg.LinAlgError):
         _Schur(cs, pi, q, W, True)
     system = _Schur(cs, pi, q, W, False)
-    assert system.lu is not None
+    assert system.pivoted
     H = dense_newton_matrix(cs, pi, q, W)
     g = rng.normal(size=cs.n_x)
     x_ref = np.linalg.solve(H, g)
     assert np.linalg.norm(system.solve_once(g) - x_ref) <= 1e-7 * np.linalg.norm(x_ref)
+
+
+def test_schur_complement_is_equilibrated_where_it_cancels(monkeypatch):
+    """Late on a 30-label histogram with one BLAS thread, C − RᵀR cancels to rounding in some columns.
+    Every Schur complement the run factorises must then still be equilibrated (diagonal at most 1,
+    not below the rounding floor's level), and the run certify on the cells. With the cancelled
+    diagonal floored at 1e-300, its diagonal held entries of −1e289 and the pivoted-LU fallback
+    factorised noise (this joint stopped uncertified once the fallback's solve changed)."""
+    from infodistill.pid.blas_threads import blas_threads
+    from infodistill.pid.broja.newton import _Factor
+
+    diagonals = []
+    real = _Factor.cholesky_lower.__func__
+
+    def spy(cls, low, scale):
+        diagonals.append(np.diagonal(low).copy())
+        return real(cls, low, scale)
+
+    monkeypatch.setattr(_Factor, "cholesky_lower", classmethod(spy))
+    p_yt, p_ys = marginals(JOINTS["hist-30x40x40"])
+    with blas_threads(1):
+        q, f, d, info = solve_cells(_Problem(p_yt, p_ys), TOL, first_path(p_yt, p_ys))
+    assert info["converged"] and info["newton"] == "cells" and 0 <= f - d <= TOL
+    assert diagonals
+    for diag in diagonals:
+        # Equilibrated by max(diagonal, floor·diag C): 1 where it does not cancel; where it does, the
+        # rounding of C's diagonal (a few ulp of it) over the floor, far below 1 in size.
+        assert np.all(diag <= 1 + 1e-5) and np.all(diag >= -1e-2)
+
+
+def test_a_joint_the_cells_certify_needs_no_room_for_the_general_route(monkeypatch):
+    """The general route's memory is checked only when it runs: a budget between the cells' arrays
+    and the general route's Newton system (both counted by their own functions) lets the cells
+    certify, where a budget below both is refused in one line."""
+    from infodistill.pid.broja.cells import cells_bytes
+    from infodistill.pid.broja.solve import solver_bytes
+    from infodistill.pid.limits import MEMORY_ENV
+
+    p_yt, p_ys = marginals(JOINTS["hist-10x60x50"])
+    prob = _Problem(p_yt, p_ys)
+    small, large = cells_bytes(prob), solver_bytes(prob)
+    assert small < large
+    monkeypatch.setenv(MEMORY_ENV, str((small + large) / 2 / 2**30))
+    q, f, d, info = solve_broja(p_yt, p_ys, TOL)
+    assert info["newton"] == "cells" and info["converged"] and 0 <= f - d <= TOL
+    monkeypatch.setenv(MEMORY_ENV, str(small / 2 / 2**30))
+    with pytest.raises(ValueError, match=MEMORY_ENV):
+        solve_broja(p_yt, p_ys, TOL)

@@ -167,7 +167,7 @@ def test_many_label_sweep_draws_its_own_joints_and_a_sample_certifies(fuzz):
     p, kind, counts = fuzz.make_many_label_joint(3, 5)
     again = fuzz.make_many_label_joint(3, 5)
     assert np.array_equal(p, again[0]) and (kind, counts) == again[1:]
-    s = fuzz.sweep(SAMPLE_MANY_LABELS, seed=1, symmetry_every=0, out=None, many_labels=True)
+    s = fuzz.sweep(SAMPLE_MANY_LABELS, seed=1, symmetry_every=0, out=None, joints="many-label")
     assert s["failures"] == 0, s["failed"]
     assert s["certified"] == SAMPLE_MANY_LABELS, s["uncertified_cases"]
 

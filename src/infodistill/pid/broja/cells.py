@@ -35,10 +35,10 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import linalg
-from scipy.linalg import lapack
 
 from ..limits import memory_budget
 from .certificates import EPS, sum_error_factor
+from .newton import _Factor
 from .problem import (
     DENSE_MAX_Y,
     PAIR_SPACE_ADVANTAGE,
@@ -97,6 +97,10 @@ SINGLE_MAX_REFINE = 3
 #: Refinement steps of the corrector's solve in float64 (on the bench's and the tests' histograms one
 #: step changed no iteration count and no certified gap).
 CORRECTOR_REFINE = 0
+
+#: The floor of the Schur complement's diagonal relative to C's diagonal in the equilibration: the
+#: level at which C − RᵀR is rounding, not signal, in float64.
+CANCEL_FLOOR = 1e-13
 
 
 def cells_bytes(prob: _Problem) -> float:
@@ -262,8 +266,12 @@ class _Schur:
         c_vals = np.bincount(cs.c_inv, g[cs.c_sel], minlength=cs.c_pos.size)
         diag = np.zeros(n_mu)
         diag[cs.c_diag_col] = c_vals[cs.c_diag]
+        c_diag = diag.copy()
         diag -= np.einsum("ij,ij->j", R, R)
-        scale = 1.0 / np.sqrt(np.maximum(diag, 1e-300))
+        # Late on joints with many labels C − RᵀR cancels to rounding in some columns (its diagonal
+        # then zero or negative): those are equilibrated by the rounding level of C's own diagonal,
+        # not by 1e-300 (which put entries of 1e290 in the matrix).
+        scale = 1.0 / np.sqrt(np.maximum(np.maximum(diag, CANCEL_FLOOR * c_diag), 1e-300))
         self.single = single
         dtype = np.float32 if single else np.float64
         Rs = np.multiply(R, scale, out=cs.buf_rs[dtype], casting="unsafe")
@@ -278,27 +286,21 @@ class _Schur:
             return low
 
         low = assemble()
-        (potrf,) = lapack.get_lapack_funcs(("potrf",), (low,))
-        fac, info = potrf(low, lower=1, clean=0, overwrite_a=1)
         self.scale = scale
-        self.lu = None
-        if info != 0:
+        factor = _Factor.cholesky_lower(low, scale)
+        if factor is None:
             if single:
                 raise np.linalg.LinAlgError("Schur complement not positive definite in float32")
             # Not numerically positive definite (late in the iteration, the cancellation in C − RᵀR
             # on joints with many labels, e.g. 64×128×128 histograms): pivoted LU of the same matrix,
-            # assembled again (potrf overwrote part of its triangle), as ``_Factor`` does.
+            # assembled again (potrf overwrote part of its triangle).
             low = assemble()
-            full = np.tril(low) + np.tril(low, -1).T
-            (getrf,) = lapack.get_lapack_funcs(("getrf",), (full,))
-            lu, piv, info = getrf(full, overwrite_a=1)
-            if info != 0:
+            full = np.ascontiguousarray(np.tril(low) + np.tril(low, -1).T)
+            factor = _Factor(full, spd=False, scale=scale)
+            if not np.all(np.diagonal(factor.fac[0])):
                 raise np.linalg.LinAlgError("Schur complement singular")
-            self.lu = (lu, piv)
-            (self.getrs,) = lapack.get_lapack_funcs(("getrs",), (lu,))
-            return
-        self.fac = fac
-        (self.potrs,) = lapack.get_lapack_funcs(("potrs",), (fac,))
+        self.factor = factor
+        self.pivoted = factor.kind == "lu"
 
     def solve_once(self, g: np.ndarray) -> np.ndarray:
         """An approximate solve H x = g (g over the unknowns λ, free μ)."""
@@ -309,11 +311,7 @@ class _Schur:
         gl[cs.rows] = g[:n_lam]
         u = np.matmul(self.L_inv, gl.reshape(T, Y, 1)).reshape(-1)
         rhs = g[n_lam:] - self.R.T @ u[cs.rows]
-        if self.lu is None:
-            d_mu = self.potrs(self.fac, (rhs * self.scale).astype(self.fac.dtype), lower=1)[0]
-        else:
-            d_mu = self.getrs(*self.lu, rhs * self.scale)[0]
-        d_mu = d_mu.astype(np.float64) * self.scale
+        d_mu = self.factor.solve(rhs)
         u[cs.rows] -= self.R @ d_mu
         d_lam = np.matmul(self.L_inv.transpose(0, 2, 1), u.reshape(T, Y, 1)).reshape(-1)
         return np.concatenate([d_lam[cs.rows], d_mu])
@@ -335,7 +333,7 @@ def _refined_solve(system: _Schur, g: np.ndarray, refine: int, check: bool):
     more in float32); a checked float32 solve goes on, up to ``SINGLE_MAX_REFINE`` steps, until its
     relative residual is below ``SINGLE_MAX_RESIDUAL``. Returns (x, whether that held)."""
     dx = system.solve_once(g)
-    steps = refine + system.single + (system.lu is not None)  # one more for a pivoted LU
+    steps = refine + system.single + system.pivoted  # one more for a pivoted LU
     limit = (SINGLE_MAX_RESIDUAL if system.single else np.inf) * float(np.sqrt(g @ g))
     most = SINGLE_MAX_REFINE if system.single else steps
     k = 0

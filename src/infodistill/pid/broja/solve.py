@@ -96,8 +96,6 @@ def solve_broja(
         seed = (q, f, d, info)
     prob = _Problem(p_yt, p_ys)
     (Y, T), S = p_yt.shape, p_ys.shape[1]
-    route = "pair space" if prob.pair_space else ("sparse" if is_sparse(prob) else "Schur")
-    check_bytes(solver_bytes(prob), f"the BROJA solver's Newton system for a {Y} x {T} x {S} joint ({route})")
     path = first_path(p_yt, p_ys)
     general_sparse = is_sparse(prob) and not prob.pair_space
     if seed is None and (path == "plain" or general_sparse) and cells_route(prob):
@@ -117,6 +115,10 @@ def solve_broja(
         if info["converged"]:
             return q, f, d, info
         seed = (q, f, d, info)
+    # The general route's memory is checked here, once the cells (whose own arrays ``cells_route``
+    # checked) have not certified: a joint they certify never needs the general route's system.
+    route = "pair space" if prob.pair_space else ("sparse" if is_sparse(prob) else "Schur")
+    check_bytes(solver_bytes(prob), f"the BROJA solver's Newton system for a {Y} x {T} x {S} joint ({route})")
     n = prob.n_pairs if prob.pair_space else p_ys.size
     with blas_threads(1 if n <= SINGLE_THREAD_MAX_N else None):
         return _solve_broja(prob, tol, max_iter, seed)
