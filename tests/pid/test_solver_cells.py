@@ -78,9 +78,10 @@ def test_cell_route_is_taken_and_matches_the_general_route(name):
     np.testing.assert_allclose(q.sum(axis=1), p_ys, rtol=0, atol=1e-15)
     assert q.min() >= 0 and np.all(q[~((p_yt > 0)[:, :, None] & (p_ys > 0)[:, None, :])] == 0)
     assert objective(q) <= f <= objective(q) + 1e-12
-    # The general route (independent code: the Schur complement assembled on the Y·T·S grid), under
-    # decompose's floating-point settings (an overflowing equilibration is rejected by the step rule).
-    with np.errstate(over="ignore"):
+    # The general route (independent code: the Schur complement assembled on the Y·T·S grid), with
+    # overflow an error: its equilibration floors a cancelled diagonal (``newton.CANCEL_FLOOR``);
+    # floored at 1e-300, hist-30x40x40's sparse Schur complement overflowed.
+    with np.errstate(over="raise"):
         q2, f2, d2, info2 = _solve_broja(_Problem(p_yt, p_ys), TOL, 100)
     assert info2["converged"] and info2["newton"] != "cells"
     assert abs(f - f2) <= (f - d) + (f2 - d2) + 1e-12

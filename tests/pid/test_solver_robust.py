@@ -132,6 +132,40 @@ def test_uncertified_sweep_joints_are_certified(fuzz, seed, index):
     assert 0.0 <= gap <= DEFAULT_TOL_BITS
 
 
+#: Reweighted sparse histograms (sparse sweep, seed 1) left uncertified by every run with the common
+#: step length (143: 2.2e-7 bits, 275: 1.2e-5), certified by the restarts with split step lengths
+#: (``_InteriorPoint``'s ``split``): the pair masses r to their own boundary, (λ, μ) to theirs.
+SPLIT_REGRESSIONS = (143, 275)
+
+
+@pytest.mark.parametrize("index", SPLIT_REGRESSIONS)
+def test_reweighted_sparse_histograms_are_certified_by_the_split_restarts(fuzz, index):
+    p, kind, counts = fuzz.make_sparse_joint(1, index)
+    assert kind == "hist-skewed"
+    r = strict_decompose(p, counts=counts)
+    assert 0.0 <= r.gap <= DEFAULT_TOL_BITS and r.solver["converged"]
+    assert "split" in r.solver["paths"][-1]  # the run that closed the gap
+    problems, gap, _ = fuzz.check(p, counts, symmetry=True)
+    assert problems == []
+
+
+def test_a_run_whose_steps_do_not_move_stops_early(fuzz):
+    """The plain path on a reweighted histogram (sparse sweep, seed 1, joint 275) takes steps of
+    ~1e-7 from its start and moves Σ r·(−c) by ~1e-6 of itself per ten: the run stops after
+    ``NO_PROGRESS_SPAN`` of them instead of taking all 100, with bounds still ordered."""
+    from infodistill.pid.broja.interior_point import NO_PROGRESS_SPAN, _solve_path
+    from infodistill.pid.broja.problem import _Problem
+
+    p, _, _ = fuzz.make_sparse_joint(1, 275)
+    p_yt, p_ys = p.sum(axis=2), p.sum(axis=1)
+    if p_ys.shape[1] > p_yt.shape[1]:
+        p_yt, p_ys = p_ys, p_yt  # as ``decompose`` orders T and S
+    tol = DEFAULT_TOL_BITS * math.log(2)
+    q, f, d, info = _solve_path(_Problem(p_yt, p_ys), tol, 100, "plain")
+    assert NO_PROGRESS_SPAN <= info["iterations"] <= 2 * NO_PROGRESS_SPAN + 1
+    assert not info["converged"] and d <= f
+
+
 def test_checker_mutual_information_with_subnormal_cells(fuzz):
     """Seed-0 joint 2880: a Q cell of 1.5e-323 with a pair mass as small made the checker's
     p_x·p_z underflow to 0 and I_Q infinite; the solver's result was certified all along."""

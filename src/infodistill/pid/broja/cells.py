@@ -38,7 +38,7 @@ from scipy import linalg
 
 from ..limits import memory_budget
 from .certificates import EPS, sum_error_factor
-from .newton import _Factor
+from .newton import _Factor, floor
 from .problem import (
     DENSE_MAX_Y,
     PAIR_SPACE_ADVANTAGE,
@@ -97,10 +97,6 @@ SINGLE_MAX_REFINE = 3
 #: Refinement steps of the corrector's solve in float64 (on the bench's and the tests' histograms one
 #: step changed no iteration count and no certified gap).
 CORRECTOR_REFINE = 0
-
-#: The floor of the Schur complement's diagonal relative to C's diagonal in the equilibration: the
-#: level at which C − RᵀR is rounding, not signal, in float64.
-CANCEL_FLOOR = 1e-13
 
 
 def cells_bytes(prob: _Problem) -> float:
@@ -268,10 +264,8 @@ class _Schur:
         diag[cs.c_diag_col] = c_vals[cs.c_diag]
         c_diag = diag.copy()
         diag -= np.einsum("ij,ij->j", R, R)
-        # Late on joints with many labels C − RᵀR cancels to rounding in some columns (its diagonal
-        # then zero or negative): those are equilibrated by the rounding level of C's own diagonal,
-        # not by 1e-300 (which put entries of 1e290 in the matrix).
-        scale = 1.0 / np.sqrt(np.maximum(np.maximum(diag, CANCEL_FLOOR * c_diag), 1e-300))
+        # (Equilibrated with the floor of ``newton.CANCEL_FLOOR`` where C − RᵀR cancels.)
+        scale = 1.0 / np.sqrt(np.maximum(diag, floor(c_diag)))
         self.single = single
         dtype = np.float32 if single else np.float64
         Rs = np.multiply(R, scale, out=cs.buf_rs[dtype], casting="unsafe")

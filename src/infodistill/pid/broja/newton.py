@@ -20,6 +20,18 @@ def _block_diagonal(blocks: np.ndarray):
     return sparse.bsr_matrix((blocks, np.arange(n), np.arange(n + 1)), shape=(n * k, n * k)).tocsr()
 
 
+#: The floor of a Schur complement's diagonal C − (coupling) relative to C's own diagonal in its
+#: equilibration: below it the difference is rounding, not signal, in float64. Late on skewed and
+#: many-label joints the difference cancels to zero or below in some columns; a floor of 1e-300 then
+#: scaled those rows by 1e150 (entries of 1e290, overflow) and the factorisation solved noise.
+CANCEL_FLOOR = 1e-13
+
+
+def floor(c_diag: np.ndarray) -> np.ndarray:
+    """The equilibration's floor for a Schur complement whose C has diagonal ``c_diag``."""
+    return np.maximum(CANCEL_FLOOR * c_diag, 1e-300)
+
+
 class _Factor:
     """Cholesky (LAPACK potrf/potrs) of a symmetric matrix, or pivoted LU where it is not numerically
     positive definite. The matrix is symmetrically equilibrated first (diagonal scaled to 1): late
@@ -200,7 +212,8 @@ class _NewtonSystem(_NewtonBase):
             # below, by scaling the stored entries (no sparse products).
             schur.data *= keep[schur.row] * keep[schur.col]
             schur = (schur + sparse.diags(1.0 - keep)).tocoo()
-            self.scale = 1.0 / np.sqrt(np.maximum(schur.diagonal(), 1e-300))
+            c_diag = C[:, idx, idx].reshape(-1)
+            self.scale = 1.0 / np.sqrt(np.maximum(schur.diagonal(), floor(c_diag)))
             schur.data *= self.scale[schur.row] * self.scale[schur.col]
             self.factor = splinalg.splu(schur.tocsc())
             return
@@ -220,7 +233,10 @@ class _NewtonSystem(_NewtonBase):
         schur *= keep[:, None]
         schur *= keep[None, :]
         schur[prob.pin, prob.pin] = 1.0
-        self.factor = _Factor(schur)
+        scale = 1.0 / np.sqrt(np.maximum(np.abs(np.diagonal(schur)), floor(C[:, idx, idx].reshape(-1))))
+        schur *= scale[:, None]
+        schur *= scale[None, :]
+        self.factor = _Factor(schur, scale=scale)
 
     #: The μ of the Schur complement factorised by the SYRK route (indices into the (s, z)-flat μ),
     #: when it is solved on the used, unpinned μ only (``_Problem.schur_index``); None: all of them.
@@ -259,8 +275,8 @@ class _NewtonSystem(_NewtonBase):
             ci, cj = ci + np.arange(S)[:, None, None], cj + np.arange(S)[:, None, None]
             cs, cy, cz = np.arange(S)[:, None, None], np.arange(Y)[None, :, None], np.arange(Y)[None, None, :]
         if compress:
-            diag = C[:, idx, idx].reshape(-1)[cols] - np.einsum("ij,ij->j", R, R)
-            scale = 1.0 / np.sqrt(np.maximum(diag, 1e-300))
+            c_diag = C[:, idx, idx].reshape(-1)[cols]
+            scale = 1.0 / np.sqrt(np.maximum(c_diag - np.einsum("ij,ij->j", R, R), floor(c_diag)))
             Rs = np.multiply(R, scale, dtype=np.float32 if single else np.float64)
         self.single = single
         (syrk,) = linalg.get_blas_funcs(("syrk",), (Rs,))
@@ -303,8 +319,9 @@ class _NewtonSystem(_NewtonBase):
         Wz = W[:, None, :] * pi_t  # (T, Y, S): W[t,s] π[z,t,s]
         norms = q_t * (q_t * self.A_inv[:, idx, idx][:, :, None] + 2.0 * Wz * A_pi)
         norms += Wz * Wz * p_a_p[:, None, :]
-        diag = C[:, idx, idx].T - norms.sum(axis=0)  # (Y, S): (z, s)-flat
-        scale = 1.0 / np.sqrt(np.maximum(diag, 1e-300))
+        c_diag = C[:, idx, idx].T
+        diag = c_diag - norms.sum(axis=0)  # (Y, S): (z, s)-flat
+        scale = 1.0 / np.sqrt(np.maximum(diag, floor(c_diag)))
         scale[np.arange(Y), prob.pin // Y] = 0.0  # pinned rows and columns: identity, set by the caller
         dtype = np.float32 if single else np.float64
         buffers = prob.__dict__.setdefault("_r_buffers", {})
