@@ -231,6 +231,9 @@ def _solve_path(
     factorisation: "schur", "pair" or "sparse"), single_precision_steps, finish_attempts, and
     finished_by when the active-set finish closed the gap.
 
+    ``max_move``: the largest change of any λ or μ in one step (``MAX_DUAL_MOVE``); ``split``: the
+    pair masses r step to their own boundary, (λ, μ) to theirs, instead of one common step length.
+
     Returns (q, f_upper, d_lower, info): an exactly feasible q with f(q) ≤ f_upper and a dual
     bound d_lower ≤ min f, both including a bound on their own rounding error (``objective_bound``,
     ``_Problem.lower_bound``), so the optimum lies in [d_lower, f_upper] and f_upper ≥ d_lower
