@@ -192,10 +192,10 @@ def _solve_broja(
     # Then the weighted path with split step lengths, r to its own boundary (``_InteriorPoint``),
     # without and with the cautious limit, before the cautious run: reweighted sparse histograms
     # crawl on the common step, which the pairs of tiny mass leaving the optimum's support cut to
-    # 0.1–0.5 (many-label sweep, seed 0, joints 174 and 186; sparse sweep, seed 1, joints 143 and
-    # 275: left at 1e-7..1e-5 bits after every path below, certified by one of these two). The
-    # skewed joints of the main sweep need the common step (split on every run: seed 0, joints 436
-    # and 1241 uncertified), so these are restarts.
+    # 0.1–0.6 (many-label sweep, seed 0, joints 174 and 186; sparse sweep, seed 1, joints 143 and
+    # 275: left at 1e-7..1e-5 bits after every path below, certified by one of these two). Some
+    # skewed joints of the main sweep need the common step (split on every run: seed 0, joints
+    # 403, 436 and 1241 uncertified), so these are restarts.
     runs[1:1] = [(prob, RESTART_PATHS[0], None, True), (prob, RESTART_PATHS[0], CAUTIOUS_DUAL_MOVE, True)]
     if prob.pair_space or is_sparse(prob):
         # Pair space (Woodbury) forms D⁻¹ of the label blocks explicitly; with masses of 1e-14 its
