@@ -281,6 +281,7 @@ def sweep(
                 print(f"FAIL seed={seed} index={i} shape={p.shape} kind={kind}: {what}", file=out)
                 out.flush()
     summary = dict(
+        joints=joints,
         n=n,
         seed=seed,
         start=start,
