@@ -35,15 +35,23 @@ def floor(c_diag: np.ndarray) -> np.ndarray:
 class _Factor:
     """Cholesky (LAPACK potrf/potrs) of a symmetric matrix, or pivoted LU where it is not numerically
     positive definite. The matrix is symmetrically equilibrated first (diagonal scaled to 1): late
-    in the iteration its diagonal spans many orders of magnitude. ``scale``: the matrix was already
-    equilibrated with it. A float32 matrix is factorised in single precision (half the time);
-    solves take and return float64. The matrix is overwritten."""
+    in the iteration its diagonal spans many orders of magnitude. ``floor``: the least |diagonal|
+    the equilibration divides by (a Schur complement's is cancellation where it falls below
+    ``newton.floor``). ``scale``: the matrix was already equilibrated with it. A float32 matrix is
+    factorised in single precision (half the time); solves take and return float64. The matrix is
+    overwritten."""
 
-    def __init__(self, a: np.ndarray, spd: bool = True, scale: np.ndarray | None = None):
+    def __init__(
+        self,
+        a: np.ndarray,
+        spd: bool = True,
+        scale: np.ndarray | None = None,
+        floor: np.ndarray | float = 1e-300,
+    ):
         n = a.shape[0]
         potrf, getrf = lapack.get_lapack_funcs(("potrf", "getrf"), (a,))
         if scale is None:
-            scale = 1.0 / np.sqrt(np.maximum(np.abs(np.diag(a)), 1e-300))
+            scale = 1.0 / np.sqrt(np.maximum(np.abs(np.diag(a)), floor))
             a *= scale[:, None]
             a *= scale[None, :]
         self.scale = scale.astype(a.dtype)
@@ -233,10 +241,7 @@ class _NewtonSystem(_NewtonBase):
         schur *= keep[:, None]
         schur *= keep[None, :]
         schur[prob.pin, prob.pin] = 1.0
-        scale = 1.0 / np.sqrt(np.maximum(np.abs(np.diagonal(schur)), floor(C[:, idx, idx].reshape(-1))))
-        schur *= scale[:, None]
-        schur *= scale[None, :]
-        self.factor = _Factor(schur, scale=scale)
+        self.factor = _Factor(schur, floor=floor(C[:, idx, idx].reshape(-1)))
 
     #: The μ of the Schur complement factorised by the SYRK route (indices into the (s, z)-flat μ),
     #: when it is solved on the used, unpinned μ only (``_Problem.schur_index``); None: all of them.

@@ -56,6 +56,11 @@ def first_path(p_yt: np.ndarray, p_ys: np.ndarray) -> str:
     return "weighted"
 
 
+def _split_label(split: bool) -> str:
+    """The suffix of a run's label in ``SolverInfo.paths`` when its steps were split."""
+    return " split" if split else ""
+
+
 #: The dense Schur-complement restart of a pair-space or sparse problem is tried up to this size
 #: S·Y of its Newton system (100×32×32: 3200, ~0.5 s a step on 2 cores).
 RESTART_DENSE_MAX_N = 3200
@@ -215,7 +220,7 @@ def _solve_broja(
         q, f, d, more = _solve_path(run_prob, tol, max_iter, path, move, split)
         ipm = more.pop("_ipm")
         route = f" ({more['newton']})" if run_prob is not prob else ""
-        paths.append(path + route + (" cautious" if move else "") + (" split" if split else ""))
+        paths.append(path + route + (" cautious" if move else "") + _split_label(split))
         iterations += more["iterations"]
         if info is None:
             info = more
@@ -250,9 +255,7 @@ def _solve_broja(
             break
         q, _, d, more = _solve_path(flip, tol, max_iter, RESTART_PATHS[0], split=split)
         ipm = more.pop("_ipm")
-        paths.append(
-            RESTART_PATHS[0] + f" ({more['newton']}, T and S exchanged)" + (" split" if split else "")
-        )
+        paths.append(RESTART_PATHS[0] + f" ({more['newton']}, T and S exchanged)" + _split_label(split))
         iterations += more["iterations"]
         q = round_to_feasible(q.transpose(0, 2, 1), prob.p_yt, prob.p_ys)
         f, err = objective_bound(q)
