@@ -238,6 +238,9 @@ def check(p: np.ndarray, counts: bool, symmetry: bool) -> tuple[list[str], float
     return problems, gap, seconds
 
 
+#: The summary lists this many of the slowest joints.
+SLOWEST_KEPT = 5
+
 #: The sweeps, by name: each draws joint ``index`` of a seed from its own generator.
 SWEEPS = {"main": make_joint, "sparse": make_sparse_joint, "many-label": make_many_label_joint}
 
@@ -255,7 +258,7 @@ def sweep(
     make = SWEEPS[joints]
     failures, uncertified = [], []
     certified = 0
-    max_gap, worst = 0.0, (0.0, None)
+    max_gap, times = 0.0, []
     t0 = time.perf_counter()
     for i in range(start, start + n):
         p, kind, counts = make(seed, i)
@@ -272,8 +275,7 @@ def sweep(
                 )
         if gap == gap:
             max_gap = max(max_gap, gap)
-        if seconds > worst[0]:
-            worst = (seconds, dict(index=i, shape=list(p.shape), kind=kind))
+        times.append((seconds, dict(index=i, shape=list(p.shape), kind=kind)))
         if problems:
             failures.append(dict(seed=seed, index=i, shape=list(p.shape), kind=kind, problems=problems))
             if out is not None:
@@ -289,8 +291,10 @@ def sweep(
         uncertified=len(uncertified),
         failures=len(failures),
         max_gap_bits=max_gap,
-        worst_seconds=worst[0],
-        worst_case=worst[1],
+        worst_seconds=max(times, key=lambda x: x[0], default=(0.0, None))[0],
+        worst_case=max(times, key=lambda x: x[0], default=(0.0, None))[1],
+        # The SLOWEST_KEPT slowest joints, slowest first (where the solver's time goes).
+        slowest=[dict(seconds=t, **case) for t, case in sorted(times, key=lambda x: -x[0])[:SLOWEST_KEPT]],
         total_seconds=time.perf_counter() - t0,
         failed=failures,
         uncertified_cases=uncertified,
@@ -334,6 +338,8 @@ def main(argv=None) -> int:
         f"max gap {s['max_gap_bits']:.3g} bits; slowest {s['worst_seconds']:.2f} s "
         f"{s['worst_case']}; total {s['total_seconds']:.0f} s"
     )
+    slowest = (f"{c['index']} {c['kind']} {c['seconds']:.2f} s" for c in s["slowest"])
+    print("slowest joints: " + ", ".join(slowest))
     if args.json:
         benchkit.write_json(args.json, s, indent=1)
     return 1 if s["failures"] else 0

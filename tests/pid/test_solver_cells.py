@@ -117,10 +117,17 @@ def newton_state(cs: _Cells, rng):
     return pi, r[cs.which] * pi, W
 
 
+@pytest.mark.parametrize("name", ["hist-10x60x50", "hist-30x40x40"])
+@pytest.mark.parametrize("r_dense", [False, True])
 @pytest.mark.parametrize("single", [False, True])
-def test_schur_solve_matches_the_dense_newton_matrix(single):
-    p_yt, p_ys = marginals(JOINTS["hist-10x60x50"])
+def test_schur_solve_matches_the_dense_newton_matrix(monkeypatch, name, r_dense, single):
+    """Both ways of forming R = L⁻¹B (scatter, dense batched product), with the label blocks
+    compressed to the labels each t uses (``_Cells.K``: 9 of 10 and 15 of 30 here)."""
+    monkeypatch.setattr(cells_mod, "R_DENSE_ADVANTAGE", np.inf if r_dense else 0.0)
+    p_yt, p_ys = marginals(JOINTS[name])
     cs = _Cells(_Problem(p_yt, p_ys))
+    assert cs.r_dense == r_dense
+    assert cs.K == (p_yt > 0).sum(axis=0).max() < p_yt.shape[0]
     rng = np.random.default_rng(7)
     pi, q, W = newton_state(cs, rng)
     H = dense_newton_matrix(cs, pi, q, W)

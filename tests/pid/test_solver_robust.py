@@ -149,6 +149,50 @@ def test_reweighted_sparse_histograms_are_certified_by_the_split_restarts(fuzz, 
     assert problems == []
 
 
+def test_cells_run_the_weighted_path_before_handing_back_to_the_sparse_route(fuzz):
+    """Many-label sweep, seed 0, joint 93 (an 81×37×74 reweighted histogram of narrow mass range):
+    the cells' plain run stalls and the general route would be the sparse Schur complement, which
+    took 225 iterations (128 s on the 2-core Xeon) to certify it; the cells' weighted run
+    certifies it, and the general route does not run."""
+    p, kind, counts = fuzz.make_many_label_joint(0, 93)
+    assert kind == "hist-skewed"
+    r = strict_decompose(p, counts=counts)
+    assert r.solver["newton"] == "cells" and r.solver["paths"] == ["plain", "weighted"]
+    assert 0.0 <= r.gap <= DEFAULT_TOL_BITS and r.solver["converged"]
+    problems, _, _ = fuzz.check(p, counts, symmetry=False)
+    assert problems == []
+
+
+def test_bounds_of_two_runs_combine(monkeypatch):
+    """Two uncertified cell runs whose best upper bound (the first's) and best lower bound (the
+    second's) are within the tolerance together: ``solve_broja`` returns the combination as
+    certified, without the general route; planted bounds, replacing ``solve_cells``."""
+    from infodistill.pid.broja import solve as solve_mod
+
+    p_yt = np.array([[0.3, 0.2], [0.1, 0.4]])
+    p_ys = np.array([[0.25, 0.25], [0.2, 0.3]])
+    q0 = np.full((2, 2, 2), 0.125)
+    runs = {"plain": (q0, 1.0, 0.5, 3), "weighted": (None, np.inf, 0.999, 4)}
+
+    def planted(prob, tol, path, max_iter=100):
+        q, f, d, its = runs[path]
+        info = dict(iterations=its, converged=False, newton="cells", single_precision_steps=1, gap=f - d)
+        return q, f, d, info
+
+    monkeypatch.setattr(solve_mod, "small_route", lambda *a: False)
+    monkeypatch.setattr(solve_mod, "first_path", lambda *a: "plain")
+    monkeypatch.setattr(solve_mod, "is_sparse", lambda prob: True)
+    monkeypatch.setattr(solve_mod._Problem, "pair_space", property(lambda self: False))
+    monkeypatch.setattr(solve_mod, "cells_route", lambda prob: True)
+    monkeypatch.setattr(solve_mod, "solve_cells", planted)
+    monkeypatch.setattr(solve_mod, "_solve_broja", lambda *a: pytest.fail("handed back"))
+    q, f, d, info = solve_mod.solve_broja(p_yt, p_ys, tol=0.01)
+    assert q is q0 and (f, d) == (1.0, 0.999)
+    assert info["converged"] and info["gap"] == pytest.approx(0.001)
+    assert info["paths"] == ["plain", "weighted"] and info["iterations"] == 7
+    assert info["single_precision_steps"] == 2
+
+
 def test_a_run_whose_steps_do_not_move_stops_early(fuzz):
     """The plain path on a reweighted histogram (sparse sweep, seed 1, joint 275) takes steps of
     ~1e-7 from its start and moves Σ r·(−c) by ~1e-6 of itself per ten: the run stops after

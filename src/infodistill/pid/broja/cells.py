@@ -163,6 +163,18 @@ class _Cells:
         self.cl, self.cm = lam_slot[t * Y + y], mu_slot[s * Y + y]
         self.hx_index = np.concatenate([self.cl, self.cm])
         self.lam_t, self.lam_y = rows // Y, rows % Y
+        # The label blocks A_t hold only the labels t uses (P(y, t) > 0), in label order, padded
+        # with the identity to the widest block K: the others are identity rows and columns of the
+        # full Y×Y block, which its Cholesky and inverse would carry at O(Y³) per t (50×128×128
+        # histograms: at most 9 of 50 labels per t, the (128, 50, 50) inverse 40 % of the solve).
+        per_t = np.bincount(self.lam_t, minlength=T)
+        row_start = np.cumsum(per_t) - per_t
+        K = max(int(per_t.max(initial=0)), 1)
+        self.K = K
+        rank = np.arange(n_lam) - row_start[self.lam_t]  # place of each used λ in its block
+        lam_rank = np.full(T * Y, -1)
+        lam_rank[rows] = rank
+        self.lam_pos = self.lam_t * K + rank  # each used λ's row in the (T, K) blocks
         self.mu_s, self.mu_y = cols // Y, cols % Y
         self.pin_s, self.pin_y = pin // Y, pin % Y
         # Entries (i, j) of G: cells of the same pair, i's label first.
@@ -172,41 +184,38 @@ class _Cells:
         ej = first[ei] + np.arange(ei.size) - np.repeat(np.cumsum(k) - k, k)
         self.ei, self.ej, self.ep = ei, ej, which[ei]
         self.diag_e = ei == ej
-        # A (T, Y, Y): every entry.
-        self.a_index = (t[ei] * Y + y[ei]) * Y + y[ej]
+        # A (T, K, K): every entry (a pair's cells use their labels' λ at its t).
+        self.a_index = (t[ei] * K + lam_rank[t[ei] * Y + y[ei]]) * K + lam_rank[t[ej] * Y + y[ej]]
         # B (T, Y, n_mu): entries whose column μ(y_j, s) is free (no two share a position).
         free_j = (self.cm[ej] >= n_lam) & (self.cm[ej] < self.n_x)
         self.b_sel = np.flatnonzero(free_j)
-        self.b_pos = (t[ei[free_j]] * Y + y[ei[free_j]]) * n_mu + (self.cm[ej[free_j]] - n_lam)
+        self.b_pos = self.lam_pos[self.cl[ei[free_j]]] * n_mu + (self.cm[ej[free_j]] - n_lam)
         # R = L⁻¹B on the used λ rows, as a scatter: B's entry (t, z, column) meets L_t⁻¹[y, z]
-        # for the used labels y ≥ z of block t (L_t⁻¹ is lower triangular and, with A's identity
-        # on unused labels, zero between used and unused ones): Σ over B's entries of the used
-        # labels of their t, instead of a dense (T, Y, Y)·(T, Y, free μ) product.
-        b_t, b_z = t[ei[free_j]], y[ei[free_j]]
+        # for the used labels y ≥ z of block t (L_t⁻¹ is lower triangular): Σ over B's entries of
+        # the used labels of their t, instead of a dense (T, K, K)·(T, K, free μ) product.
+        b_t = t[ei[free_j]]
+        b_rank = rank[self.cl[ei[free_j]]]  # z's place in block t
         b_col = self.cm[ej[free_j]] - n_lam
-        per_t = np.bincount(rows // Y, minlength=T)
-        row_start = np.cumsum(per_t) - per_t
         # The scatter costs ~Σ_entries (used labels of the block)/2 bincount terms; a dense batched
         # product T·Y²·(free μ) multiply-adds at BLAS speed (~10× cheaper per term): dense joints
         # take the product, with B kept in a buffer whose nonzero positions never change.
         scatter_terms = 0.5 * float(per_t[b_t].sum())
-        self.r_dense = T * Y * Y * n_mu < R_DENSE_ADVANTAGE * scatter_terms
+        self.r_dense = T * K * K * n_mu < R_DENSE_ADVANTAGE * scatter_terms
         if self.r_dense:
-            self.b_buf = np.zeros(T * Y * n_mu)
+            self.b_buf = np.zeros(T * K * n_mu)
         self.r_size = n_lam * n_mu
         # For each rank k within its block, the B entries whose block has a k-th used label.
         parts_e, parts_r = [], []
         for k in range(0 if self.r_dense else int(per_t.max(initial=0))):
             e_k = np.flatnonzero(per_t[b_t] > k)
             r_k = row_start[b_t[e_k]] + k
-            keep = rows[r_k] % Y >= b_z[e_k]
+            keep = k >= b_rank[e_k]
             parts_e.append(e_k[keep])
             parts_r.append(r_k[keep])
         e = np.concatenate(parts_e) if parts_e else np.zeros(0, int)
         r_of = np.concatenate(parts_r) if parts_r else np.zeros(0, int)
-        y_of = rows[r_of] % Y
         self.r_entry = self.b_sel[e]  # into G's entries
-        self.r_linv = (b_t[e] * Y + y_of) * Y + b_z[e]  # into L⁻¹ (T, Y, Y) flat
+        self.r_linv = (b_t[e] * K + rank[r_of]) * K + b_rank[e]  # into L⁻¹ (T, K, K) flat
         self.r_target = r_of * n_mu + b_col[e]  # into R (used λ, free μ) flat
         # Work buffers of the factorisation (reused every iteration: no page faults).
         self.buf_rs = {np.float64: np.empty((n_lam, n_mu)), np.float32: np.empty((n_lam, n_mu), np.float32)}
@@ -230,9 +239,9 @@ class _Cells:
         # updated: the other keeps what the buffer held and is never read.
         self.c_tri = np.flatnonzero(c_i <= c_j)
         self.c_pos_tri, self.c_i, self.c_j = self.c_pos[self.c_tri], c_i[self.c_tri], c_j[self.c_tri]
-        # Diagonal positions of A's unused λ: (t, y, y) flat for P(y, t) = 0.
-        ty = np.flatnonzero(~prob.m_yt.T.reshape(-1))
-        self.a_unused = (ty // Y * Y + ty % Y) * Y + ty % Y
+        # Diagonal positions of A's padding: (t, k, k) flat for k ≥ the labels t uses.
+        pad = np.flatnonzero(np.arange(K)[None, :] >= per_t[:, None])
+        self.a_unused = (pad // K * K + pad % K) * K + pad % K
         self.ytc, self.ysc = y * T + t, y * S + s  # flat (y,t), (y,s) of each cell
 
 
@@ -245,16 +254,17 @@ class _Schur:
         self.cs, self.pi, self.q, self.W = cs, pi, q, W
         g = W[cs.ep] * pi[cs.ei] * pi[cs.ej]
         g[cs.diag_e] += q
-        A = np.bincount(cs.a_index, g, minlength=T * Y * Y)
+        K = cs.K
+        A = np.bincount(cs.a_index, g, minlength=T * K * K)
         A[cs.a_unused] = 1.0
-        A = A.reshape(T, Y, Y)
+        A = A.reshape(T, K, K)
         L_inv = np.linalg.inv(np.linalg.cholesky(A))  # LinAlgError: handed back
         self.L_inv = L_inv
         if cs.r_dense:
             cs.b_buf[cs.b_pos] = g[cs.b_sel]
-            R = np.matmul(L_inv, cs.b_buf.reshape(T, Y, n_mu)).reshape(T * Y, n_mu)
-            if cs.n_lam < T * Y:
-                R = np.take(R, cs.rows, axis=0)
+            R = np.matmul(L_inv, cs.b_buf.reshape(T, K, n_mu)).reshape(T * K, n_mu)
+            if cs.n_lam < T * K:
+                R = np.take(R, cs.lam_pos, axis=0)
         else:
             R = np.bincount(cs.r_target, L_inv.reshape(-1)[cs.r_linv] * g[cs.r_entry], minlength=cs.r_size)
             R = R.reshape(cs.n_lam, n_mu)
@@ -301,14 +311,15 @@ class _Schur:
         cs = self.cs
         Y, T, _ = cs.shape
         n_lam = cs.n_lam
-        gl = np.zeros(T * Y)
-        gl[cs.rows] = g[:n_lam]
-        u = np.matmul(self.L_inv, gl.reshape(T, Y, 1)).reshape(-1)
-        rhs = g[n_lam:] - self.R.T @ u[cs.rows]
+        K = cs.K
+        gl = np.zeros(T * K)
+        gl[cs.lam_pos] = g[:n_lam]
+        u = np.matmul(self.L_inv, gl.reshape(T, K, 1)).reshape(-1)
+        rhs = g[n_lam:] - self.R.T @ u[cs.lam_pos]
         d_mu = self.factor.solve(rhs)
-        u[cs.rows] -= self.R @ d_mu
-        d_lam = np.matmul(self.L_inv.transpose(0, 2, 1), u.reshape(T, Y, 1)).reshape(-1)
-        return np.concatenate([d_lam[cs.rows], d_mu])
+        u[cs.lam_pos] -= self.R @ d_mu
+        d_lam = np.matmul(self.L_inv.transpose(0, 2, 1), u.reshape(T, K, 1)).reshape(-1)
+        return np.concatenate([d_lam[cs.lam_pos], d_mu])
 
     def matvec(self, x: np.ndarray) -> np.ndarray:
         """The exact product H x on the cells."""

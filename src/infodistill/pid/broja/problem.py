@@ -205,10 +205,11 @@ def pair_space_work(prob: _Problem) -> float:
 def cells_work(prob: _Problem) -> float:
     """Modelled work (flops) of one factorisation on the support cells (``cells.solve_cells``): the
     SYRK of R (used λ × free μ), the Cholesky of the Schur complement on the free μ and the
-    label blocks, T·Y³."""
+    label blocks, T·K³ (K: the most labels one t uses, the blocks' width there)."""
     rows, cols, _ = prob.schur_index()
     Y, T = prob.p_yt.shape
-    return rows.size * cols.size**2 + cols.size**3 / 3 + T * Y**3
+    K = int(np.bincount(rows // Y, minlength=T).max(initial=0))
+    return rows.size * cols.size**2 + cols.size**3 / 3 + T * K**3
 
 
 def _pair_space(prob: _Problem) -> bool:
