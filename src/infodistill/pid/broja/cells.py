@@ -23,7 +23,10 @@ route's compressed SYRK route does (``_NewtonSystem._factor_syrk``), assembled f
   cancellation in C − RᵀR, late on joints with many labels), by pivoted LU, its solves refined one
   step more;
 * a solve is dμ = S⁻¹(g_μ − Rᵀ L⁻¹ g_λ), dλ = L⁻ᵀ(L⁻¹ g_λ − R dμ), refined against the exact
-  product H·x = Jᵀ(q ∘ Jx) + Vᵀ(W ∘ Vx) on the cells (two bincounts and one reduceat).
+  product H·x = Jᵀ(q ∘ Jx) + Vᵀ(W ∘ Vx) on the cells (three bincounts).
+
+Sums over each pair's cells are ``np.bincount(which, x, minlength=pairs)``: 4.5× faster than
+``np.add.reduceat(x, starts)`` on hist-10x128x128's 17 128 cells (25 against 112 µs, 2-core Xeon).
 
 The iteration (start, central path, Mehrotra predictor-corrector with the curvature term, step
 rule, certificates on the cells) is ``solve_small``'s; a run that does not certify (stall, no step,
@@ -327,7 +330,7 @@ class _Schur:
         xs = np.zeros(cs.m)
         xs[: cs.n_x] = x
         dz = xs[cs.cl] + xs[cs.cm]
-        v = np.add.reduceat(self.pi * dz, cs.starts)
+        v = np.bincount(cs.which, self.pi * dz, minlength=cs.n_pairs)
         gz = self.q * dz + self.pi * (self.W * v)[cs.which]
         out = np.bincount(cs.hx_index, np.concatenate([gz, gz]), minlength=cs.m)
         return out[: cs.n_x]
@@ -373,7 +376,7 @@ def solve_cells(prob: _Problem, tol: float, path: str = "plain", max_iter: int =
 
     # Start: Q0 = P(y,t) P(y,s) / P(y), as ``_InteriorPoint``; the pinned μ keep their start value.
     p_y = p_yt.sum(axis=1)
-    r = reduceat_add(p_yt_f[ytc] * p_ys_f[ysc] / p_y[cy], starts)
+    r = bincount(which, p_yt_f[ytc] * p_ys_f[ysc] / p_y[cy], minlength=n_pairs)
     kappa = -1.0 - float(log(r.max()))
     x = np.empty(m)
     x[:n_lam] = log(p_yt[cs.lam_y, cs.lam_t]) - log(p_y[cs.lam_y]) + kappa
@@ -386,7 +389,7 @@ def solve_cells(prob: _Problem, tol: float, path: str = "plain", max_iter: int =
     z = x[cl] + x[cm]
     zmax = reduceat_max(z, starts)
     e = exp(z - zmax[which])
-    tot = reduceat_add(e, starts)
+    tot = bincount(which, e, minlength=n_pairs)
     c = zmax + log(tot)
     pi = e / tot[which]
     pi[pi < 1e-250] = 0.0
@@ -443,7 +446,7 @@ def solve_cells(prob: _Problem, tol: float, path: str = "plain", max_iter: int =
         xs = np.zeros(m)
         xs[:n_x] = dx
         dz = xs[cl] + xs[cm]
-        return dz, reduceat_add(pi * dz, starts)
+        return dz, bincount(which, pi * dz, minlength=n_pairs)
 
     def vt_apply(pi, v):
         """Vᵀ v over the unknowns."""

@@ -191,7 +191,7 @@ def solve_small(p_yt: np.ndarray, p_ys: np.ndarray, tol: float, path: str = "pla
     # Start: Q0 = P(y,t) P(y,s) / P(y), the dual chosen so that softmax_y = Q0(y|t,s), every
     # c ≤ −START_SLACK (``_InteriorPoint``: −1). The pinned μ keep their start value.
     p_y = p_yt.sum(axis=1)
-    r = reduceat_add(p_yt_f[ytc] * p_ys_f[ysc] / p_y[cy], starts)
+    r = bincount(which, p_yt_f[ytc] * p_ys_f[ysc] / p_y[cy], minlength=n_pairs)
     kappa = -START_SLACK - float(log(r.max()))
     x = np.empty(m)
     x[:n_lam] = log(p_yt_f[sp.lam_cells]) - log(p_y[sp.lam_cells // T]) + kappa
@@ -206,7 +206,7 @@ def solve_small(p_yt: np.ndarray, p_ys: np.ndarray, tol: float, path: str = "pla
     z = x[cl] + x[cm]
     zmax = reduceat_max(z, starts)
     e = exp(z - zmax[which])
-    tot = reduceat_add(e, starts)
+    tot = bincount(which, e, minlength=n_pairs)
     c = zmax + log(tot)
     pi = e / tot[which]
     pi[pi < 1e-250] = 0.0
@@ -404,7 +404,7 @@ def step_length(r, c, z, dz, big, d_r, dc, which, starts, max_move, affine: bool
     base = z - c[which]
     while alpha > 1e-12:
         e = np.exp(base + alpha * dz)
-        tot = np.add.reduceat(e, starts)
+        tot = np.bincount(which, e, minlength=starts.size)
         if (tot <= limit).all():
             c_new = c + np.log(tot)
             if affine:
