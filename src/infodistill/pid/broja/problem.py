@@ -105,7 +105,7 @@ class _Problem:
             z = lam[y, t] + mu[y, s]
             zmax = np.maximum.reduceat(z, starts)
             e = np.exp(z - zmax[which])
-            tot = np.bincount(which, e, minlength=starts.size)  # (faster than add.reduceat)
+            tot = np.add.reduceat(e, starts)
             c = np.full(self.pairs.shape, -np.inf)
             c[t[starts], s[starts]] = zmax + np.log(tot)
             pi = np.zeros(self.support.shape)
