@@ -105,7 +105,8 @@ CORRECTOR_REFINE = 0
 def cells_bytes(prob: _Problem) -> float:
     """The memory of the cell route's arrays, counted on the code: R and its scaled float64 and
     float32 copies (used λ × free μ), the Schur complement in both precisions and a pivoted-LU copy,
-    B's dense buffer (T·Y × free μ), the pair blocks' entries and the per-cell vectors."""
+    B's dense buffer (at most T·Y × free μ: T·K of its rows), the pair blocks' entries and the
+    per-cell vectors."""
     rows, cols, _ = prob.schur_index()
     n_lam, n_mu = rows.size, cols.size
     Y, T = prob.p_yt.shape
@@ -189,7 +190,7 @@ class _Cells:
         self.diag_e = ei == ej
         # A (T, K, K): every entry (a pair's cells use their labels' λ at its t).
         self.a_index = (t[ei] * K + lam_rank[t[ei] * Y + y[ei]]) * K + lam_rank[t[ej] * Y + y[ej]]
-        # B (T, Y, n_mu): entries whose column μ(y_j, s) is free (no two share a position).
+        # B (T, K, n_mu): entries whose column μ(y_j, s) is free (no two share a position).
         free_j = (self.cm[ej] >= n_lam) & (self.cm[ej] < self.n_x)
         self.b_sel = np.flatnonzero(free_j)
         self.b_pos = self.lam_pos[self.cl[ei[free_j]]] * n_mu + (self.cm[ej[free_j]] - n_lam)
@@ -200,7 +201,7 @@ class _Cells:
         b_rank = rank[self.cl[ei[free_j]]]  # z's place in block t
         b_col = self.cm[ej[free_j]] - n_lam
         # The scatter costs ~Σ_entries (used labels of the block)/2 bincount terms; a dense batched
-        # product T·Y²·(free μ) multiply-adds at BLAS speed (~10× cheaper per term): dense joints
+        # product T·K²·(free μ) multiply-adds at BLAS speed (~10× cheaper per term): dense joints
         # take the product, with B kept in a buffer whose nonzero positions never change.
         scatter_terms = 0.5 * float(per_t[b_t].sum())
         self.r_dense = T * K * K * n_mu < R_DENSE_ADVANTAGE * scatter_terms
